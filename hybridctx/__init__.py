@@ -1,0 +1,28 @@
+"""hybridctx: generous retrieval packed into long context windows, answered with citations.
+
+    from hybridctx import Pipeline
+    pipe = Pipeline.open("kb/")
+    pipe.add(["docs/"])
+    print(pipe.ask("How do I configure retries?").text)
+"""
+
+from hybridctx.errors import HybridCtxError
+from hybridctx.pipeline import Pipeline
+from hybridctx.schema import AddReport, Answer, Chunk, Citation, Document, Hit, PackedContext, Usage
+from hybridctx.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddReport",
+    "Answer",
+    "Chunk",
+    "Citation",
+    "Document",
+    "Hit",
+    "HybridCtxError",
+    "PackedContext",
+    "Pipeline",
+    "Settings",
+    "Usage",
+]

@@ -1,0 +1,170 @@
+"""Chunk stage: split a document into token-bounded chunks at natural boundaries.
+
+Boundaries are tried from coarse to fine: blocks (paragraphs, headings, fenced code),
+then sentences, then lines, then a hard cut at a token boundary. Every chunk keeps its
+character offsets and line numbers in the source document, so citations can point back.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Protocol
+
+from hybridctx.errors import UnreadableDocumentError
+from hybridctx.schema import Chunk, Document
+from hybridctx.tokens import HFTokenizer, TokenOffsets
+
+Span = tuple[int, int]
+
+_FENCE = re.compile(r"[ \t]*(```|~~~)")
+_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
+_SENTENCE_GAP = re.compile(r"(?<=[.!?;])\s+")
+_LINE_GAP = re.compile(r"\s*\n\s*")
+
+
+class Chunker(Protocol):
+    def chunk(self, document: Document) -> list[Chunk]: ...
+
+
+class StructuredChunker:
+    """Token-aware chunker; overlap repeats whole trailing units (sentences or blocks)."""
+
+    def __init__(self, tokenizer: HFTokenizer, max_tokens: int = 200, overlap_tokens: int = 32):
+        if overlap_tokens >= max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        text = document.text
+        if not text.strip():
+            raise UnreadableDocumentError(document.metadata.get("source", document.id), "empty document")
+        offsets = self.tokenizer.offsets(text)
+        pieces = [
+            piece
+            for block in structural_blocks(text)
+            for piece in _fit(text, block, offsets, self.max_tokens)
+        ]
+        counts = [offsets.count(*piece) for piece in pieces]
+        headings = [_HEADING.match(text, start) is not None for start, _ in pieces]
+        newlines = [m.start() for m in re.finditer("\n", text)]
+        chunks = []
+        for number, (first, last) in enumerate(
+            _windows(counts, headings, self.max_tokens, self.overlap_tokens)
+        ):
+            start, end = pieces[first][0], pieces[last - 1][1]
+            chunks.append(
+                Chunk(
+                    id=f"{document.id}#{number}",
+                    doc_id=document.id,
+                    text=text[start:end],
+                    start=start,
+                    end=end,
+                    start_line=bisect_left(newlines, start) + 1,
+                    end_line=bisect_left(newlines, end - 1) + 1,
+                    token_count=offsets.count(start, end),
+                    metadata=dict(document.metadata),
+                )
+            )
+        return chunks
+
+
+def structural_blocks(text: str) -> list[Span]:
+    """Spans of paragraphs, heading-led sections and whole fenced code blocks."""
+    blocks: list[Span] = []
+    block_start: int | None = None
+    in_fence = False
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        line_start, pos = pos, pos + len(line)
+        is_fence = _FENCE.match(line) is not None
+        if in_fence:
+            if is_fence:
+                blocks.append((block_start, pos))  # type: ignore[arg-type]
+                block_start, in_fence = None, False
+            continue
+        starts_block = is_fence or _HEADING.match(line) is not None
+        if not line.strip() or starts_block:
+            if block_start is not None:
+                blocks.append((block_start, line_start))
+                block_start = None
+        if line.strip() and block_start is None:
+            block_start = line_start
+        in_fence = is_fence
+    if block_start is not None:
+        blocks.append((block_start, len(text)))
+    return [span for span in (_trim(text, s) for s in blocks) if span[0] < span[1]]
+
+
+def _trim(text: str, span: Span) -> Span:
+    start, end = span
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _split_by(pattern: re.Pattern[str]) -> Callable[[str, Span], list[Span]]:
+    def split(text: str, span: Span) -> list[Span]:
+        start, end = span
+        parts, cursor = [], start
+        for gap in pattern.finditer(text, start, end):
+            parts.append((cursor, gap.start()))
+            cursor = gap.end()
+        parts.append((cursor, end))
+        return [p for p in (_trim(text, p) for p in parts) if p[0] < p[1]]
+
+    return split
+
+
+_FINER_SPLITS = (_split_by(_SENTENCE_GAP), _split_by(_LINE_GAP))
+
+
+def _fit(text: str, span: Span, offsets: TokenOffsets, max_tokens: int, level: int = 0) -> list[Span]:
+    """Split `span` at the coarsest boundary that makes every part fit in `max_tokens`."""
+    if offsets.count(*span) <= max_tokens:
+        return [span]
+    for depth in range(level, len(_FINER_SPLITS)):
+        parts = _FINER_SPLITS[depth](text, span)
+        if len(parts) > 1:
+            return [p for part in parts for p in _fit(text, part, offsets, max_tokens, depth)]
+    return _hard_split(text, span, offsets, max_tokens)
+
+
+def _hard_split(text: str, span: Span, offsets: TokenOffsets, max_tokens: int) -> list[Span]:
+    parts, (start, end) = [], span
+    while start < end:
+        cut = offsets.cut(start, end, max_tokens)
+        parts.append(_trim(text, (start, cut)))
+        start = cut
+    return [p for p in parts if p[0] < p[1]]
+
+
+def _windows(counts: list[int], headings: list[bool], max_tokens: int, overlap_tokens: int) -> list[Span]:
+    """Group consecutive pieces into windows of at most `max_tokens`, with unit overlap.
+
+    A heading never ends a window that has more text after it: it moves on to lead the next.
+    """
+    windows: list[Span] = []
+    first = 0
+    while first < len(counts):
+        last, total = first, 0
+        while last < len(counts) and total + counts[last] <= max_tokens:
+            total += counts[last]
+            last += 1
+        while last < len(counts) and last - 1 > first and headings[last - 1]:
+            last -= 1
+        last = max(last, first + 1)
+        windows.append((first, last))
+        if last == len(counts):
+            break
+        back, repeated = last, 0
+        while back - 1 > first and repeated + counts[back - 1] <= overlap_tokens:
+            repeated += counts[back - 1]
+            back -= 1
+        first = back
+    return windows

@@ -1,0 +1,177 @@
+"""The `hybridctx` command line: index, search, ask, demo.
+
+Exit codes: 0 success; 1 indexing finished but some items failed (listed); 2 bad input or
+an unusable knowledge base (message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybridctx.errors import HybridCtxError, InvalidArgumentError
+from hybridctx.schema import AddReport, Answer, Hit
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generous retrieval + long-context answers.")
+out = Console()
+err = Console(stderr=True)
+
+KB_OPTION = typer.Option(..., "--kb", help="Knowledge base directory (created if missing)")
+
+
+def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HybridCtxError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--filter {pair!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).append(value)
+    return filters or None
+
+
+def _open(kb: Path, quiet: bool = False) -> Any:
+    from hybridctx.pipeline import Pipeline
+
+    return Pipeline.open(kb, show_progress=not quiet)
+
+
+def print_report(report: AddReport) -> None:
+    table = Table(title="Indexing summary", show_header=False)
+    table.add_row("documents added", str(report.documents_added))
+    table.add_row("documents replaced", str(report.documents_replaced))
+    table.add_row("documents unchanged (skipped)", str(report.documents_unchanged))
+    table.add_row("documents failed", str(len(report.failed)))
+    table.add_row("chunks added", str(report.chunks_added))
+    table.add_row("tokens added", f"{report.tokens_added:,}")
+    for stage, seconds in report.seconds.items():
+        table.add_row(f"time: {stage}", f"{seconds:.2f} s")
+    if report.chunks_added:
+        table.add_row("throughput", f"{report.chunks_per_second:.1f} chunks/s")
+    out.print(table)
+    for failure in report.failed:
+        err.print(f"[yellow]skipped[/] {failure.item}: {failure.reason}", highlight=False)
+
+
+def print_hits(hits: list[Hit], snippet_chars: int = 160) -> None:
+    table = Table(title=f"{len(hits)} hits")
+    for column in ("rank", "score", "location", "text"):
+        table.add_column(column)
+    for hit in hits:
+        snippet = " ".join(hit.chunk.text.split())[:snippet_chars]
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.chunk.location, snippet)
+    out.print(table)
+
+
+def print_answer(answer: Answer) -> None:
+    out.print(f"[bold]Answer:[/] {answer.text or '(empty)'}", highlight=False)
+    for c in answer.citations:
+        how = "cited" if c.explicit else "attributed"
+        out.print(f"  [{c.passage}] {c.location} ({how})", highlight=False)
+    u = answer.usage
+    out.print(
+        f"  [dim]{answer.context.token_count} prompt tokens ({len(answer.context.chunks)} passages, "
+        f"budget {answer.context.budget_tokens}), {u.cached_tokens or 0} cached, "
+        f"{u.generated_tokens} generated in {u.seconds:.1f} s ({u.tokens_per_second:.1f} tokens/s)[/]",
+        highlight=False,
+    )
+
+
+@app.command()
+@_friendly_errors
+def index(
+    paths: list[Path] = typer.Argument(..., help="Files or folders to index"),
+    kb: Path = KB_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+) -> None:
+    """Index files and folders into a knowledge base (unchanged files are skipped)."""
+    with _open(kb, quiet) as pipe:
+        report = pipe.add(paths)
+    print_report(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly_errors
+def search(
+    query: str = typer.Argument(...),
+    kb: Path = KB_OPTION,
+    k: int = typer.Option(10, "-k", help="Number of hits"),
+    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
+    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+) -> None:
+    """Print the ranked hits for a query."""
+    with _open(kb) as pipe:
+        print_hits(pipe.retrieve(query, k=k, filters=_parse_filters(filter), principal=principal))
+
+
+@app.command()
+@_friendly_errors
+def ask(
+    question: str = typer.Argument(...),
+    kb: Path = KB_OPTION,
+    budget: Optional[int] = typer.Option(None, help="Prompt budget in tokens"),
+    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
+    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+) -> None:
+    """Answer a question from the knowledge base, with citations."""
+    with _open(kb) as pipe:
+        print_answer(pipe.ask(question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal))
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    kb: Optional[Path] = typer.Option(None, "--kb", help="Where to keep the demo KB (default: in the cache)"),
+    all_files: bool = typer.Option(False, "--all", help="Index the whole standard library, not ~300 files"),
+    max_files: int = typer.Option(300, help="How many standard-library files to index"),
+) -> None:
+    """Index the Python standard library's source and answer questions about it."""
+    from hybridctx.demo import QUESTIONS, stdlib_files, stdlib_root
+    from hybridctx.pipeline import Pipeline
+    from hybridctx.settings import default_cache_dir
+
+    kb = kb or default_cache_dir() / "demo-kb"
+    files = stdlib_files(None if all_files else max_files)
+    out.rule("hybridctx demo")
+    out.print(f"Corpus: {len(files)} files of the standard library in {stdlib_root()}")
+    out.print(f"Knowledge base: {kb}")
+    started = time.perf_counter()
+    with Pipeline.open(kb) as pipe:
+        out.print(f"opened in {time.perf_counter() - started:.1f} s")
+        print_report(pipe.add(files))
+        for question, _ in QUESTIONS:
+            out.rule()
+            out.print(f"[bold]Question:[/] {question}", highlight=False)
+            t0 = time.perf_counter()
+            hits = pipe.retrieve(question)
+            t1 = time.perf_counter()
+            context = pipe.pack(question, hits=hits)
+            t2 = time.perf_counter()
+            out.print("  top hits: " + ", ".join(h.chunk.location.replace(str(stdlib_root()) + "/", "") for h in hits[:3]))
+            answer = pipe.generate(context)
+            out.print(f"  [dim]retrieve {1000 * (t1 - t0):.0f} ms, pack {1000 * (t2 - t1):.0f} ms[/]")
+            print_answer(answer)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,153 @@
+"""The `add` flow: documents -> chunk -> embed -> knowledge base, in resumable commits.
+
+Unchanged documents (same content hash) are skipped; changed ones replace their old
+chunks. New chunks are embedded and committed in groups of about `commit_every_chunks`,
+so an interrupted run keeps what it committed and a re-run finishes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hybridctx.chunk import Chunker
+from hybridctx.embed import Embedder
+from hybridctx.errors import UnreadableDocumentError
+from hybridctx.kb import KnowledgeBase, KnowledgeBaseWriter
+from hybridctx.schema import AddReport, Chunk, Document, Failure
+
+_EMBED_STEP = 256  # texts per embed call: small enough for a smooth progress bar
+
+
+def content_hash(document: Document) -> str:
+    """Hash of everything that, if changed, must re-index the document."""
+    payload = json.dumps(
+        [document.text, document.metadata, sorted(document.acl) if document.acl is not None else None],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class _Pending:
+    document: Document
+    content_hash: str
+    chunks: list[Chunk]
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class Indexer:
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        chunker: Chunker,
+        embedder: Embedder,
+        commit_every_chunks: int = 4096,
+        show_progress: bool = True,
+    ) -> None:
+        self.kb = kb
+        self.chunker = chunker
+        self.embedder = embedder
+        self.commit_every_chunks = commit_every_chunks
+        self.show_progress = show_progress
+
+    def add(self, items: Iterable[Document | Failure]) -> AddReport:
+        report = AddReport()
+        timer = _Timer()
+        pending: list[_Pending] = []
+        with self.kb.writer() as writer, tqdm(
+            desc="documents", unit="doc", disable=not self.show_progress
+        ) as docs_bar, tqdm(desc="chunks embedded", unit="chunk", disable=not self.show_progress) as chunk_bar:
+            for item in _timed(items, timer, "read"):
+                docs_bar.update(1)
+                if isinstance(item, Failure):
+                    report.failed.append(item)
+                    continue
+                with timer.stage("chunk"):
+                    entry = self._prepare(item, writer, report)
+                if entry is None:
+                    continue
+                pending.append(entry)
+                chunk_bar.total = (chunk_bar.total or 0) + len(entry.chunks)
+                if sum(len(p.chunks) for p in pending) >= self.commit_every_chunks:
+                    self._commit(pending, writer, report, timer, chunk_bar)
+                    pending = []
+            self._commit(pending, writer, report, timer, chunk_bar)
+        report.seconds = timer.seconds
+        return report
+
+    def _prepare(self, document: Document, writer: KnowledgeBaseWriter, report: AddReport) -> _Pending | None:
+        digest = content_hash(document)
+        previous = writer.document_hash(document.id)
+        if previous == digest:
+            report.documents_unchanged += 1
+            return None
+        try:
+            chunks = self.chunker.chunk(document)
+        except UnreadableDocumentError as exc:
+            report.failed.append(Failure(item=str(exc.item), reason=exc.reason))
+            return None
+        if previous is None:
+            report.documents_added += 1
+        else:
+            report.documents_replaced += 1
+        return _Pending(document, digest, chunks)
+
+    def _commit(
+        self,
+        pending: list[_Pending],
+        writer: KnowledgeBaseWriter,
+        report: AddReport,
+        timer: _Timer,
+        chunk_bar: tqdm,
+    ) -> None:
+        if not pending:
+            return
+        texts = [c.text for p in pending for c in p.chunks]
+        with timer.stage("embed"):
+            parts = []
+            for start in range(0, len(texts), _EMBED_STEP):
+                parts.append(self.embedder.embed(texts[start : start + _EMBED_STEP]))
+                chunk_bar.update(len(parts[-1]))
+            vectors = np.concatenate(parts) if parts else np.zeros((0, self.embedder.dimension), np.float32)
+        with timer.stage("write"):
+            offset = 0
+            for p in pending:
+                writer.replace_document(
+                    p.document, p.content_hash, p.chunks, vectors[offset : offset + len(p.chunks)]
+                )
+                offset += len(p.chunks)
+            writer.commit()
+        report.chunks_added += len(texts)
+        report.tokens_added += sum(c.token_count for p in pending for c in p.chunks)
+
+
+def _timed(items: Iterable[Document | Failure], timer: _Timer, stage: str) -> Iterator[Document | Failure]:
+    """Charge the time spent producing each item (reading files) to `stage`."""
+    iterator = iter(items)
+    while True:
+        with timer.stage(stage):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item

@@ -1,0 +1,182 @@
+"""`Pipeline`: the public entry point. It wires the stages together and holds no stage logic.
+
+    pipe = Pipeline.open("kb/")
+    pipe.add(["docs/", "notes.md"])
+    answer = pipe.ask("How do I configure retries?")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from hybridctx.chunk import StructuredChunker
+from hybridctx.embed import Embedder, SentenceTransformerEmbedder, resolve_model_path
+from hybridctx.errors import InvalidArgumentError
+from hybridctx.generate import Backend, LlamaCppBackend, cite
+from hybridctx.indexing import Indexer
+from hybridctx.kb import KnowledgeBase
+from hybridctx.pack import BudgetPacker
+from hybridctx.retrieve import DenseRetriever
+from hybridctx.schema import AddReport, Answer, Hit, PackedContext
+from hybridctx.settings import Settings
+from hybridctx.sources import Item
+from hybridctx.tokens import HFTokenizer
+
+
+class Pipeline:
+    """A persistent knowledge base with the stages that fill and query it.
+
+    Models load lazily: opening a KB is fast; the embedding model loads on the first
+    `add`/`retrieve`, the generating model on the first `ask`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._embedder = embedder
+        self._backend = backend
+        # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
+        self.embedding_model = embedder.name if embedder is not None else self.settings.embedding_model
+        self.kb = KnowledgeBase.open(path, self.embedding_model, dimension=lambda: self.embedder.dimension)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        backend: Backend | None = None,
+        **overrides: Any,
+    ) -> Pipeline:
+        """Create or open the knowledge base at `path`; keyword overrides replace settings fields.
+
+        `embedder` and `backend` replace the defaults built from the settings (e.g. to share
+        one loaded model between pipelines, or to use vLLM).
+        """
+        settings = settings or Settings()
+        if overrides:
+            settings = Settings(**{**settings.model_dump(), **overrides})
+        return cls(path, settings, embedder=embedder, backend=backend)
+
+    # -- stages, built on first use -------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            s = self.settings
+            self._embedder = SentenceTransformerEmbedder(
+                s.embedding_model, device=s.device, batch_size=s.embedding_batch_size
+            )
+        return self._embedder
+
+    @cached_property
+    def chunker(self) -> StructuredChunker:
+        tokenizer = HFTokenizer(resolve_model_path(self.embedding_model) / "tokenizer.json")
+        return StructuredChunker(tokenizer, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            s = self.settings
+            self._backend = LlamaCppBackend(
+                cache_dir=s.cache_dir, context_window=s.context_window, threads=s.generator_threads
+            )
+        return self._backend
+
+    @cached_property
+    def retriever(self) -> DenseRetriever:
+        return DenseRetriever(self.kb, self.embedder)
+
+    @cached_property
+    def packer(self) -> BudgetPacker:
+        return BudgetPacker(self.backend.token_counter())
+
+    # -- public API ------------------------------------------------------------------
+    def add(self, items: Item | Iterable[Item]) -> AddReport:
+        """Index documents, texts, files/folders or a Source; unchanged documents are skipped."""
+        from hybridctx.sources import iter_documents
+
+        documents = iter_documents(items)  # raises now if a path does not exist
+        indexer = Indexer(
+            self.kb, self.chunker, self.embedder,
+            commit_every_chunks=self.settings.commit_every_chunks,
+            show_progress=self.settings.show_progress,
+        )
+        return indexer.add(documents)
+
+    def delete(self, doc_ids: str | Sequence[str]) -> int:
+        """Delete documents by id; returns the number of chunks removed."""
+        ids = [doc_ids] if isinstance(doc_ids, str) else list(doc_ids)
+        with self.kb.writer() as writer:
+            removed = writer.delete_documents(ids)
+            writer.commit()
+        return removed
+
+    def retrieve(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
+    ) -> list[Hit]:
+        return self.retriever.retrieve(query, k or self.settings.k, filters, principal)
+
+    def pack(
+        self,
+        query: str,
+        budget_tokens: int | None = None,
+        hits: Sequence[Hit] | None = None,
+        filters: Mapping[str, Any] | None = None,
+        principal: str | None = None,
+    ) -> PackedContext:
+        if hits is None:
+            hits = self.retrieve(query, filters=filters, principal=principal)
+        return self.packer.pack(query, hits, budget_tokens or self.settings.budget_tokens)
+
+    def ask(
+        self,
+        query: str,
+        budget_tokens: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        principal: str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+    ) -> Answer:
+        max_new = max_new_tokens or self.settings.max_new_tokens
+        budget = budget_tokens or self.settings.budget_tokens
+        if budget + max_new > self.backend.context_window:
+            raise InvalidArgumentError(
+                f"budget_tokens ({budget}) + max_new_tokens ({max_new}) exceeds the model's "
+                f"context window ({self.backend.context_window})"
+            )
+        context = self.pack(query, budget, filters=filters, principal=principal)
+        return self.generate(context, max_new_tokens=max_new, temperature=temperature)
+
+    def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
+        """Answer from an already packed context (what `ask` does after `pack`)."""
+        max_new = max_new_tokens or self.settings.max_new_tokens
+        generation = self.backend.generate(context, max_new_tokens=max_new, temperature=temperature)
+        return Answer(
+            text=generation.text,
+            citations=cite(generation.text, context),
+            context=context,
+            usage=generation.usage,
+        )
+
+    def stats(self) -> dict[str, int]:
+        documents, chunks = self.kb.store.counts()
+        return {"documents": documents, "chunks": chunks}
+
+    def close(self) -> None:
+        self.kb.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,53 @@
+"""Settings for a knowledge base and its pipeline. Defaults run on a CPU-only machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def default_cache_dir() -> Path:
+    """Where model files prepared once (e.g. an assembled GGUF) are kept."""
+    import os
+
+    root = os.environ.get("HYBRIDCTX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hybridctx"
+    )
+    return Path(root)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # chunk
+    chunk_tokens: int = Field(200, ge=16, description="Chunk size in embedding-model tokens")
+    chunk_overlap_tokens: int = Field(32, ge=0)
+    # embed
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="A packaged model name or the path of a sentence-transformers folder",
+    )
+    embedding_batch_size: int = Field(64, ge=1)
+    device: str | None = Field(None, description="torch device; None picks CUDA when present")
+    # index
+    commit_every_chunks: int = Field(
+        4096, ge=1, description="Commit (and make resumable) after this many new chunks"
+    )
+    # retrieve
+    k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
+    # pack + generate
+    budget_tokens: int = Field(3072, ge=64, description="Prompt budget of `ask` in model tokens")
+    max_new_tokens: int = Field(200, ge=1)
+    context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
+    generator_threads: int | None = Field(None, description="CPU threads of the embedded model")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    show_progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        if self.budget_tokens + self.max_new_tokens > self.context_window:
+            raise ValueError("budget_tokens + max_new_tokens must fit in context_window")
+        return self

@@ -1,0 +1,137 @@
+"""Sources: turn what a user passes to `add` (texts, paths, Documents, a Source) into Documents.
+
+Per-file problems (empty, binary, not UTF-8, unreadable) become `Failure`s that the
+indexing summary lists; a top-level path that does not exist raises at once, before
+anything is written, because it is almost always a typo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, Union, runtime_checkable
+
+from hybridctx.errors import InvalidArgumentError, SourceNotFoundError, UnreadableDocumentError
+from hybridctx.schema import Document, Failure
+
+TEXT_SUFFIXES = frozenset(
+    ".txt .md .markdown .rst .adoc .py .pyi .ipynb .js .jsx .ts .tsx .java .kt .scala .c .h .cc"
+    " .cpp .hpp .cs .go .rs .rb .php .swift .sh .bash .sql .toml .yaml .yml .json .jsonl .ini"
+    " .cfg .conf .html .htm .xml .css .tex .csv .tsv .r .jl .lua .pl .el .hs .ml .proto".split()
+)
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox"})
+_BINARY_SNIFF_BYTES = 8192
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Anything that yields documents (or per-item failures) for indexing."""
+
+    def __iter__(self) -> Iterator[Document | Failure]: ...
+
+
+Item = Union[Document, str, os.PathLike, Source]
+
+
+class PathSource:
+    """Files and folders; folders are walked for text-like files, never following symlinks.
+
+    Explicitly named files are read whatever their suffix; inside folders only files with a
+    suffix in `suffixes` are taken.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike], suffixes: Iterable[str] = TEXT_SUFFIXES):
+        self.paths = [Path(p) for p in paths]
+        self.suffixes = frozenset(suffixes)
+        for path in self.paths:
+            if not path.exists():
+                raise SourceNotFoundError(path)
+
+    def files(self) -> Iterator[Path]:
+        for path in self.paths:
+            if path.is_dir():
+                for folder, dirs, names in os.walk(path):
+                    dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+                    for name in sorted(names):
+                        file = Path(folder, name)
+                        if file.suffix.lower() in self.suffixes and not file.is_symlink():
+                            yield file
+            else:
+                yield path
+
+    def __iter__(self) -> Iterator[Document | Failure]:
+        for file in self.files():
+            try:
+                yield read_text_file(file)
+            except UnreadableDocumentError as exc:
+                yield Failure(item=str(file), reason=exc.reason)
+
+
+def read_text_file(path: Path) -> Document:
+    """A UTF-8 text file as a Document whose id is its absolute path."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise UnreadableDocumentError(path, "empty file")
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        raise UnreadableDocumentError(path, "binary file (contains NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableDocumentError(path, f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
+    return Document(
+        id=str(path.resolve()),
+        text=text,
+        metadata={"source": str(path), "name": path.name, "suffix": path.suffix.lower()},
+    )
+
+
+def text_document(text: str) -> Document:
+    """A Document for raw text; its id is derived from the content, so re-adding is a no-op."""
+    if not text.strip():
+        raise UnreadableDocumentError("text item", "empty text")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return Document(id=f"text:{digest}", text=text, metadata={"source": f"text:{digest}"})
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        "\n" not in text
+        and len(text) < 1024
+        and (os.sep in text or text.endswith("/") or Path(text).suffix.lower() in TEXT_SUFFIXES)
+    )
+
+
+def iter_documents(items: Item | Iterable[Item]) -> Iterator[Document | Failure]:
+    """Documents (or failures) from a mix of items; checks every path exists before yielding."""
+    if isinstance(items, (Document, str, os.PathLike)) or isinstance(items, Source):
+        items = [items]
+    resolved: list[Document | Source | Failure] = []
+    for item in items:
+        if isinstance(item, Document):
+            resolved.append(item)
+        elif isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).exists()):
+            resolved.append(PathSource([item]))
+        elif isinstance(item, str) and _looks_like_path(item):
+            raise SourceNotFoundError(item)
+        elif isinstance(item, str):
+            try:
+                resolved.append(text_document(item))
+            except UnreadableDocumentError as exc:
+                resolved.append(Failure(item=str(exc.item), reason=exc.reason))
+        elif isinstance(item, Source):
+            resolved.append(item)
+        else:
+            raise InvalidArgumentError(
+                f"add: cannot index an item of type {type(item).__name__}; pass Documents, "
+                "texts, paths or a Source"
+            )
+    for entry in resolved:
+        if isinstance(entry, (Document, Failure)):
+            yield entry
+        else:
+            yield from entry

@@ -1,0 +1,217 @@
+"""Index stage, text half: the SQLite chunk store.
+
+Holds documents (content hash, metadata, ACL) and their chunks (text, offsets, lines).
+A chunk's `vector_id` is its id in the FAISS index; AUTOINCREMENT keeps ids of deleted
+chunks from ever being reused, so a stale vector can never point at a new chunk.
+Filters and access control are evaluated here, in SQL, before the vector search.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
+from hybridctx.schema import Chunk, Document
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    acl TEXT,
+    n_chunks INTEGER NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS document_acl (
+    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    principal TEXT NOT NULL,
+    PRIMARY KEY (doc_id, principal)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    vector_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    text TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL,
+    token_count INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+"""
+
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+_SCALARS = (str, int, float, bool)
+
+
+class ChunkStore:
+    """One SQLite connection. Writers use their own instance inside `transaction()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise KnowledgeBaseFormatError(f"chunk store {path} is damaged or not SQLite: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def begin(self) -> None:
+        """Start a write transaction (taking SQLite's write lock at once, not on first write)."""
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def document_hash(self, doc_id: str) -> str | None:
+        row = self._db.execute("SELECT content_hash FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
+    def replace_document(
+        self, document: Document, content_hash: str, chunks: Sequence[Chunk]
+    ) -> tuple[list[int], list[int]]:
+        """Store `document` and its chunks in place of any earlier version.
+
+        Returns the vector ids removed and the vector ids given to the new chunks.
+        """
+        removed = self.delete_documents([document.id])
+        acl = sorted(document.acl) if document.acl is not None else None
+        self._db.execute(
+            "INSERT INTO documents(id, content_hash, metadata, acl, n_chunks, n_tokens, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                document.id,
+                content_hash,
+                json.dumps(document.metadata, sort_keys=True, default=str),
+                json.dumps(acl) if acl is not None else None,
+                len(chunks),
+                sum(c.token_count for c in chunks),
+                time.time(),
+            ),
+        )
+        if acl:
+            self._db.executemany(
+                "INSERT INTO document_acl(doc_id, principal) VALUES (?, ?)",
+                [(document.id, principal) for principal in acl],
+            )
+        added = []
+        for c in chunks:
+            cursor = self._db.execute(
+                'INSERT INTO chunks(id, doc_id, text, start, "end", start_line, end_line, token_count)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count),
+            )
+            added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
+        return removed, added
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
+        """Delete documents and their chunks; returns the vector ids of the deleted chunks."""
+        removed: list[int] = []
+        for doc_id in doc_ids:
+            removed += [
+                row[0]
+                for row in self._db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,))
+            ]
+            self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+            self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        return removed
+
+    def chunks(self, vector_ids: Sequence[int]) -> dict[int, Chunk]:
+        """Chunks by vector id (ids deleted meanwhile are absent from the result)."""
+        found: dict[int, Chunk] = {}
+        ids = [int(i) for i in vector_ids]
+        for offset in range(0, len(ids), 500):
+            batch = ids[offset : offset + 500]
+            rows = self._db.execute(
+                'SELECT c.vector_id, c.id, c.doc_id, c.text, c.start, c."end", c.start_line,'
+                " c.end_line, c.token_count, d.metadata FROM chunks c JOIN documents d"
+                f" ON d.id = c.doc_id WHERE c.vector_id IN ({','.join('?' * len(batch))})",
+                batch,
+            )
+            for row in rows:
+                found[row[0]] = Chunk(
+                    id=row[1], doc_id=row[2], text=row[3], start=row[4], end=row[5],
+                    start_line=row[6], end_line=row[7], token_count=row[8],
+                    metadata=json.loads(row[9]),
+                )
+        return found
+
+    def allowed_vector_ids(
+        self, filters: Mapping[str, Any] | None, principal: str | None
+    ) -> np.ndarray | None:
+        """Vector ids that pass `filters` and that `principal` may read; None if all do.
+
+        A filter value matches a metadata value equal to it or, for list-valued metadata,
+        contained in it; a list/tuple/set filter value matches any of its members.
+        Documents with an ACL are visible only to the principals in it.
+        """
+        clauses, params = _filter_clauses(filters or {})
+        has_acl = self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone()
+        if has_acl:
+            if principal is None:
+                clauses.append("d.acl IS NULL")
+            else:
+                clauses.append(
+                    "(d.acl IS NULL OR EXISTS (SELECT 1 FROM document_acl a"
+                    " WHERE a.doc_id = d.id AND a.principal = ?))"
+                )
+                params.append(principal)
+        if not clauses:
+            return None
+        rows = self._db.execute(
+            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
+            + " AND ".join(clauses),
+            params,
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def counts(self) -> tuple[int, int]:
+        """Number of documents and chunks."""
+        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return int(docs), int(chunks)
+
+
+def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, wanted in filters.items():
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+            raise InvalidArgumentError(
+                f"filters: key {key!r} must be a metadata field name (letters, digits, '_', '-')"
+            )
+        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        if not values or not all(isinstance(v, _SCALARS) for v in values):
+            raise InvalidArgumentError(
+                f"filters[{key!r}] must be a string, number, bool or a non-empty list of them"
+            )
+        clauses.append(
+            f"EXISTS (SELECT 1 FROM json_each(d.metadata, ?) WHERE value IN ({','.join('?' * len(values))}))"
+        )
+        params += [f'$."{key}"', *values]
+    return clauses, params

@@ -1,0 +1,89 @@
+"""Shared fixtures: real models loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FACTS = {
+    "retries.md": (
+        "# Retry policy\n\n"
+        "The Zephyr client retries a failed request up to 7 times. Configure retries with the "
+        "setting `zephyr.max_retries`; the delay between attempts doubles each time, starting at "
+        "250 milliseconds.\n\n"
+        "## Timeouts\n\nEach attempt times out after 30 seconds unless `zephyr.timeout` says otherwise.\n"
+    ),
+    "garden.md": (
+        "# Growing tomatoes\n\n"
+        "Tomatoes need six to eight hours of direct sunlight a day. Water them deeply twice a week "
+        "and stake the plants when they reach knee height.\n"
+    ),
+    "physics.txt": (
+        "The speed of light in vacuum is exactly 299,792,458 metres per second. Nothing carrying "
+        "information travels faster.\n\nGravity on the surface of Mars is about 38 percent of "
+        "Earth's gravity.\n"
+    ),
+    "cooking.rst": (
+        "Bread baking\n============\n\nKnead the dough for ten minutes, let it rise for an hour, "
+        "then bake at 230 degrees Celsius for 35 minutes.\n"
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from hybridctx.embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from hybridctx.embed import resolve_model_path
+    from hybridctx.tokens import HFTokenizer
+
+    return HFTokenizer(resolve_model_path("all-MiniLM-L6-v2") / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def backend():
+    from hybridctx.generate import LlamaCppBackend
+    from hybridctx.settings import default_cache_dir
+
+    return LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+
+
+@pytest.fixture(scope="session")
+def llama_counter(backend):
+    return backend.token_counter()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, text in FACTS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def open_pipe(tmp_path, embedder, backend):
+    """Open (or reopen) a pipeline on a KB under tmp_path with the shared real models."""
+    from hybridctx import Pipeline
+
+    opened = []
+
+    def make(name: str = "kb", **overrides):
+        overrides.setdefault("show_progress", False)
+        pipe = Pipeline.open(tmp_path / name, embedder=embedder, backend=backend, **overrides)
+        opened.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in opened:
+        pipe.close()
