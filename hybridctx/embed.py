@@ -66,7 +66,7 @@ class SentenceTransformerEmbedder:
         if self.device.startswith("cuda"):
             self._model.half()
         self.batch_size = batch_size
-        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        self.dimension = int(self._model.get_embedding_dimension())
         self.max_seq_length = int(self._model.max_seq_length)
 
     @property

@@ -124,7 +124,7 @@ class Pipeline:
     def retrieve(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
     ) -> list[Hit]:
-        return self.retriever.retrieve(query, k or self.settings.k, filters, principal)
+        return self.retriever.retrieve(query, self.settings.k if k is None else k, filters, principal)
 
     def pack(
         self,
@@ -136,7 +136,7 @@ class Pipeline:
     ) -> PackedContext:
         if hits is None:
             hits = self.retrieve(query, filters=filters, principal=principal)
-        return self.packer.pack(query, hits, budget_tokens or self.settings.budget_tokens)
+        return self.packer.pack(query, hits, self.settings.budget_tokens if budget_tokens is None else budget_tokens)
 
     def ask(
         self,
@@ -147,8 +147,8 @@ class Pipeline:
         max_new_tokens: int | None = None,
         temperature: float = 0.0,
     ) -> Answer:
-        max_new = max_new_tokens or self.settings.max_new_tokens
-        budget = budget_tokens or self.settings.budget_tokens
+        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        budget = self.settings.budget_tokens if budget_tokens is None else budget_tokens
         if budget + max_new > self.backend.context_window:
             raise InvalidArgumentError(
                 f"budget_tokens ({budget}) + max_new_tokens ({max_new}) exceeds the model's "
@@ -159,7 +159,7 @@ class Pipeline:
 
     def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
-        max_new = max_new_tokens or self.settings.max_new_tokens
+        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
         generation = self.backend.generate(context, max_new_tokens=max_new, temperature=temperature)
         return Answer(
             text=generation.text,

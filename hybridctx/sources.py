@@ -27,9 +27,9 @@ _BINARY_SNIFF_BYTES = 8192
 
 @runtime_checkable
 class Source(Protocol):
-    """Anything that yields documents (or per-item failures) for indexing."""
+    """Anything that streams documents (or per-item failures) for indexing."""
 
-    def __iter__(self) -> Iterator[Document | Failure]: ...
+    def documents(self) -> Iterator[Document | Failure]: ...
 
 
 Item = Union[Document, str, os.PathLike, Source]
@@ -61,7 +61,7 @@ class PathSource:
             else:
                 yield path
 
-    def __iter__(self) -> Iterator[Document | Failure]:
+    def documents(self) -> Iterator[Document | Failure]:
         for file in self.files():
             try:
                 yield read_text_file(file)
@@ -107,12 +107,15 @@ def _looks_like_path(text: str) -> bool:
 
 
 def iter_documents(items: Item | Iterable[Item]) -> Iterator[Document | Failure]:
-    """Documents (or failures) from a mix of items; checks every path exists before yielding."""
-    if isinstance(items, (Document, str, os.PathLike)) or isinstance(items, Source):
+    """Documents (or failures) from a mix of items.
+
+    Checks every item now (a missing path raises before anything is read); reads lazily.
+    """
+    if isinstance(items, (Document, str, os.PathLike, Source)):
         items = [items]
     resolved: list[Document | Source | Failure] = []
     for item in items:
-        if isinstance(item, Document):
+        if isinstance(item, (Document, Source)):
             resolved.append(item)
         elif isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).exists()):
             resolved.append(PathSource([item]))
@@ -123,15 +126,17 @@ def iter_documents(items: Item | Iterable[Item]) -> Iterator[Document | Failure]
                 resolved.append(text_document(item))
             except UnreadableDocumentError as exc:
                 resolved.append(Failure(item=str(exc.item), reason=exc.reason))
-        elif isinstance(item, Source):
-            resolved.append(item)
         else:
             raise InvalidArgumentError(
                 f"add: cannot index an item of type {type(item).__name__}; pass Documents, "
                 "texts, paths or a Source"
             )
+    return _stream(resolved)
+
+
+def _stream(resolved: list[Document | Source | Failure]) -> Iterator[Document | Failure]:
     for entry in resolved:
         if isinstance(entry, (Document, Failure)):
             yield entry
         else:
-            yield from entry
+            yield from entry.documents()
