@@ -22,7 +22,7 @@ from hybridctx.tokens import TokenCounter
 
 EMBEDDED_MODEL_FILE = "gemma-3-270m-Q4_K_M.gguf"
 # A base (not instruction-tuned) model continues text: stop where a new section would start.
-STOP_SEQUENCES = ("\nQuestion:", "\n\n\n", "<end_of_turn>", "\n[1]")
+STOP_SEQUENCES = ("\nQuestion:", "\n\n", "\n[", "<end_of_turn>")
 
 
 @dataclass

@@ -20,16 +20,25 @@ from hybridctx.tokens import TokenCounter
 
 @dataclass(frozen=True)
 class PromptTemplate:
+    """Instructions (with a one-shot example, which small base models need to answer in
+    the right shape), numbered passages, then the question last."""
+
     instructions: str = (
-        "Below are numbered passages from a knowledge base. Answer the question that follows "
-        "them using only the information in these passages, and cite the passages you use by "
-        "their numbers in square brackets, like [3]. If the passages do not contain the answer, "
-        "say that the documents do not say.\n\n"
+        "Below are numbered passages from a knowledge base, then a question. Answer the question "
+        "using only the information in the passages, and cite the passages you use by their "
+        "numbers in square brackets. If the passages do not contain the answer, say that the "
+        "documents do not say.\n\n"
+        "Example:\n[1] handbook.md, lines 3-4\n"
+        "The office opens at 9 am on weekdays and at 10 am on Saturdays.\n\n"
+        "Based on the documents above, answer the question and cite the passage numbers.\n"
+        "Question: When does the office open on Saturdays?\n"
+        "Answer: On Saturdays the office opens at 10 am [1].\n\n"
+        "Passages:\n\n"
     )
     passage: str = "[{number}] {location}\n{text}\n\n"
     question: str = (
+        "Based on the documents above, answer the question and cite the passage numbers.\n"
         "Question: {query}\n"
-        "Based on the documents above, answer the question and cite passages as [n].\n"
         "Answer:"
     )
 
@@ -64,6 +73,7 @@ class BudgetPacker:
         if skeleton_tokens > budget_tokens:
             raise BudgetTooSmallError(budget_tokens, skeleton_tokens)
 
+        overhead = self.counter.count("")  # tokens every count includes (e.g. BOS), once per prompt
         chosen: list[Hit] = []
         dropped: list[DroppedCandidate] = []
         seen: set[str] = set()
@@ -75,7 +85,7 @@ class BudgetPacker:
                 continue
             cost = self.counter.count(
                 self.template.passage.format(number=len(chosen) + 1, location=_location(hit.chunk), text=hit.chunk.text)
-            )
+            ) - overhead
             if used + cost > budget_tokens:
                 dropped.append(DroppedCandidate(chunk_id=hit.chunk.id, reason="over_budget"))
                 continue

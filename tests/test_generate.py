@@ -1,0 +1,63 @@
+"""Generation with the real embedded model, and citations read back from answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridctx.errors import InvalidArgumentError
+from hybridctx.generate import cite
+from hybridctx.pack import BudgetPacker
+from hybridctx.schema import Chunk, Hit, PackedContext
+
+
+def context_of(*texts):
+    chunks = [
+        Chunk(id=f"d{i}#0", doc_id=f"d{i}", text=t, start=0, end=len(t), start_line=1, end_line=1,
+              token_count=10, metadata={"source": f"d{i}.md"})
+        for i, t in enumerate(texts)
+    ]
+    return PackedContext(query="q", prompt="p", chunks=chunks, token_count=1, budget_tokens=10, prefix_token_count=0)
+
+
+def test_explicit_markers_become_citations_and_unknown_ones_are_dropped():
+    ctx = context_of("alpha text", "beta text", "gamma text")
+    citations = cite("It is alpha [1], also gamma [3, 1] but not [7].", ctx)
+    assert [(c.passage, c.chunk_id, c.explicit) for c in citations] == [(1, "d0#0", True), (3, "d2#0", True)]
+    assert citations[0].location == "d0.md:1-1"
+
+
+def test_answer_without_markers_is_attributed_by_overlap():
+    ctx = context_of("Tomatoes need six hours of sunlight.", "The client retries seven times with backoff.")
+    [citation] = cite("The client retries seven times.", ctx)
+    assert (citation.chunk_id, citation.explicit) == ("d1#0", False)
+    assert cite("Completely unrelated words here.", ctx) == []
+    assert cite("", ctx) == []
+
+
+FACT = (
+    "Zephyr configuration guide. The Zephyr client retries a failed request up to 7 times. "
+    "Configure retries with the setting zephyr.max_retries."
+)
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_from_the_context_and_reports_usage(backend, llama_counter):
+    hit = Hit(chunk=Chunk(id="guide#0", doc_id="guide", text=FACT, start=0, end=len(FACT), start_line=1,
+                          end_line=1, token_count=30, metadata={"source": "guide.md"}), score=1.0, rank=1)
+    ctx = BudgetPacker(llama_counter).pack("How many times does the Zephyr client retry a request?", [hit], 1000)
+    first = backend.generate(ctx, max_new_tokens=24)
+    assert first.text
+    assert "7" in first.text or "seven" in first.text.lower()
+    assert first.usage.prompt_tokens == ctx.token_count  # the packer counted what the model read
+    assert 0 < first.usage.generated_tokens <= 24
+    again = backend.generate(ctx, max_new_tokens=24)
+    assert "7" in again.text or "seven" in again.text.lower()
+    assert again.usage.cached_tokens >= ctx.prefix_token_count  # llama.cpp reused the prompt's KV cache
+
+
+@pytest.mark.slow
+def test_prompt_longer_than_the_window_is_refused(backend):
+    ctx = context_of("x")
+    long = ctx.model_copy(update={"prompt": "word " * 5000})
+    with pytest.raises(InvalidArgumentError, match="context window"):
+        backend.generate(long, max_new_tokens=10)
