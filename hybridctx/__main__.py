@@ -1,0 +1,3 @@
+from hybridctx.cli import main
+
+main()

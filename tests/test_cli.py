@@ -1,0 +1,86 @@
+"""The `hybridctx` command line: summaries, exit codes, errors without tracebacks, the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from hybridctx.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"})
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+def test_index_reports_failures_and_search_finds_the_fact(run, corpus, tmp_path):
+    (corpus / "blob.txt").write_bytes(b"\x00\x01binary")
+    kb = tmp_path / "kb"
+    result = run("index", corpus, "--kb", kb, "--quiet")
+    assert result.exit_code == 1, result.output  # indexed, but one file failed
+    assert "documents added" in result.stdout and "│ 4 " in result.stdout.replace("  ", " ")
+    assert "blob.txt" in result.stderr and "binary" in result.stderr
+    again = run("index", corpus, "--kb", kb, "--quiet")
+    assert "documents unchanged (skipped)" in again.stdout
+
+    found = run("search", "how many retries does the client make", "--kb", kb, "-k", "2")
+    assert found.exit_code == 0, found.output
+    first_row = next(line for line in found.stdout.splitlines() if line.strip().startswith("│ 1"))
+    assert "retries.md" in first_row
+
+    filtered = run("search", "retries", "--kb", kb, "--filter", "suffix=.txt")
+    assert "retries.md" not in filtered.stdout and "physics.txt" in filtered.stdout
+
+
+def test_ask_answers_with_a_citation(run, corpus, tmp_path):
+    kb = tmp_path / "kb"
+    run("index", corpus, "--kb", kb, "--quiet")
+    result = run("ask", "How long should I knead bread dough?", "--kb", kb, "--budget", "1000")
+    assert result.exit_code == 0, result.output
+    assert "Answer:" in result.stdout
+    assert "cooking.rst" in result.stdout.split("Answer:", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("index", "{tmp}/does-not-exist", "--kb", "{tmp}/kb"), "no such file or folder"),
+        (("search", "   ", "--kb", "{tmp}/kb"), "query is empty"),
+        (("ask", "What?", "--kb", "{tmp}/kb", "--budget", "10"), "budget_tokens=10"),
+        (("search", "x", "--kb", "{tmp}/kb", "--filter", "novalue"), "expected KEY=VALUE"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_naming_it(run, tmp_path, args, message):
+    result = run(*(a.format(tmp=tmp_path) for a in args))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_installed_command_prints_errors_without_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridctx", "index", str(tmp_path / "missing.md"), "--kb", str(tmp_path / "kb")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert "no such file or folder" in done.stderr and "missing.md" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_indexes_the_standard_library_and_answers(run, tmp_path):
+    result = run("demo", "--kb", tmp_path / "demo-kb", "--max-files", "12")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Indexing summary" in out and "time: embed" in out
+    questions = out.split("Question:")[1:]
+    assert len(questions) == 3
+    for section, module in zip(questions, ("textwrap.py", "shlex.py", "colorsys.py")):
+        top_hits = next(line for line in section.splitlines() if "top hits:" in line)
+        assert module in top_hits, section
+        assert "Answer:" in section and "prompt tokens" in section
