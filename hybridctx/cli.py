@@ -90,7 +90,7 @@ def print_answer(answer: Answer) -> None:
     out.print(
         f"  [dim]{answer.context.token_count} prompt tokens ({len(answer.context.chunks)} passages, "
         f"budget {answer.context.budget_tokens}), {u.cached_tokens or 0} cached, "
-        f"{u.generated_tokens} generated in {u.seconds:.1f} s ({u.tokens_per_second:.1f} tokens/s)[/]",
+        f"{u.generated_tokens} generated; {u.seconds:.1f} s[/]",
         highlight=False,
     )
 

@@ -29,7 +29,11 @@ def stdlib_files(max_files: int | None = 300) -> list[Path]:
     """
     root = stdlib_root()
     files = sorted(
-        (p for p in root.rglob("*.py") if not _SKIPPED_PARTS & set(p.relative_to(root).parts)),
+        (
+            p
+            for p in root.rglob("*.py")
+            if not _SKIPPED_PARTS & set(p.relative_to(root).parts) and p.stat().st_size > 0
+        ),
         key=lambda p: (p.stat().st_size, str(p)),
     )
     if max_files is None:

@@ -96,11 +96,7 @@ class Usage(BaseModel):
     prompt_tokens: int
     generated_tokens: int
     cached_tokens: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+    seconds: float = Field(0.0, description="Wall time of the whole call: prompt processing and generation")
 
 
 class Answer(BaseModel):
