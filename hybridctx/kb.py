@@ -94,17 +94,23 @@ class KnowledgeBase:
 
     def refresh(self) -> None:
         """Load the index of the latest committed generation if another writer moved it on."""
-        generation = int(self.store.get_meta("generation") or 0)
-        if generation == self.generation:
-            return
-        path = _index_path(self.root, generation)
-        if generation == 0 and not path.exists():
-            self.index = FlatFaissIndex(self.manifest.dimension)
-        elif not path.exists():
-            raise KnowledgeBaseFormatError(f"index file {path} named by {self.store.path} is missing")
-        else:
-            self.index = FlatFaissIndex.load(path, self.manifest.dimension)
-        self.generation = generation
+        for _ in range(3):
+            generation = int(self.store.get_meta("generation") or 0)
+            if generation == self.generation:
+                return
+            path = _index_path(self.root, generation)
+            if generation == 0 and not path.exists():
+                self.index, self.generation = FlatFaissIndex(self.manifest.dimension), 0
+                return
+            if path.exists():
+                try:
+                    self.index, self.generation = FlatFaissIndex.load(path, self.manifest.dimension), generation
+                    return
+                except KnowledgeBaseFormatError:
+                    if path.exists():
+                        raise
+            # A writer committed a newer generation and removed this file meanwhile: read again.
+        raise KnowledgeBaseFormatError(f"index file {path} named by {self.store.path} is missing")
 
     def search(
         self, vector: np.ndarray, k: int, filters: Mapping[str, Any] | None, principal: str | None

@@ -12,6 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from hybridctx.errors import InvalidArgumentError
@@ -65,7 +67,10 @@ class Pipeline:
         """
         settings = settings or Settings()
         if overrides:
-            settings = Settings(**{**settings.model_dump(), **overrides})
+            try:
+                settings = Settings(**{**settings.model_dump(), **overrides})
+            except ValidationError as exc:
+                raise InvalidArgumentError(f"Pipeline.open: invalid settings: {exc}") from exc
         return cls(path, settings, embedder=embedder, backend=backend)
 
     # -- stages, built on first use -------------------------------------------------

@@ -181,3 +181,18 @@ def test_interrupted_add_keeps_committed_work_and_resumes(tmp_path, corpus, embe
     assert len(reopened.kb.index) == 12
     assert sorted(p.name for p in (tmp_path / "kb").glob("dense-*")) == [f"dense-{reopened.kb.generation}.faiss"]
     reopened.close()
+
+
+def test_invalid_setting_overrides_are_a_typed_error(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="chunk_overlap_tokens"):
+        Pipeline.open(tmp_path / "kb", chunk_tokens=64, chunk_overlap_tokens=64)
+    assert not (tmp_path / "kb").exists()
+
+
+def test_an_open_reader_sees_what_another_writer_committed(open_pipe, corpus):
+    reader = open_pipe()
+    assert reader.retrieve("tomatoes", k=5) == []
+    writer = open_pipe()
+    writer.add(corpus)
+    assert reader.retrieve("how much sun do tomato plants need", k=1)[0].chunk.metadata["name"] == "garden.md"
+    assert reader.stats() == writer.stats()
