@@ -37,7 +37,9 @@ class Settings(BaseModel):
     # retrieve
     k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
     # pack + generate
-    budget_tokens: int = Field(3072, ge=64, description="Prompt budget of `ask` in model tokens")
+    budget_tokens: int = Field(
+        1536, ge=64, description="Prompt budget of `pack`/`ask` in model tokens; suits the small CPU model"
+    )
     max_new_tokens: int = Field(200, ge=1)
     context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
     generator_threads: int | None = Field(None, description="CPU threads of the embedded model")

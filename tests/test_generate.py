@@ -61,3 +61,15 @@ def test_prompt_longer_than_the_window_is_refused(backend):
     long = ctx.model_copy(update={"prompt": "word " * 5000})
     with pytest.raises(InvalidArgumentError, match="context window"):
         backend.generate(long, max_new_tokens=10)
+
+
+@pytest.mark.slow
+def test_embedded_model_is_assembled_once_into_the_cache(tmp_path):
+    from hybridctx.generate import EMBEDDED_MODEL_FILE, prepare_embedded_model
+
+    path = prepare_embedded_model(tmp_path)
+    assert path == tmp_path / "models" / EMBEDDED_MODEL_FILE
+    assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 200_000_000
+    stamp = path.stat().st_mtime_ns
+    assert prepare_embedded_model(tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
