@@ -75,6 +75,7 @@ class Indexer:
         report = AddReport()
         timer = _Timer()
         pending: list[_Pending] = []
+        pending_chunks = 0
         with self.kb.writer() as writer, tqdm(
             desc="documents", unit="doc", disable=not self.show_progress
         ) as docs_bar, tqdm(desc="chunks embedded", unit="chunk", disable=not self.show_progress) as chunk_bar:
@@ -88,10 +89,11 @@ class Indexer:
                 if entry is None:
                     continue
                 pending.append(entry)
+                pending_chunks += len(entry.chunks)
                 chunk_bar.total = (chunk_bar.total or 0) + len(entry.chunks)
-                if sum(len(p.chunks) for p in pending) >= self.commit_every_chunks:
+                if pending_chunks >= self.commit_every_chunks:
                     self._commit(pending, writer, report, timer, chunk_bar)
-                    pending = []
+                    pending, pending_chunks = [], 0
             self._commit(pending, writer, report, timer, chunk_bar)
         report.seconds = timer.seconds
         return report
