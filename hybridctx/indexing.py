@@ -77,7 +77,7 @@ class Indexer:
         pending: list[_Pending] = []
         pending_chunks = 0
         with self.kb.writer() as writer, tqdm(
-            desc="documents", unit="doc", disable=not self.show_progress
+            desc="documents", unit="doc", total=getattr(items, "total", None), disable=not self.show_progress
         ) as docs_bar, tqdm(desc="chunks embedded", unit="chunk", disable=not self.show_progress) as chunk_bar:
             for item in _timed(items, timer, "read"):
                 docs_bar.update(1)

@@ -106,7 +106,32 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-def iter_documents(items: Item | Iterable[Item]) -> Iterator[Document | Failure]:
+class DocumentStream:
+    """Documents (or failures) read lazily, with the number of items to expect when known."""
+
+    def __init__(self, entries: list[Document | Source | Failure]) -> None:
+        self._entries = entries
+        counts = [_count(e) for e in entries]
+        self.total: int | None = None if None in counts else sum(counts)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Document | Failure]:
+        for entry in self._entries:
+            if isinstance(entry, (Document, Failure)):
+                yield entry
+            else:
+                yield from entry.documents()
+
+
+def _count(entry: Document | Source | Failure) -> int | None:
+    """How many items an entry yields, if that is cheap to know (a folder walk is)."""
+    if isinstance(entry, (Document, Failure)):
+        return 1
+    if isinstance(entry, PathSource):
+        return sum(1 for _ in entry.files())
+    return None
+
+
+def iter_documents(items: Item | Iterable[Item]) -> DocumentStream:
     """Documents (or failures) from a mix of items.
 
     Checks every item now (a missing path raises before anything is read); reads lazily.
@@ -131,12 +156,4 @@ def iter_documents(items: Item | Iterable[Item]) -> Iterator[Document | Failure]
                 f"add: cannot index an item of type {type(item).__name__}; pass Documents, "
                 "texts, paths or a Source"
             )
-    return _stream(resolved)
-
-
-def _stream(resolved: list[Document | Source | Failure]) -> Iterator[Document | Failure]:
-    for entry in resolved:
-        if isinstance(entry, (Document, Failure)):
-            yield entry
-        else:
-            yield from entry.documents()
+    return DocumentStream(resolved)

@@ -74,3 +74,10 @@ def test_demo_corpus_is_the_standard_library_without_tests_or_empty_files():
     assert len(everything) > len(demo) >= 300
     assert all(p.stat().st_size > 0 and "test" not in p.relative_to(stdlib_root()).parts for p in everything)
     assert {stdlib_root() / module for _, module in QUESTIONS} <= set(demo)
+
+
+def test_stream_knows_how_many_items_to_expect(tmp_path):
+    (tmp_path / "a.md").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    stream = iter_documents([tmp_path, Document(id="x", text="doc"), "raw text"])
+    assert stream.total == 4 == len(list(stream))
