@@ -24,7 +24,7 @@ from hybridctx.pack import BudgetPacker
 from hybridctx.retrieve import DenseRetriever
 from hybridctx.schema import AddReport, Answer, Hit, PackedContext
 from hybridctx.settings import Settings
-from hybridctx.sources import Item
+from hybridctx.sources import Item, iter_documents
 from hybridctx.tokens import HFTokenizer
 
 
@@ -108,8 +108,6 @@ class Pipeline:
     # -- public API ------------------------------------------------------------------
     def add(self, items: Item | Iterable[Item]) -> AddReport:
         """Index documents, texts, files/folders or a Source; unchanged documents are skipped."""
-        from hybridctx.sources import iter_documents
-
         documents = iter_documents(items)  # raises now if a path does not exist
         indexer = Indexer(
             self.kb, self.chunker, self.embedder,
