@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     token_count INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+-- Lets every query ask "does any document have an ACL?" without scanning the table.
+CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
 
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
