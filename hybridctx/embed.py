@@ -52,6 +52,11 @@ def resolve_model_path(name: str) -> Path:
     return path
 
 
+def tokenizer_file(name: str) -> Path:
+    """The model's own tokenizer, which the chunker counts with (without loading the model)."""
+    return resolve_model_path(name) / "tokenizer.json"
+
+
 class SentenceTransformerEmbedder:
     """Batched encoding; CUDA with fp16 when a GPU is present, else CPU fp32."""
 
@@ -67,12 +72,6 @@ class SentenceTransformerEmbedder:
             self._model.half()
         self.batch_size = batch_size
         self.dimension = int(self._model.get_embedding_dimension())
-        self.max_seq_length = int(self._model.max_seq_length)
-
-    @property
-    def tokenizer_file(self) -> Path:
-        """The model's own tokenizer, used by the chunker to count tokens."""
-        return self.path / "tokenizer.json"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

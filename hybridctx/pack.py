@@ -62,6 +62,10 @@ class BudgetPacker:
     def __init__(self, counter: TokenCounter, template: PromptTemplate | None = None) -> None:
         self.counter = counter
         self.template = template or PromptTemplate()
+        # Query-independent, so counted once: the cacheable prefix, and the tokens every
+        # count includes (e.g. BOS) that a passage joined into the prompt does not add.
+        self._prefix_tokens = counter.count(self.template.instructions)
+        self._count_overhead = counter.count("")
 
     def pack(self, query: str, hits: Sequence[Hit], budget_tokens: int) -> PackedContext:
         query = query.strip()
@@ -73,7 +77,6 @@ class BudgetPacker:
         if skeleton_tokens > budget_tokens:
             raise BudgetTooSmallError(budget_tokens, skeleton_tokens)
 
-        overhead = self.counter.count("")  # tokens every count includes (e.g. BOS), once per prompt
         chosen: list[Hit] = []
         dropped: list[DroppedCandidate] = []
         seen: set[str] = set()
@@ -85,7 +88,7 @@ class BudgetPacker:
                 continue
             cost = self.counter.count(
                 self.template.passage.format(number=len(chosen) + 1, location=_location(hit.chunk), text=hit.chunk.text)
-            ) - overhead
+            ) - self._count_overhead
             if used + cost > budget_tokens:
                 dropped.append(DroppedCandidate(chunk_id=hit.chunk.id, reason="over_budget"))
                 continue
@@ -109,6 +112,6 @@ class BudgetPacker:
             chunks=chunks,
             token_count=token_count,
             budget_tokens=budget_tokens,
-            prefix_token_count=self.counter.count(self.template.instructions),
+            prefix_token_count=self._prefix_tokens,
             dropped=dropped,
         )

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
-from hybridctx.embed import Embedder, SentenceTransformerEmbedder, resolve_model_path
+from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.generate import Backend, LlamaCppBackend, cite
 from hybridctx.indexing import Indexer
@@ -85,7 +85,7 @@ class Pipeline:
 
     @cached_property
     def chunker(self) -> StructuredChunker:
-        tokenizer = HFTokenizer(resolve_model_path(self.embedding_model) / "tokenizer.json")
+        tokenizer = HFTokenizer(tokenizer_file(self.embedding_model))
         return StructuredChunker(tokenizer, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
 
     @property
@@ -150,15 +150,9 @@ class Pipeline:
         max_new_tokens: int | None = None,
         temperature: float = 0.0,
     ) -> Answer:
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
-        budget = self.settings.budget_tokens if budget_tokens is None else budget_tokens
-        if budget + max_new > self.backend.context_window:
-            raise InvalidArgumentError(
-                f"budget_tokens ({budget}) + max_new_tokens ({max_new}) exceeds the model's "
-                f"context window ({self.backend.context_window})"
-            )
-        context = self.pack(query, budget, filters=filters, principal=principal)
-        return self.generate(context, max_new_tokens=max_new, temperature=temperature)
+        """Retrieve, pack and generate; the backend refuses a prompt that overflows its window."""
+        context = self.pack(query, budget_tokens, filters=filters, principal=principal)
+        return self.generate(context, max_new_tokens=max_new_tokens, temperature=temperature)
 
     def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
