@@ -7,8 +7,8 @@
 """
 
 from hybridctx.errors import HybridCtxError
-from hybridctx.pipeline import Pipeline
-from hybridctx.schema import AddReport, Answer, Chunk, Citation, Document, Hit, PackedContext, Usage
+from hybridctx.pipeline import Pipeline, Session
+from hybridctx.schema import AddReport, Answer, Chunk, Citation, Document, Hit, PackedContext, Passage, Usage
 from hybridctx.settings import Settings
 
 __version__ = "0.1.0"
@@ -17,6 +17,8 @@ __all__ = [
     "AddReport",
     "Answer",
     "Chunk",
+    "Passage",
+    "Session",
     "Citation",
     "Document",
     "Hit",

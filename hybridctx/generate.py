@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from hybridctx.tokens import TokenCounter
 
 EMBEDDED_MODEL_FILE = "gemma-3-270m-Q4_K_M.gguf"
 # A base (not instruction-tuned) model continues text: stop where a new section would start.
-STOP_SEQUENCES = ("\nQuestion:", "\n\n", "\n[", "<end_of_turn>")
+STOP_SEQUENCES = ("\nQuestion:", "\n\n", "<passage", "</passage", "<end_of_turn>")
 
 
 @dataclass
@@ -71,6 +72,9 @@ class LlamaTokenCounter:
 
     def count(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [self.count(t) for t in texts]
 
 
 class LlamaCppBackend:
@@ -174,9 +178,9 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[
     if numbers:
         return [_citation(context, n, explicit=True) for n in numbers]
     words = set(_WORD.findall(answer.lower()))
-    if not words or not context.chunks:
+    if not words or not context.passages:
         return []
-    overlaps = [len(words & set(_WORD.findall(c.text.lower()))) for c in context.chunks]
+    overlaps = [len(words & set(_WORD.findall(p.text.lower()))) for p in context.passages]
     best = max(range(len(overlaps)), key=overlaps.__getitem__)
     if overlaps[best] / len(words) < min_overlap:
         return []
@@ -184,5 +188,8 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[
 
 
 def _citation(context: PackedContext, number: int, explicit: bool) -> Citation:
-    chunk = context.chunks[number - 1]
-    return Citation(passage=number, chunk_id=chunk.id, doc_id=chunk.doc_id, location=chunk.location, explicit=explicit)
+    passage = context.passages[number - 1]
+    return Citation(
+        passage=number, chunk_ids=passage.chunk_ids, doc_id=passage.doc_id, location=passage.location,
+        explicit=explicit,
+    )

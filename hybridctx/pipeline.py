@@ -20,9 +20,9 @@ from hybridctx.errors import InvalidArgumentError
 from hybridctx.generate import Backend, LlamaCppBackend, cite
 from hybridctx.indexing import Indexer
 from hybridctx.kb import KnowledgeBase
-from hybridctx.pack import BudgetPacker
+from hybridctx.pack import Packer, PackSession
 from hybridctx.retrieve import DenseRetriever
-from hybridctx.schema import AddReport, Answer, Hit, PackedContext
+from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import Item, iter_documents
 from hybridctx.tokens import HFTokenizer
@@ -102,8 +102,8 @@ class Pipeline:
         return DenseRetriever(self.kb, self.embedder)
 
     @cached_property
-    def packer(self) -> BudgetPacker:
-        return BudgetPacker(self.backend.token_counter())
+    def packer(self) -> Packer:
+        return Packer(self.backend.token_counter(), near_duplicate_threshold=self.settings.near_duplicate_threshold)
 
     # -- public API ------------------------------------------------------------------
     def add(self, items: Item | Iterable[Item]) -> AddReport:
@@ -136,10 +136,34 @@ class Pipeline:
         hits: Sequence[Hit] | None = None,
         filters: Mapping[str, Any] | None = None,
         principal: str | None = None,
+        *,
+        ordering: Ordering | None = None,
+        max_new_tokens: int | None = None,
+        session: PackSession | None = None,
     ) -> PackedContext:
+        """Pack a prompt of at most `budget_tokens - max_new_tokens` tokens (room is kept for the answer).
+
+        Without `hits`: when everything the principal may read is small enough to fit, all of
+        it is packed (`route="whole_corpus"`, no retrieval loss); otherwise a generous
+        retrieval (`settings.k`) is packed.
+        """
+        s = self.settings
+        budget = s.budget_tokens if budget_tokens is None else budget_tokens
+        reserve = s.max_new_tokens if max_new_tokens is None else max_new_tokens
+        whole_corpus = False
         if hits is None:
-            hits = self.retrieve(query, filters=filters, principal=principal)
-        return self.packer.pack(query, hits, self.settings.budget_tokens if budget_tokens is None else budget_tokens)
+            k = s.k
+            chunks, tokens = self.kb.store.visible_size(filters, principal)
+            # Token counts are the embedding model's; the packer decides with the reader's.
+            if 0 < chunks and tokens <= 1.5 * budget:
+                k, whole_corpus = max(k, chunks), True
+            hits = self.retrieve(query, k=k, filters=filters, principal=principal)
+        context = self.packer.pack(
+            query, hits, budget, reserve_tokens=reserve, ordering=ordering or s.ordering, session=session
+        )
+        if whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
+            context = context.model_copy(update={"route": "whole_corpus"})
+        return context
 
     def ask(
         self,
@@ -149,10 +173,22 @@ class Pipeline:
         principal: str | None = None,
         max_new_tokens: int | None = None,
         temperature: float = 0.0,
+        *,
+        ordering: Ordering | None = None,
     ) -> Answer:
         """Retrieve, pack and generate; the backend refuses a prompt that overflows its window."""
-        context = self.pack(query, budget_tokens, filters=filters, principal=principal)
+        context = self.pack(
+            query, budget_tokens, filters=filters, principal=principal, ordering=ordering, max_new_tokens=max_new_tokens
+        )
         return self.generate(context, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def session(
+        self, filters: Mapping[str, Any] | None = None, principal: str | None = None, ordering: Ordering | None = None
+    ) -> Session:
+        """A conversation about the same material: each follow-up keeps the passages already
+        shown in place and appends what it adds, so the prompt prefix (and the model's KV
+        cache of it) carries over and each question pays only for new tokens."""
+        return Session(self, filters, principal, ordering)
 
     def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
@@ -177,3 +213,28 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Session:
+    """Follow-up questions sharing one growing prompt; made by `Pipeline.session()`."""
+
+    def __init__(
+        self, pipeline: Pipeline, filters: Mapping[str, Any] | None, principal: str | None, ordering: Ordering | None
+    ) -> None:
+        self.pipeline = pipeline
+        self.filters = filters
+        self.principal = principal
+        self.ordering = ordering
+        self.state = pipeline.packer.session()
+
+    def pack(self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None) -> PackedContext:
+        return self.pipeline.pack(
+            query, budget_tokens, filters=self.filters, principal=self.principal, ordering=self.ordering,
+            max_new_tokens=max_new_tokens, session=self.state,
+        )
+
+    def ask(
+        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
+    ) -> Answer:
+        context = self.pack(query, budget_tokens, max_new_tokens)
+        return self.pipeline.generate(context, max_new_tokens=max_new_tokens, temperature=temperature)

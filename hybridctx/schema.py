@@ -60,33 +60,69 @@ class Hit(BaseModel):
         return self.chunk.source
 
 
-DropReason = Literal["duplicate", "over_budget", "filtered"]
+DropReason = Literal["duplicate", "near_duplicate", "covered", "over_budget", "filtered"]
 
 
 class DroppedCandidate(BaseModel):
+    """A candidate left out of the prompt; `kept` names the chunk that made it redundant."""
+
     chunk_id: str
     reason: DropReason
+    kept: str | None = None
+
+
+class Passage(BaseModel):
+    """What the model reads as one numbered passage: one chunk, or neighbouring chunks of one
+    document merged back in their original order. Offsets and lines span the whole passage."""
+
+    number: int
+    doc_id: str
+    source: str
+    text: str
+    start: int
+    end: int
+    start_line: int
+    end_line: int
+    chunk_ids: list[str]
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.start_line}-{self.end_line}"
+
+
+Ordering = Literal["canonical", "relevance", "edges"]
 
 
 class PackedContext(BaseModel):
-    """The prompt sent to the model and an account of how it was built."""
+    """The prompt sent to the model and an account of how it was built.
+
+    `token_count` is exact for the prompt and at most `budget_tokens - reserved_tokens`
+    (the room kept for the answer). `prefix_token_count` counts the tokens before the first
+    query-dependent one: the instructions, plus in a session the passages already shown.
+    `route` says whether everything the principal may read was packed ("whole_corpus") or a
+    retrieved selection ("retrieved").
+    """
 
     query: str
     prompt: str
     chunks: list[Chunk]
+    passages: list[Passage] = Field(default_factory=list)
     token_count: int
     budget_tokens: int
+    reserved_tokens: int = 0
     prefix_token_count: int
+    ordering: Ordering = "canonical"
+    route: Literal["retrieved", "whole_corpus"] = "retrieved"
     dropped: list[DroppedCandidate] = Field(default_factory=list)
 
-    def passage(self, number: int) -> Chunk | None:
-        """The chunk shown as passage `[number]` (1-based, prompt order)."""
-        return self.chunks[number - 1] if 1 <= number <= len(self.chunks) else None
+    def passage(self, number: int) -> Passage | None:
+        """The passage shown as `[number]` (1-based, prompt order)."""
+        return self.passages[number - 1] if 1 <= number <= len(self.passages) else None
 
 
 class Citation(BaseModel):
     passage: int
-    chunk_id: str
+    chunk_ids: list[str]
     doc_id: str
     location: str
     explicit: bool = Field(description="True if the model wrote [n]; False if attributed by text overlap")

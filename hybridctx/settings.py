@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybridctx.schema import Ordering
+
 
 def default_cache_dir() -> Path:
     """Where model files prepared once (e.g. an assembled GGUF) are kept."""
@@ -38,7 +40,13 @@ class Settings(BaseModel):
     k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
     # pack + generate
     budget_tokens: int = Field(
-        1536, ge=64, description="Prompt budget of `pack`/`ask` in model tokens; suits the small CPU model"
+        2048, ge=64,
+        description="Tokens of the model's window that `pack`/`ask` fill: the prompt plus room for "
+        "max_new_tokens of answer; suits the small CPU model",
+    )
+    ordering: Ordering = Field("canonical", description="Passage order: canonical, relevance or edges")
+    near_duplicate_threshold: float | None = Field(
+        0.8, gt=0.0, le=1.0, description="Word 3-gram Jaccard at which passages count as near copies; None: off"
     )
     max_new_tokens: int = Field(200, ge=1)
     context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
@@ -50,6 +58,8 @@ class Settings(BaseModel):
     def _check(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
-        if self.budget_tokens + self.max_new_tokens > self.context_window:
-            raise ValueError("budget_tokens + max_new_tokens must fit in context_window")
+        if self.budget_tokens > self.context_window:
+            raise ValueError("budget_tokens must fit in context_window")
+        if self.max_new_tokens >= self.budget_tokens:
+            raise ValueError("max_new_tokens must be smaller than budget_tokens")
         return self

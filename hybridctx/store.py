@@ -172,6 +172,28 @@ class ChunkStore:
         contained in it; a list/tuple/set filter value matches any of its members.
         Documents with an ACL are visible only to the principals in it.
         """
+        clauses, params = self._visibility(filters, principal)
+        if not clauses:
+            return None
+        rows = self._db.execute(
+            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
+            + " AND ".join(clauses),
+            params,
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def visible_size(self, filters: Mapping[str, Any] | None, principal: str | None) -> tuple[int, int]:
+        """Chunks, and their embedding-model tokens, that pass `filters` and `principal` may read."""
+        clauses, params = self._visibility(filters, principal)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        chunks, tokens = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(c.token_count), 0) FROM chunks c JOIN documents d"
+            " ON d.id = c.doc_id" + where,
+            params,
+        ).fetchone()
+        return int(chunks), int(tokens)
+
+    def _visibility(self, filters: Mapping[str, Any] | None, principal: str | None) -> tuple[list[str], list[Any]]:
         clauses, params = _filter_clauses(filters or {})
         has_acl = self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone()
         if has_acl:
@@ -183,14 +205,7 @@ class ChunkStore:
                     " WHERE a.doc_id = d.id AND a.principal = ?))"
                 )
                 params.append(principal)
-        if not clauses:
-            return None
-        rows = self._db.execute(
-            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
-            + " AND ".join(clauses),
-            params,
-        ).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return clauses, params
 
     def counts(self) -> tuple[int, int]:
         """Number of documents and chunks."""

@@ -1,15 +1,23 @@
 """Token counting with a real tokenizer, shared by the chunker and the packer.
 
 The chunker counts in the embedding model's tokens (so no chunk is truncated at embed
-time); the packer counts in the generating model's tokens (so the prompt fits its window).
+time); the packer counts in the generating model's tokens (so the prompt fits its window):
+the GGUF's own tokenizer for the embedded model, the model's HF tokenizer for vLLM, and
+tiktoken for OpenAI-style models.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+import tempfile
 from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 
 # Long texts are tokenized in pieces of about this many characters, cut at line ends,
 # so memory stays bounded on very large files.
@@ -19,7 +27,11 @@ _SEGMENT_CHARS = 100_000
 @runtime_checkable
 class TokenCounter(Protocol):
     def count(self, text: str) -> int:
-        """Number of tokens `text` takes, without special tokens."""
+        """Number of tokens `text` takes as the model reads it."""
+        ...
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """`count` of each text; implementations batch it (the packer counts thousands)."""
         ...
 
 
@@ -53,6 +65,9 @@ class HFTokenizer:
     def count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
     def offsets(self, text: str) -> TokenOffsets:
         segments = _line_segments(text)
         encodings = self._tok.encode_batch(
@@ -75,3 +90,53 @@ def _line_segments(text: str) -> list[tuple[int, int]]:
         segments.append((start, end))
         start = end
     return segments
+
+
+# tiktoken downloads its BPE files on first use; offline they come from the `bpe-openai`
+# package, placed where tiktoken's own cache looks for them (keyed by the SHA-1 of the URL).
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+_TIKTOKEN_BUNDLED = ("cl100k_base", "o200k_base")
+
+
+class TiktokenCounter:
+    """Counts for OpenAI-style models (`cl100k_base`, `o200k_base`) with tiktoken, offline."""
+
+    def __init__(self, encoding: str = "cl100k_base") -> None:
+        if encoding not in _TIKTOKEN_BUNDLED:
+            raise InvalidArgumentError(f"tiktoken encoding {encoding!r}: use one of {', '.join(_TIKTOKEN_BUNDLED)}")
+        try:
+            import tiktoken
+        except ImportError as exc:
+            raise ModelUnavailableError("counting OpenAI-style tokens needs tiktoken: pip install 'hybridctx[openai]'") from exc
+        _place_bundled_bpe(encoding)
+        self.name = encoding
+        self._enc = tiktoken.get_encoding(encoding)
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode_ordinary(text))
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._enc.encode_ordinary_batch(list(texts))]
+
+
+def _place_bundled_bpe(encoding: str) -> None:
+    cache = Path(
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
+    target = cache / hashlib.sha1(_TIKTOKEN_URL.format(name=encoding).encode()).hexdigest()
+    if target.exists():
+        return
+    try:
+        import bpe_openai
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"tiktoken's {encoding} file is not cached and cannot be downloaded offline; "
+            "pip install 'hybridctx[openai]' (bpe-openai bundles it)"
+        ) from exc
+    bundled = Path(bpe_openai.__file__).parent / "data" / f"{encoding}.tiktoken.gz"
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(gzip.decompress(bundled.read_bytes()))
+    os.replace(tmp, target)

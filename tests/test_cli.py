@@ -53,7 +53,7 @@ def test_ask_answers_with_a_citation(run, corpus, tmp_path):
     [
         (("index", "{tmp}/does-not-exist", "--kb", "{tmp}/kb"), "no such file or folder"),
         (("search", "   ", "--kb", "{tmp}/kb"), "query is empty"),
-        (("ask", "What?", "--kb", "{tmp}/kb", "--budget", "10"), "budget_tokens=10"),
+        (("ask", "What?", "--kb", "{tmp}/kb", "--budget", "10"), "budget_tokens (10)"),
         (("search", "x", "--kb", "{tmp}/kb", "--filter", "novalue"), "expected KEY=VALUE"),
     ],
 )

@@ -6,8 +6,8 @@ import pytest
 
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.generate import cite
-from hybridctx.pack import BudgetPacker
-from hybridctx.schema import Chunk, Hit, PackedContext
+from hybridctx.pack import Packer
+from hybridctx.schema import Chunk, Hit, PackedContext, Passage
 
 
 def context_of(*texts):
@@ -16,20 +16,26 @@ def context_of(*texts):
               token_count=10, metadata={"source": f"d{i}.md"})
         for i, t in enumerate(texts)
     ]
-    return PackedContext(query="q", prompt="p", chunks=chunks, token_count=1, budget_tokens=10, prefix_token_count=0)
+    passages = [
+        Passage(number=i + 1, doc_id=c.doc_id, source=c.source, text=c.text, start=c.start, end=c.end,
+                start_line=1, end_line=1, chunk_ids=[c.id])
+        for i, c in enumerate(chunks)
+    ]
+    return PackedContext(query="q", prompt="p", chunks=chunks, passages=passages, token_count=1, budget_tokens=10,
+                         prefix_token_count=0)
 
 
 def test_explicit_markers_become_citations_and_unknown_ones_are_dropped():
     ctx = context_of("alpha text", "beta text", "gamma text")
     citations = cite("It is alpha [1], also gamma [3, 1] but not [7].", ctx)
-    assert [(c.passage, c.chunk_id, c.explicit) for c in citations] == [(1, "d0#0", True), (3, "d2#0", True)]
+    assert [(c.passage, c.chunk_ids, c.explicit) for c in citations] == [(1, ["d0#0"], True), (3, ["d2#0"], True)]
     assert citations[0].location == "d0.md:1-1"
 
 
 def test_answer_without_markers_is_attributed_by_overlap():
     ctx = context_of("Tomatoes need six hours of sunlight.", "The client retries seven times with backoff.")
     [citation] = cite("The client retries seven times.", ctx)
-    assert (citation.chunk_id, citation.explicit) == ("d1#0", False)
+    assert (citation.chunk_ids, citation.explicit) == (["d1#0"], False)
     assert cite("Completely unrelated words here.", ctx) == []
     assert cite("", ctx) == []
 
@@ -44,7 +50,7 @@ FACT = (
 def test_embedded_model_answers_from_the_context_and_reports_usage(backend, llama_counter):
     hit = Hit(chunk=Chunk(id="guide#0", doc_id="guide", text=FACT, start=0, end=len(FACT), start_line=1,
                           end_line=1, token_count=30, metadata={"source": "guide.md"}), score=1.0, rank=1)
-    ctx = BudgetPacker(llama_counter).pack("How many times does the Zephyr client retry a request?", [hit], 1000)
+    ctx = Packer(llama_counter).pack("How many times does the Zephyr client retry a request?", [hit], 1000)
     first = backend.generate(ctx, max_new_tokens=24)
     assert first.text
     assert "7" in first.text or "seven" in first.text.lower()

@@ -53,5 +53,5 @@ def test_index_then_reopen_in_a_new_process_and_answer(open_pipe, corpus, tmp_pa
     assert result["answer"].strip()
     assert result["citations"], f"no citation for answer {result['answer']!r}"
     for citation in result["citations"]:
-        assert citation["chunk_id"] in result["answer_chunk_ids"]
+        assert set(citation["chunk_ids"]) <= set(result["answer_chunk_ids"])
     assert any("retries.md" in c["location"] for c in result["citations"]), result
