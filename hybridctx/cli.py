@@ -1,4 +1,4 @@
-"""The `hybridctx` command line: index, search, ask, demo.
+"""The `hybridctx` command line: index, search, pack, ask, demo.
 
 Exit codes: 0 success; 1 indexing finished but some items failed (listed); 2 bad input or
 an unusable knowledge base (message on stderr, no traceback).
@@ -7,6 +7,7 @@ an unusable knowledge base (message on stderr, no traceback).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -17,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridctx.errors import HybridCtxError, InvalidArgumentError
-from hybridctx.schema import AddReport, Answer, Hit
+from hybridctx.pack import ORDERINGS
+from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generous retrieval + long-context answers.")
 out = Console()
@@ -81,6 +83,17 @@ def print_hits(hits: list[Hit], snippet_chars: int = 160) -> None:
     out.print(table)
 
 
+def describe_context(context: PackedContext) -> str:
+    """One line: size, passages, route, and how many candidates were dropped for what."""
+    dropped = Counter(d.reason for d in context.dropped)
+    left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(dropped.items()))
+    return (
+        f"{context.token_count} prompt tokens ({len(context.passages)} passages from {len(context.chunks)} chunks, "
+        f"{context.ordering} order, {context.route.replace('_', ' ')}, budget {context.budget_tokens}"
+        f"{'; left out: ' + left_out if left_out else ''})"
+    )
+
+
 def print_answer(answer: Answer) -> None:
     out.print(f"[bold]Answer:[/] {answer.text or '(empty)'}", highlight=False)
     for c in answer.citations:
@@ -88,8 +101,7 @@ def print_answer(answer: Answer) -> None:
         out.print(f"  [{c.passage}] {c.location} ({how})", highlight=False)
     u = answer.usage
     out.print(
-        f"  [dim]{answer.context.token_count} prompt tokens ({len(answer.context.chunks)} passages, "
-        f"budget {answer.context.budget_tokens}), {u.cached_tokens or 0} cached, "
+        f"  [dim]{describe_context(answer.context)}; {u.cached_tokens or 0} cached, "
         f"{u.generated_tokens} generated; {u.seconds:.1f} s[/]",
         highlight=False,
     )
@@ -124,18 +136,52 @@ def search(
         print_hits(pipe.retrieve(query, k=k, filters=_parse_filters(filter), principal=principal))
 
 
+BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")
+ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")
+
+
+@app.command()
+@_friendly_errors
+def pack(
+    question: str = typer.Argument(...),
+    kb: Path = KB_OPTION,
+    budget: Optional[int] = BUDGET_OPTION,
+    ordering: Optional[str] = ORDERING_OPTION,
+    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
+    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+) -> None:
+    """Print the prompt `ask` would send (to stdout) and how it was packed (to stderr)."""
+    with _open(kb) as pipe:
+        context = pipe.pack(
+            question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal,
+            ordering=_ordering(ordering),
+        )
+    print(context.prompt)
+    err.print(f"[dim]{describe_context(context)}[/]", highlight=False)
+
+
 @app.command()
 @_friendly_errors
 def ask(
     question: str = typer.Argument(...),
     kb: Path = KB_OPTION,
-    budget: Optional[int] = typer.Option(None, help="Prompt budget in tokens"),
+    budget: Optional[int] = BUDGET_OPTION,
+    ordering: Optional[str] = ORDERING_OPTION,
     filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
     principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
 ) -> None:
     """Answer a question from the knowledge base, with citations."""
     with _open(kb) as pipe:
-        print_answer(pipe.ask(question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal))
+        print_answer(pipe.ask(
+            question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal,
+            ordering=_ordering(ordering),
+        ))
+
+
+def _ordering(value: str | None) -> Ordering | None:
+    if value is not None and value not in ORDERINGS:
+        raise InvalidArgumentError(f"--ordering must be one of {', '.join(ORDERINGS)}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 @app.command()

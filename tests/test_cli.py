@@ -48,6 +48,18 @@ def test_ask_answers_with_a_citation(run, corpus, tmp_path):
     assert "cooking.rst" in result.stdout.split("Answer:", 1)[1]
 
 
+def test_pack_prints_the_prompt_and_how_it_was_packed(run, corpus, tmp_path):
+    kb = tmp_path / "kb"
+    run("index", corpus, "--kb", kb, "--quiet")
+    result = run("pack", "How long should I knead bread dough?", "--kb", kb, "--budget", "600",
+                 "--ordering", "relevance")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("Question: How long should I knead bread dough?\nAnswer:")
+    first_passage = result.stdout.split("Documents:", 1)[1].split("</passage>", 1)[0]
+    assert "cooking.rst" in first_passage, "relevance order puts the best passage first"
+    assert "relevance order" in result.stderr and "budget 600" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -55,6 +67,7 @@ def test_ask_answers_with_a_citation(run, corpus, tmp_path):
         (("search", "   ", "--kb", "{tmp}/kb"), "query is empty"),
         (("ask", "What?", "--kb", "{tmp}/kb", "--budget", "10"), "budget_tokens (10)"),
         (("search", "x", "--kb", "{tmp}/kb", "--filter", "novalue"), "expected KEY=VALUE"),
+        (("pack", "x", "--kb", "{tmp}/kb", "--ordering", "random"), "--ordering must be one of"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_naming_it(run, tmp_path, args, message):

@@ -79,3 +79,17 @@ def test_embedded_model_is_assembled_once_into_the_cache(tmp_path):
     stamp = path.stat().st_mtime_ns
     assert prepare_embedded_model(tmp_path) == path and path.stat().st_mtime_ns == stamp
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.slow
+def test_a_session_follow_up_reuses_the_cached_prefix(open_pipe, corpus):
+    pipe = open_pipe()
+    pipe.add(corpus)
+    session = pipe.session()
+    first = session.ask("How many times does the Zephyr client retry?", budget_tokens=700, max_new_tokens=24)
+    second = session.ask("How much sunlight do tomatoes need?", budget_tokens=700, max_new_tokens=24)
+    shown_first = first.context.prompt[: first.context.prompt.rindex("</passage>") + len("</passage>\n\n")]
+    assert second.context.prompt.startswith(shown_first)
+    assert second.context.prefix_token_count > first.context.prefix_token_count
+    assert second.usage.cached_tokens >= second.context.prefix_token_count
+    assert second.usage.prompt_tokens == second.context.token_count <= 700 - 24

@@ -196,3 +196,24 @@ def test_an_open_reader_sees_what_another_writer_committed(open_pipe, corpus):
     writer.add(corpus)
     assert reader.retrieve("how much sun do tomato plants need", k=1)[0].chunk.metadata["name"] == "garden.md"
     assert reader.stats() == writer.stats()
+
+
+def test_a_corpus_that_fits_is_packed_whole(open_pipe, corpus):
+    pipe = open_pipe()
+    pipe.add(corpus)
+    whole = pipe.pack("How long should bread dough be kneaded?", budget_tokens=2048)
+    assert whole.route == "whole_corpus"
+    assert {p.source.rsplit("/", 1)[-1] for p in whole.passages} == {f.name for f in corpus.iterdir()}
+    assert sum(len(p.chunk_ids) for p in whole.passages) == pipe.stats()["chunks"]
+    tight = pipe.pack("How long should bread dough be kneaded?", budget_tokens=500, max_new_tokens=100)
+    assert tight.route == "retrieved" and tight.token_count <= 400
+    assert any(d.reason == "over_budget" for d in tight.dropped)
+
+
+def test_the_whole_corpus_route_respects_access_control(open_pipe):
+    pipe = open_pipe()
+    pipe.add([Document(id="secret", text="The vault code is 4417.", acl={"alice"}),
+              Document(id="memo", text="The picnic is on Friday.")])
+    for principal, visible in ((None, {"memo"}), ("bob", {"memo"}), ("alice", {"memo", "secret"})):
+        ctx = pipe.pack("What is the vault code?", principal=principal)
+        assert ctx.route == "whole_corpus" and {p.doc_id for p in ctx.passages} == visible
