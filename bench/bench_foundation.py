@@ -21,18 +21,13 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _results import percentile, write_section
+
 from hybridctx import Pipeline
 from hybridctx.demo import QUESTIONS, stdlib_files
 from hybridctx.embed import SentenceTransformerEmbedder
 from hybridctx.sources import iter_documents
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench_foundation:begin -->", "<!-- bench_foundation:end -->"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -96,7 +91,6 @@ def main() -> None:
 
     ratio = e2e_rate / raw_rate
     lines = [
-        BEGIN,
         f"## Foundation: demo corpus on this machine ({date.today().isoformat()})",
         "",
         f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU. "
@@ -117,16 +111,8 @@ def main() -> None:
         f"{statistics.mean(prefill):.0f} tokens/s (prompts of {min(prompt_tokens)}-{max(prompt_tokens)} tokens) |",
         f"| embedded model decode | {statistics.mean(decode):.1f} tokens/s |",
         "",
-        END,
     ]
-    block = "\n".join(lines)
-    print(block)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("bench_foundation", lines)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """Duplicate detection for the packer: exact copies by a hash of the normalised text, near
 copies by MinHash LSH (datasketch) over word 3-grams.
 
-Shingles are hashed with CRC-32 rather than Python's salted `hash`, so the same candidates
-give the same decisions (and the same prompt, which prefix caching needs) in every process.
+Shingles are hashed deterministically (not with Python's salted `hash`), so the same
+candidates give the same decisions (and the same prompt, which prefix caching needs) in
+every process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -17,10 +16,16 @@ from datasketch import MinHash, MinHashLSH
 
 from hybridctx.errors import InvalidArgumentError
 
-_WORD = re.compile(r"\w+")
 _SHINGLE_WORDS = 3
-_NUM_PERM = 64
+_NUM_PERM = 32
+# LSH proposes candidates down to this much below the threshold; exact Jaccard then decides.
+_LSH_MARGIN = 0.15
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+# Bytes that belong to words after lower-casing: ASCII letters, digits, '_' and all non-ASCII
+# (UTF-8 continuation and lead bytes), so a word is what `\w+` finds in most texts.
+_WORD_BYTE = np.zeros(256, dtype=bool)
+_WORD_BYTE[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1), ord("_"), *range(128, 256)]] = True
+_POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
 
 def exact_key(text: str) -> str:
@@ -29,10 +34,22 @@ def exact_key(text: str) -> str:
 
 
 def shingles(text: str) -> np.ndarray:
-    """32-bit hashes of the lower-cased word 3-grams of `text` (of its words, if fewer)."""
-    words = np.fromiter(
-        (zlib.crc32(w.encode("utf-8", "replace")) for w in _WORD.findall(text.lower())), dtype=np.uint64
-    )
+    """32-bit hashes of the lower-cased word 3-grams of `text` (of its words, if fewer).
+
+    Vectorised over the UTF-8 bytes (a polynomial hash per word), since the packer
+    shingles every passage it keeps and a Python loop over words dominated its time.
+    """
+    data = np.frombuffer(text.lower().encode("utf-8", "replace"), dtype=np.uint8)
+    in_word = _WORD_BYTE[data]
+    positions = np.flatnonzero(in_word)
+    if not len(positions):
+        return np.empty(0, dtype=np.uint32)
+    starts_mask = in_word.copy()
+    starts_mask[1:] &= ~in_word[:-1]
+    starts = np.flatnonzero(starts_mask)
+    word_of = np.cumsum(starts_mask)[positions] - 1
+    offset = np.minimum(positions - starts[word_of], len(_POWERS) - 1)
+    words = np.add.reduceat(data[positions].astype(np.uint64) * _POWERS[offset], np.searchsorted(positions, starts))
     if len(words) >= _SHINGLE_WORDS:
         words = (words[:-2] * _MIX[0]) ^ (words[1:-1] * _MIX[1]) ^ words[2:]
     return np.unique((words ^ (words >> np.uint64(32))).astype(np.uint32))
@@ -41,8 +58,10 @@ def shingles(text: str) -> np.ndarray:
 class DuplicateFilter:
     """Remembers the texts kept so far and names the one a new text repeats, if any.
 
-    `threshold` is the estimated Jaccard similarity of word 3-grams at or above which two
-    texts count as near duplicates; None turns near-duplicate detection off.
+    `threshold` is the Jaccard similarity of word 3-grams at or above which two texts count
+    as near duplicates; None turns near-duplicate detection off. MinHash LSH proposes
+    candidates cheaply (with some margin below the threshold, so estimation noise does not
+    hide a true near copy); the exact Jaccard of the shingle sets decides.
     """
 
     def __init__(self, threshold: float | None = 0.8) -> None:
@@ -50,25 +69,26 @@ class DuplicateFilter:
             raise InvalidArgumentError(f"near_duplicate_threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self._exact: dict[str, str] = {}
-        self._permutations = MinHash(num_perm=_NUM_PERM, seed=1).permutations
-        # LSH only proposes candidates (its threshold must be below 1); `jaccard` decides.
-        self._lsh = MinHashLSH(threshold=min(threshold, 0.95), num_perm=_NUM_PERM) if threshold is not None else None
-        self._signatures: dict[str, MinHash] = {}
         self._keys: dict[str, str] = {}
-        self._last: tuple[str, MinHash | None] | None = None
+        self._permutations = MinHash(num_perm=_NUM_PERM, seed=1, scheme="affine32").permutations
+        self._lsh = None
+        if threshold is not None:
+            self._lsh = MinHashLSH(threshold=min(max(threshold - _LSH_MARGIN, 0.1), 0.9), num_perm=_NUM_PERM)
+        self._shingles: dict[str, np.ndarray] = {}
+        self._last: tuple[str, np.ndarray, MinHash | None] | None = None
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(exact_key(text))
 
     def near_copy_of(self, text: str, ignore: Callable[[str], bool] = lambda key: False) -> str | None:
-        """The kept text this one nearly repeats (best match first), skipping keys `ignore` accepts."""
-        signature = self._signature(text)
+        """The kept text this one nearly repeats (most similar first), skipping keys `ignore` accepts."""
+        hashes, signature = self._sketch(text)
         if signature is None:
             return None
         best, best_similarity = None, 0.0
-        for key in self._lsh.query(signature):
-            similarity = signature.jaccard(self._signatures[key])
-            if similarity >= self.threshold and similarity > best_similarity and not ignore(key):
+        for key in self._lsh.query(signature):  # type: ignore[union-attr]
+            similarity = _jaccard(hashes, self._shingles[key])
+            if similarity >= self.threshold and similarity > best_similarity and not ignore(key):  # type: ignore[operator]
                 best, best_similarity = key, similarity
         return best
 
@@ -78,9 +98,9 @@ class DuplicateFilter:
         digest = exact_key(text)
         self._keys[key] = digest
         self._exact.setdefault(digest, key)
-        signature = self._signature(text)
+        hashes, signature = self._sketch(text)
         if signature is not None:
-            self._signatures[key] = signature
+            self._shingles[key] = hashes
             self._lsh.insert(key, signature)  # type: ignore[union-attr]
 
     def remove(self, key: str) -> None:
@@ -88,20 +108,26 @@ class DuplicateFilter:
         digest = self._keys.pop(key, None)
         if digest is not None and self._exact.get(digest) == key:
             del self._exact[digest]
-        if key in self._signatures:
-            del self._signatures[key]
+        if self._shingles.pop(key, None) is not None:
             self._lsh.remove(key)  # type: ignore[union-attr]
 
-    def _signature(self, text: str) -> MinHash | None:
-        """None when near duplicates are off or the text has no words to compare."""
-        if self._lsh is None:
-            return None
+    def _sketch(self, text: str) -> tuple[np.ndarray, MinHash | None]:
+        """Shingles and MinHash of `text`; no MinHash when near duplicates are off or the text
+        has no words. `near_copy_of` then `add` on the same text computes them once."""
         if self._last is not None and self._last[0] is text:
-            return self._last[1]  # near_copy_of then add on the same text: hash it once
+            return self._last[1], self._last[2]
+        if self._lsh is None:
+            return np.empty(0, dtype=np.uint32), None
         hashes = shingles(text)
         signature = None
         if len(hashes):
             signature = MinHash(num_perm=_NUM_PERM, hashfunc=int, permutations=self._permutations, scheme="affine32")
             signature.update_batch(hashes.tolist())
-        self._last = (text, signature)
-        return signature
+        self._last = (text, hashes, signature)
+        return hashes, signature
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted arrays of unique hashes."""
+    common = np.intersect1d(a, b, assume_unique=True).size
+    return common / (a.size + b.size - common)

@@ -77,3 +77,7 @@ class ModelUnavailableError(HybridCtxError):
 
 class BackendError(HybridCtxError):
     """The generation backend failed to produce an answer."""
+
+
+class DatasetUnavailableError(HybridCtxError):
+    """A dataset (or the package that ships it) is not installed."""

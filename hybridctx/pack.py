@@ -1,10 +1,10 @@
 """Pack stage: turn a generous candidate list into the best prompt that fits a token budget.
 
 Candidates are taken in rank order. Each one is dropped if its text is already shown
-(`covered`: an overlapping chunk of the same document), an exact copy of a kept one
-(`duplicate`) or a near copy (`near_duplicate`, MinHash), or if it no longer fits
-(`over_budget`). Kept chunks of one document that overlap or touch are merged back into one
-passage in their original order. Passages are then ordered by a policy:
+(`covered`: an overlapping chunk of the same document), if it no longer fits
+(`over_budget`), or if it is an exact copy (`duplicate`) or near copy (`near_duplicate`,
+MinHash) of a kept one. Kept chunks of one document that overlap or touch are merged back
+into one passage in their original order. Passages are then ordered by a policy:
 
 - `canonical` (default): by document and offset, independent of the query, so consecutive
   prompts share a long prefix that vLLM's prefix caching (or a provider's context cache)
@@ -16,14 +16,17 @@ passage in their original order. Passages are then ordered by a policy:
 A `PackSession` keeps the passages of earlier turns in place and appends what a follow-up
 adds, so each follow-up only pays for new tokens.
 
-Budgets are exact in the reading model's tokens without tokenizing the whole prompt: the
-prompt is `head + passages + tail`, each piece is counted once, and the few tokens by which
-a boundary between two pieces differs from the sum (e.g. a BOS token) are measured once per
-packer. Small prompts are recounted whole as a check.
+Budgets are exact in the reading model's tokens without tokenizing the prompt twice: the
+prompt is `head + (header + body)... + tail`; each body is counted once, when its
+candidate is considered, each header when the passages are numbered, and the tokens by which
+a join between two pieces differs from the sum (e.g. a BOS token) are measured once per
+packer. Small prompts are also recounted whole, as a check.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,9 +42,7 @@ _MAX_JOIN_GAP = 2
 # Prompts up to this size are recounted whole after packing, as a check on the piecewise count.
 _RECOUNT_BELOW = 8192
 # Candidates are counted in batches of this many, as the scan reaches them.
-_COUNT_BATCH = 256
-# A follow-up may evict stale passages of its session for at most this share of the window.
-_FOLLOW_UP_SHARE = 0.5
+_COUNT_BATCH = 32
 
 
 @dataclass
@@ -60,6 +61,13 @@ class _Span:
     def end_line(self) -> int:
         return self.start_line + self.text.count("\n")
 
+    @property
+    def whole_chunk(self) -> Chunk | None:
+        """The chunk this span shows entirely and alone, if it does (its body count is known)."""
+        if len(self.chunks) == 1 and self.text == self.chunks[0].text.strip():
+            return self.chunks[0]
+        return None
+
     def touches(self, other: _Span) -> bool:
         """Same document, and overlapping or at most a small whitespace gap apart."""
         return (
@@ -71,10 +79,13 @@ class _Span:
 
 @dataclass
 class PackSession:
-    """The passages shown so far in a conversation about the same material."""
+    """The passages shown so far in a conversation about the same material, with the token
+    counts already made for them."""
 
     spans: list[_Span] = field(default_factory=list)
     duplicates: DuplicateFilter | None = None
+    body_tokens: dict[str, int] = field(default_factory=dict)  # chunk id -> count of its body
+    piece_tokens: dict[str, int] = field(default_factory=dict)  # rendered merged passage -> count
 
 
 class Packer:
@@ -85,16 +96,20 @@ class Packer:
         counter: TokenCounter,
         template: PromptTemplate | None = None,
         near_duplicate_threshold: float | None = 0.8,
+        follow_up_share: float = 0.25,
     ) -> None:
+        """`follow_up_share`: the share of the window a session follow-up may claim by evicting
+        stale passages (from the end); the rest of the window stays as it was, a cached prefix."""
+        if not 0.0 <= follow_up_share <= 1.0:
+            raise InvalidArgumentError(f"follow_up_share must be in [0, 1], got {follow_up_share}")
+        DuplicateFilter(near_duplicate_threshold)  # validates the threshold now, not on first pack
         self.counter = counter
         self.template = template or PromptTemplate()
         self.near_duplicate_threshold = near_duplicate_threshold
-        DuplicateFilter(near_duplicate_threshold)  # validates the threshold now, not on first pack
+        self.follow_up_share = follow_up_share
         self._head_tokens = counter.count(self.template.head)
-        self._boundaries = self._measure_boundaries()
-        self._empty_tokens = counter.count("")
-        sample = self.template.passage(_sample_passage(1, ""))
-        self._header_tokens = counter.count(sample) - self._empty_tokens + self._boundaries["passage"]
+        self.joins = self._measure_joins()
+        self._header_estimates: dict[tuple[str, int], int] = {}
 
     def session(self) -> PackSession:
         return PackSession(duplicates=DuplicateFilter(self.near_duplicate_threshold))
@@ -125,31 +140,38 @@ class Packer:
         limit = budget_tokens - reserve_tokens
         tail = self.template.tail(query)
         tail_tokens = self.counter.count(tail)
-        skeleton = self._head_tokens + tail_tokens + self._boundaries["empty"]
+        skeleton = self._head_tokens + tail_tokens + self.joins["empty"]
         if skeleton > limit:
             raise BudgetTooSmallError(limit, skeleton)
 
         state = session if session is not None else self.session()
         selection = _Selection(self, state, hits, limit - skeleton)
         selection.run()
+        topped_up = False
         while True:
             passages, spans = self._arrange(selection, ordering)
-            pieces = [self.template.passage(p) for p in passages]
-            counts = self.counter.count_many(pieces)
-            token_count = self._total(tail_tokens, counts)
-            prompt = self.template.head + "".join(pieces) + tail
+            rendered = [self.template.passage(p) for p in passages]
+            pieces = self.piece_tokens(passages, spans, rendered, state)
+            token_count = self._total(tail_tokens, pieces)
+            prompt = self.template.head + "".join(rendered) + tail
             if token_count <= _RECOUNT_BELOW:
                 token_count = self.counter.count(prompt)
-            if token_count <= limit or not selection.chosen:
+            if token_count > limit and selection.chosen:
+                selection.give_back(token_count - limit)  # estimates err high: rarely reached
+            elif not topped_up and selection.top_up(limit - token_count):
+                topped_up = True  # estimates erred high: fill what they left, once
+            else:
                 break
-            selection.give_back_worst()
 
         # Session passages before the first evicted one are unchanged: the reusable prefix.
         kept = next((i for i, s in enumerate(state.spans) if id(s) in selection.evicted), len(state.spans))
         prefix_tokens = self._head_tokens
         if kept:
-            prefix_tokens += sum(counts[:kept]) + self._boundaries["head"] + (kept - 1) * self._boundaries["passage"]
+            prefix_tokens += sum(pieces[:kept]) + self.joins["head"] + (kept - 1) * self.joins["passage"]
         state.spans = spans
+        shown = {c.id for s in spans for c in s.chunks}
+        state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
+        state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in set(rendered)}
         return PackedContext(
             query=query,
             prompt=prompt,
@@ -163,12 +185,73 @@ class Packer:
             dropped=selection.dropped,
         )
 
-    # -- arrangement and counting --------------------------------------------------------
+    # -- counting ----------------------------------------------------------------------------
+    def body_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.counter.count_many([self.template.body(t.strip()) for t in texts])
+
+    def header_tokens(self, passages: Sequence[Passage]) -> list[int]:
+        return self.counter.count_many([self.template.header(p) for p in passages])
+
+    def piece_tokens(
+        self, passages: Sequence[Passage], spans: Sequence[_Span], rendered: Sequence[str], state: PackSession
+    ) -> list[int]:
+        """Exact tokens of each rendered passage: header + known body count for a whole
+        chunk, a full count (kept in the session) for merged or partial passages."""
+        pieces: list[int | str] = []
+        uncounted = {}
+        for passage, span, piece, header in zip(passages, spans, rendered, self.header_tokens(passages), strict=True):
+            chunk = span.whole_chunk
+            if chunk is not None and chunk.id in state.body_tokens:
+                pieces.append(header + state.body_tokens[chunk.id] + self.joins["header"])
+                continue
+            if piece not in state.piece_tokens:
+                uncounted[piece] = None
+            pieces.append(piece)
+        state.piece_tokens.update(zip(uncounted, self.counter.count_many(list(uncounted)), strict=True))
+        return [state.piece_tokens[p] if isinstance(p, str) else p for p in pieces]
+
+    def header_estimate(self, source: str, digits: int) -> int:
+        """Tokens of a header for `source` (with joins), with the largest passage and line
+        numbers of `digits` digits: an estimate that errs high, counted once per source."""
+        key = (source, digits)
+        if key not in self._header_estimates:
+            largest = 10**digits - 1
+            sample = Passage(number=largest, doc_id="d", source=source, text="", start=0, end=0,
+                             start_line=largest, end_line=largest, chunk_ids=[])
+            self._header_estimates[key] = (
+                self.counter.count(self.template.header(sample)) + self.joins["header"] + self.joins["passage"]
+            )
+        return self._header_estimates[key]
+
+    def _total(self, tail_tokens: int, pieces: list[int]) -> int:
+        j = self.joins
+        if not pieces:
+            return self._head_tokens + tail_tokens + j["empty"]
+        return self._head_tokens + sum(pieces) + tail_tokens + j["head"] + (len(pieces) - 1) * j["passage"] + j["tail"]
+
+    def _measure_joins(self) -> dict[str, int]:
+        """Tokens by which joining two prompt pieces differs from counting them apart."""
+        count, t = self.counter.count, self.template
+        first, second = _sample_passage(1, "Alpha beta."), _sample_passage(12, "Gamma (delta)")
+        rendered_first, rendered_second = t.passage(first), t.passage(second)
+        tail = t.tail("What is it?")
+
+        def joined(a: str, b: str) -> int:
+            return count(a + b) - count(a) - count(b)
+
+        return {
+            "head": joined(t.head, rendered_first),
+            "passage": joined(rendered_first, rendered_second),
+            "tail": joined(rendered_second, tail),
+            "empty": joined(t.head, tail),
+            "header": joined(t.header(first), t.body(first.text)),
+        }
+
+    # -- arrangement ---------------------------------------------------------------------------
     def _arrange(self, selection: _Selection, ordering: Ordering) -> tuple[list[Passage], list[_Span]]:
         """Session passages stay where they were; new ones are merged and ordered after them."""
         kept = [s for s in selection.session.spans if id(s) not in selection.evicted]
-        new = _order(_merge(selection.chosen), ordering)
-        spans = kept + new
+        spans = kept + _order(_merge(selection.chosen), ordering)
         passages = [
             Passage(
                 number=n, doc_id=s.doc_id, source=s.chunks[0].source, text=s.text, start=s.start, end=s.end,
@@ -177,43 +260,6 @@ class Packer:
             for n, s in enumerate(spans, start=1)
         ]
         return passages, spans
-
-    def _total(self, tail_tokens: int, passage_counts: list[int]) -> int:
-        b = self._boundaries
-        if not passage_counts:
-            return self._head_tokens + tail_tokens + b["empty"]
-        return (
-            self._head_tokens + sum(passage_counts) + tail_tokens
-            + b["head"] + (len(passage_counts) - 1) * b["passage"] + b["tail"]
-        )
-
-    def _measure_boundaries(self) -> dict[str, int]:
-        """Tokens by which joining two prompt pieces differs from counting them apart."""
-        count, t = self.counter.count, self.template
-        first, second = t.passage(_sample_passage(1, "Alpha beta.")), t.passage(_sample_passage(12, "Gamma (delta)"))
-        tail = t.tail("What is it?")
-
-        def joined(a: str, b: str) -> int:
-            return count(a + b) - count(a) - count(b)
-
-        return {
-            "head": joined(t.head, first),
-            "passage": joined(first, second),
-            "tail": joined(second, tail),
-            "empty": joined(t.head, tail),
-        }
-
-    def estimate(self, text_tokens: int, joins_neighbour: bool) -> int:
-        """What adding this many text tokens costs: plus a passage header unless it joins one."""
-        return text_tokens + (0 if joins_neighbour else self._header_tokens)
-
-    def text_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [n - self._empty_tokens for n in self.counter.count_many(texts)]
-
-    def passage_costs(self, spans: Sequence[_Span]) -> list[int]:
-        """What each already-rendered passage adds to a prompt."""
-        pieces = [self.template.passage(_passage_of(s)) for s in spans]
-        return [n + self._boundaries["passage"] for n in self.text_tokens(pieces)]
 
 
 class _Selection:
@@ -229,68 +275,130 @@ class _Selection:
         self.chosen: list[_Span] = []
         self.costs: list[int] = []
         self.dropped: list[DroppedCandidate] = []
+        self.over_budget: list[int] = []  # hit indices, for a top-up once the exact count is known
+        # What the prompt shows so far, by document, and the chunks behind it.
+        self.shown: dict[str, list[_Span]] = defaultdict(list)
+        self.kept: dict[str, Chunk] = {}
+        for span in session.spans:
+            self._show(span)
         self.evicted: set[int] = set()
-        self.session_costs = dict(zip(map(id, session.spans), packer.passage_costs(session.spans), strict=True))
+        self.session_costs = dict(zip(map(id, session.spans), self._session_costs(), strict=True))
         self.used = sum(self.session_costs.values())
-        self.fresh_room = int(_FOLLOW_UP_SHARE * room)
-        relevant = {h.chunk.id for h in self.hits}
-        self.stale = [s for s in session.spans if not any(c.id in relevant for c in s.chunks)]
+        self.fresh_room = int(packer.follow_up_share * room)
+        # Cost of each candidate as a passage of its own, counted in batches as the scan
+        # reaches them; headers are estimated with numbers as long as the window could need.
+        self.costs_alone: dict[int, tuple[int, int]] = {}  # hit index -> (body, header + joins)
+        self.digits = len(str(max(9, room // 32)))
+        self.chars_per_token = 0.0  # the most seen so far; 0 until something is counted
+        self.stale: list[_Span] = []
+        self.stale = self._stale_spans()
         for span in reversed(session.spans):  # the window shrank since the last turn
             if self.used <= room:
                 break
             self._evict(span)
 
+    def run(self) -> None:
+        seen: set[str] = set()
+        for i, hit in enumerate(self.hits):
+            if hit.chunk.id not in seen:
+                seen.add(hit.chunk.id)
+                self._consider(i, hit)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _session_costs(self) -> list[int]:
+        passages = [_passage_of(s, n) for n, s in enumerate(self.session.spans, start=1)]
+        rendered = [self.packer.template.passage(p) for p in passages]
+        pieces = self.packer.piece_tokens(passages, self.session.spans, rendered, self.session)
+        return [n + self.packer.joins["passage"] for n in pieces]
+
+    def _show(self, span: _Span) -> None:
+        self.shown[span.doc_id].append(span)
+        for chunk in span.chunks:
+            self.kept[chunk.id] = chunk
+
+    def _hide(self, span: _Span) -> None:
+        self.shown[span.doc_id] = [s for s in self.shown[span.doc_id] if s is not span]
+        still_shown = {c.id for s in self.shown[span.doc_id] for c in s.chunks}
+        for chunk in span.chunks:
+            if chunk.id not in still_shown:
+                self.kept.pop(chunk.id, None)
+                self.duplicates.remove(chunk.id)
+
     def _evict(self, span: _Span) -> None:
         self.evicted.add(id(span))
         self.used -= self.session_costs[id(span)]
-        for c in span.chunks:
-            self.duplicates.remove(c.id)
+        self._hide(span)
 
-    def run(self) -> None:
-        seen: set[str] = set()
-        counts: list[int] = []
+    def _cost_alone(self, i: int, left: float) -> tuple[int, int] | None:
+        """(body tokens, header tokens + joins) of candidate i, or None when it cannot fit in
+        `left` tokens anyway (so it is never counted): counting is the packer's main cost."""
+        if i not in self.costs_alone:
+            if not self._may_fit(i, left):
+                return None
+            batch = [j for j in range(i, min(len(self.hits), i + _COUNT_BATCH))
+                     if j not in self.costs_alone and self._may_fit(j, left)]
+            chunks = [self.hits[j].chunk for j in batch]
+            bodies = self.packer.body_tokens([c.text for c in chunks])
+            for j, chunk, body in zip(batch, chunks, bodies, strict=True):
+                digits = max(self.digits, len(str(chunk.end_line)))
+                self.costs_alone[j] = (body, self.packer.header_estimate(chunk.source, digits))
+                self.session.body_tokens[chunk.id] = body
+                self.chars_per_token = max(self.chars_per_token, len(chunk.text) / max(1, body))
+        return self.costs_alone[i]
+
+    def _may_fit(self, i: int, left: float) -> bool:
+        return not self.chars_per_token or len(self.hits[i].chunk.text) / self.chars_per_token <= left
+
+    def _stale_spans(self) -> list[_Span]:
+        """Session passages the current question would not pack on its own: none of their
+        chunks ranks among the candidates a fresh window of this size would take."""
+        if not self.session.spans:
+            return []
+        wanted, total = set(), 0
         for i, hit in enumerate(self.hits):
-            if i == len(counts):
-                counts += self.packer.text_tokens([h.chunk.text for h in self.hits[i : i + _COUNT_BATCH]])
-            if hit.chunk.id in seen:
-                continue
-            seen.add(hit.chunk.id)
-            self._consider(hit, counts[i])
+            cost = self._cost_alone(i, left=self.room - total)
+            if cost is None or total + sum(cost) > self.room:
+                break
+            total += sum(cost)
+            wanted.add(hit.chunk.id)
+        return [s for s in self.session.spans if not any(c.id in wanted for c in s.chunks)]
 
-    def _visible(self) -> list[_Span]:
-        return [s for s in self.session.spans if id(s) not in self.evicted] + self.chosen
-
-    def _consider(self, hit: Hit, text_tokens: int) -> None:
+    # -- decisions ----------------------------------------------------------------------------
+    def _consider(self, i: int, hit: Hit) -> None:
         chunk = hit.chunk
-        shown = [s for s in self._visible() if s.doc_id == chunk.doc_id and s.start < chunk.end and chunk.start < s.end]
-        parts = _uncovered(chunk, shown, hit.rank)
+        same_doc = self.shown[chunk.doc_id]
+        overlapping = [s for s in same_doc if s.start < chunk.end and chunk.start < s.end]
+        parts = _uncovered(chunk, overlapping, hit.rank)
         if not parts:
-            self._drop(chunk, "covered", shown[0].chunks[0].id)
+            self._drop(chunk, "covered", overlapping[0].chunks[0].id)
+            return
+        evictable = sum(self.session_costs[id(s)] for s in self.stale) if self.fresh_room > 0 else 0
+        alone = self._cost_alone(i, left=self.room - self.used + evictable)
+        if alone is None:
+            self._over_budget(i)
+            return
+        body, header = alone
+        joins = any(p.touches(s) for p in parts for s in same_doc)
+        shown_share = sum(len(p.text) for p in parts) / max(1, len(chunk.text.strip()))
+        cost = math.ceil(body * shown_share) + (0 if joins else header)
+        if self.used + cost > self.room and not self._evict_for(cost):
+            self._over_budget(i)
             return
         copy = self.duplicates.exact_copy_of(chunk.text)
         if copy is not None:
             self._drop(chunk, "duplicate", copy)
             return
-        visible_chars = sum(len(p.text) for p in parts)
-        joins = any(p.touches(s) for p in parts for s in self._visible())
-        cost = self.packer.estimate(-(-text_tokens * visible_chars // max(1, len(chunk.text))), joins)
-        if self.used + cost > self.room and not self._evict_for(cost):
-            self._drop(chunk, "over_budget")
-            return
-        near = self.duplicates.near_copy_of(chunk.text, ignore=lambda key: self._is_neighbour(key, chunk))
+        near = self.duplicates.near_copy_of(chunk.text, ignore=lambda key: _neighbours(self.kept[key], chunk))
         if near is not None:
             self._drop(chunk, "near_duplicate", near)
             return
         self.duplicates.add(chunk.id, chunk.text)
+        for part in parts:
+            self._show(part)
         self.chosen += parts
         self.costs += [cost] + [0] * (len(parts) - 1)
         self.used += cost
         self.fresh_room -= cost
-
-    def _is_neighbour(self, key: str, chunk: Chunk) -> bool:
-        """Overlapping chunks of one document share text by design: they merge, not dedup."""
-        probe = _Span(chunk.doc_id, chunk.start, chunk.end, chunk.start_line, chunk.text, 0, [chunk])
-        return any(s.touches(probe) for s in self._visible() if any(c.id == key for c in s.chunks))
 
     def _evict_for(self, cost: int) -> bool:
         """Make room for a fresh passage by evicting stale session passages, last first."""
@@ -302,22 +410,57 @@ class _Selection:
                 self._evict(span)
         return self.used + cost <= self.room
 
-    def give_back_worst(self) -> None:
-        """The piecewise estimate overshot: drop the worst-ranked kept candidate."""
-        worst = max(range(len(self.chosen)), key=lambda i: self.chosen[i].rank)
-        span = self.chosen.pop(worst)
-        self.used -= self.costs.pop(worst)
-        chunk = span.chunks[0]
-        if not any(chunk in s.chunks for s in self.chosen):
-            self.duplicates.remove(chunk.id)
-            self._drop(chunk, "over_budget")
+    def top_up(self, slack: int) -> bool:
+        """With the exact count known, reconsider the candidates dropped as over budget for
+        the `slack` tokens still free; True if any was added."""
+        retry = self.over_budget
+        self.over_budget = []
+        self.dropped = [d for d in self.dropped if d.reason != "over_budget"]
+        self.used = self.room - slack
+        added = len(self.chosen)
+        for n, i in enumerate(retry):
+            alone = self.costs_alone.get(i)
+            fits = alone[0] <= slack if alone is not None else self._may_fit(i, slack)
+            if fits:
+                self._consider(i, self.hits[i])
+            else:
+                self._over_budget(i)
+        return len(self.chosen) > added
+
+    def give_back(self, tokens: int) -> None:
+        """The prompt came out `tokens` over: drop the worst-ranked kept candidates until their
+        estimated cost covers it (at least one)."""
+        order = sorted(range(len(self.chosen)), key=lambda i: self.chosen[i].rank, reverse=True)
+        freed, worst = 0, set()
+        for i in order:
+            worst.add(i)
+            freed += max(self.costs[i], 1)
+            if freed >= tokens:
+                break
+        for i in sorted(worst, reverse=True):
+            span = self.chosen.pop(i)
+            self.used -= self.costs.pop(i)
+            self._hide(span)
+            if span.chunks[0].id not in self.kept:
+                self._drop(span.chunks[0], "over_budget")
+
+    def _over_budget(self, i: int) -> None:
+        self.over_budget.append(i)
+        self._drop(self.hits[i].chunk, "over_budget")
 
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
         self.dropped.append(DroppedCandidate(chunk_id=chunk.id, reason=reason, kept=kept))  # type: ignore[arg-type]
 
 
+def _neighbours(a: Chunk, b: Chunk) -> bool:
+    """Overlapping or touching chunks of one document share text by design: they merge, not dedup."""
+    return a.doc_id == b.doc_id and b.start - a.end <= _MAX_JOIN_GAP and a.start - b.end <= _MAX_JOIN_GAP
+
+
 def _uncovered(chunk: Chunk, shown: list[_Span], rank: int) -> list[_Span]:
     """The parts of `chunk` not already shown, whitespace-trimmed (none if fully covered)."""
+    if not shown and chunk.text == chunk.text.strip():  # the common case, made cheap
+        return [_Span(chunk.doc_id, chunk.start, chunk.end, chunk.start_line, chunk.text, rank, [chunk])]
     parts, cursor = [], chunk.start
     for s in sorted(shown, key=lambda s: s.start):
         if s.start > cursor:
@@ -368,9 +511,9 @@ def _order(spans: list[_Span], ordering: Ordering) -> list[_Span]:
     return by_rank[0::2] + by_rank[1::2][::-1]  # edges: 1, 3, 5, ... 6, 4, 2
 
 
-def _passage_of(span: _Span) -> Passage:
+def _passage_of(span: _Span, number: int) -> Passage:
     return Passage(
-        number=0, doc_id=span.doc_id, source=span.chunks[0].source, text=span.text, start=span.start,
+        number=number, doc_id=span.doc_id, source=span.chunks[0].source, text=span.text, start=span.start,
         end=span.end, start_line=span.start_line, end_line=span.end_line, chunk_ids=[],
     )
 

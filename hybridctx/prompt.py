@@ -57,11 +57,18 @@ class PromptTemplate:
     )
 
     def passage(self, passage: Passage) -> str:
+        return self.header(passage) + self.body(passage.text)
+
+    def header(self, passage: Passage) -> str:
+        """The opening line of a passage: its id, source and lines."""
         return (
             f'<passage id="{passage.number}" source="{_attribute(passage.source)}" '
             f'lines="{passage.start_line}-{passage.end_line}">\n'
-            f"{neutralise(passage.text)}\n</passage>\n\n"
         )
+
+    def body(self, text: str) -> str:
+        """The quoted text and the closing delimiter."""
+        return f"{neutralise(text)}\n</passage>\n\n"
 
     def tail(self, query: str) -> str:
         return self.question.format(query=" ".join(query.split()))

@@ -255,7 +255,7 @@ def test_a_follow_up_shows_only_the_new_part_of_an_overlapping_chunk(llama_count
 
 
 def test_a_full_session_evicts_stale_passages_from_the_end(llama_counter):
-    packer = Packer(llama_counter)
+    packer = Packer(llama_counter, follow_up_share=0.5)
     hits = make_hits(40)
     session = packer.session()
     first = packer.pack("q1?", hits[:30], 1500, session=session)

