@@ -95,15 +95,15 @@ NEEDLE_SETS = [
     },
 ]
 
-SESSION_QUESTIONS = [
+SESSION_QUESTIONS = [  # a conversation about one subject of the essays: startup fundraising
     "How should a startup raise money from investors?",
-    "What changed for founders when super-angels appeared?",
-    "How should founders deal with venture capitalists?",
-    "What makes a place like Silicon Valley a startup hub?",
-    "Why do startups die?",
-    "What are the secret ingredients needed to build the perfect pizza?",
-    "What is known about the Orion lab?",
-    "How much money should a startup raise?",
+    "What do angel investors look for in a startup?",
+    "How are super-angels different from venture capitalists?",
+    "How much money should a startup raise in its first round?",
+    "What mistakes do founders make when they are fundraising?",
+    "How do valuations and dilution work when a startup raises money?",
+    "Why do investors tend to move in herds?",
+    "What should founders do when investors say no?",
 ]
 
 FACT_QUESTIONS = [  # single facts for the ordering comparison with the embedded model
@@ -230,18 +230,27 @@ def shared_prefix_ratios(prompts: list[str], counter: TiktokenCounter) -> list[f
     return ratios
 
 
-def bench_cache(pipe: Pipeline, packer: Packer, counter: TiktokenCounter, budget: int) -> dict[str, list[float]]:
+def bench_cache(
+    pipe: Pipeline, packer: Packer, counter: TiktokenCounter, budget: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Shared-prefix ratios per policy over the session, and for each follow-up the share of
+    the chunks a fresh pack of that question shows that its prompt shows too (what keeping
+    the prefix stable costs in recall)."""
     hits = {q: pipe.retrieve(q, k=1000) for q in SESSION_QUESTIONS}
-    results = {}
+    fresh = {q: {c.id for c in packer.pack(q, hits[q], budget).chunks} for q in SESSION_QUESTIONS}
+    ratios, recall = {}, {}
     for ordering in ORDERINGS:
         for use_session in (True, False):
             session = packer.session() if use_session else None
-            prompts = [packer.pack(q, hits[q], budget, ordering=ordering, session=session).prompt
-                       for q in SESSION_QUESTIONS]
+            contexts = [packer.pack(q, hits[q], budget, ordering=ordering, session=session) for q in SESSION_QUESTIONS]
             label = f"{ordering}{' + session' if use_session else ''}"
-            results[label] = shared_prefix_ratios(prompts, counter)
-            print(f"shared prefix {label}: {statistics.mean(results[label]):.3f}")
-    return results
+            ratios[label] = shared_prefix_ratios([c.prompt for c in contexts], counter)
+            recall[label] = statistics.mean(
+                len(fresh[q] & {c.id for c in ctx.chunks}) / len(fresh[q])
+                for q, ctx in zip(SESSION_QUESTIONS[1:], contexts[1:])
+            )
+            print(f"shared prefix {label}: {statistics.mean(ratios[label]):.3f}, fresh-pack chunks shown {recall[label]:.2f}")
+    return ratios, recall
 
 
 def bench_duplicates(pipe: Pipeline, counter: TiktokenCounter, mirrored: list[str], budget: int) -> dict[str, int]:
@@ -323,7 +332,7 @@ def main() -> None:
         pipe, mirrored = build_haystack_kb(Path(tmp) / "kb", embedder, rng)
         reader = Packer(tiktoken)
         coverage = bench_coverage(pipe, reader, budgets)
-        cache = bench_cache(pipe, reader, tiktoken, budget=16_384)
+        cache, session_coverage = bench_cache(pipe, reader, tiktoken, budget=16_384)
         duplicates = bench_duplicates(pipe, tiktoken, mirrored, budget=16_384)
         model = None if args.skip_model else bench_model(pipe)
         gguf = pipe.backend.token_counter()
@@ -356,14 +365,13 @@ def main() -> None:
               for i, b in enumerate(budgets)]
     lines += [
         "",
-        f"**Cache reuse**: {len(SESSION_QUESTIONS)} related questions at a 16k budget; mean share of each "
-        "prompt (tokens) identical to the start of the previous one:",
+        f"**Cache reuse**: {len(SESSION_QUESTIONS)} related questions (startup fundraising) at a 16k budget; "
+        "mean share of each follow-up prompt (tokens) identical to the start of the previous one:",
         "",
-        "| ordering | shared prefix ratio |",
-        "|---|---|",
+        "| ordering | shared prefix ratio | share of a fresh pack's chunks the follow-up prompt shows |",
+        "|---|---|---|",
     ]
-    lines += [f"| {label} | {'**' if 'session' in label else ''}{statistics.mean(r):.3f}{'**' if 'session' in label else ''} |"
-              for label, r in cache.items()]
+    lines += [f"| {label} | {statistics.mean(r):.3f} | {session_coverage[label]:.2f} |" for label, r in cache.items()]
     lines += [
         "",
         f"**Duplicates**: the haystack plus {len(mirrored)} near-copied essays; passage pairs with word-3-gram "

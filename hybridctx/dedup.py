@@ -9,7 +9,7 @@ every process.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -18,8 +18,9 @@ from hybridctx.errors import InvalidArgumentError
 
 _SHINGLE_WORDS = 3
 _NUM_PERM = 32
-# LSH proposes candidates down to this much below the threshold; exact Jaccard then decides.
-_LSH_MARGIN = 0.15
+# LSH proposes candidates from this share of the threshold up (a copy split across two kept
+# chunks has about half their Jaccard); exact Jaccard and containment then decide.
+_LSH_REACH = 0.4
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
 # Bytes that belong to words after lower-casing: ASCII letters, digits, '_' and all non-ASCII
 # (UTF-8 continuation and lead bytes), so a word is what `\w+` finds in most texts.
@@ -60,8 +61,8 @@ class DuplicateFilter:
 
     `threshold` is the Jaccard similarity of word 3-grams at or above which two texts count
     as near duplicates; None turns near-duplicate detection off. MinHash LSH proposes
-    candidates cheaply (with some margin below the threshold, so estimation noise does not
-    hide a true near copy); the exact Jaccard of the shingle sets decides.
+    candidates cheaply (well below the threshold, so neither estimation noise nor a copy cut
+    at other chunk boundaries hides a true near copy); exact set comparisons decide.
     """
 
     def __init__(self, threshold: float | None = 0.8) -> None:
@@ -73,22 +74,37 @@ class DuplicateFilter:
         self._permutations = MinHash(num_perm=_NUM_PERM, seed=1, scheme="affine32").permutations
         self._lsh = None
         if threshold is not None:
-            self._lsh = MinHashLSH(threshold=min(max(threshold - _LSH_MARGIN, 0.1), 0.9), num_perm=_NUM_PERM)
+            self._lsh = MinHashLSH(threshold=min(threshold * _LSH_REACH, 0.9), num_perm=_NUM_PERM)
         self._shingles: dict[str, np.ndarray] = {}
         self._last: tuple[str, np.ndarray, MinHash | None] | None = None
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(exact_key(text))
 
-    def near_copy_of(self, text: str, ignore: Callable[[str], bool] = lambda key: False) -> str | None:
-        """The kept text this one nearly repeats (most similar first), skipping keys `ignore` accepts."""
+    def near_copy_of(
+        self,
+        text: str,
+        ignore: Callable[[str], bool] = lambda key: False,
+        around: Callable[[str], Sequence[str]] = lambda key: [key],
+    ) -> str | None:
+        """The kept text this one nearly repeats (most similar first), skipping keys `ignore` accepts.
+
+        A text also counts as a near copy when at least `threshold` of its shingles are in
+        the kept texts `around` a match (e.g. its neighbours in one passage): a copy whose
+        chunk boundaries fell elsewhere overlaps two kept chunks, each only in part.
+        """
         hashes, signature = self._sketch(text)
         if signature is None:
             return None
         best, best_similarity = None, 0.0
         for key in self._lsh.query(signature):  # type: ignore[union-attr]
+            if ignore(key):
+                continue
             similarity = _jaccard(hashes, self._shingles[key])
-            if similarity >= self.threshold and similarity > best_similarity and not ignore(key):  # type: ignore[operator]
+            if similarity < self.threshold:  # type: ignore[operator]
+                nearby = [self._shingles[k] for k in around(key) if k in self._shingles]
+                similarity = max(similarity, _containment(hashes, np.unique(np.concatenate(nearby))))
+            if similarity >= self.threshold and similarity > best_similarity:  # type: ignore[operator]
                 best, best_similarity = key, similarity
         return best
 
@@ -131,3 +147,8 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard similarity of two sorted arrays of unique hashes."""
     common = np.intersect1d(a, b, assume_unique=True).size
     return common / (a.size + b.size - common)
+
+
+def _containment(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of `a`'s hashes that are in `b` (both sorted and unique)."""
+    return np.intersect1d(a, b, assume_unique=True).size / a.size

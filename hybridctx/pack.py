@@ -83,6 +83,7 @@ class PackSession:
     counts already made for them."""
 
     spans: list[_Span] = field(default_factory=list)
+    anchor: int = 0  # the first question's passages: kept as the session's fixed prefix
     duplicates: DuplicateFilter | None = None
     body_tokens: dict[str, int] = field(default_factory=dict)  # chunk id -> count of its body
     piece_tokens: dict[str, int] = field(default_factory=dict)  # rendered merged passage -> count
@@ -98,8 +99,10 @@ class Packer:
         near_duplicate_threshold: float | None = 0.8,
         follow_up_share: float = 0.25,
     ) -> None:
-        """`follow_up_share`: the share of the window a session follow-up may claim by evicting
-        stale passages (from the end); the rest of the window stays as it was, a cached prefix."""
+        """`follow_up_share`: the share of the window a session keeps for follow-ups. The first
+        question of a session fills the rest, and those passages stay, the session's cached
+        prefix; each follow-up appends its new passages after them, evicting stale follow-up
+        passages from the end of the window when it is full."""
         if not 0.0 <= follow_up_share <= 1.0:
             raise InvalidArgumentError(f"follow_up_share must be in [0, 1], got {follow_up_share}")
         DuplicateFilter(near_duplicate_threshold)  # validates the threshold now, not on first pack
@@ -145,7 +148,10 @@ class Packer:
             raise BudgetTooSmallError(limit, skeleton)
 
         state = session if session is not None else self.session()
-        selection = _Selection(self, state, hits, limit - skeleton)
+        room = limit - skeleton
+        if session is not None and not state.spans:  # a session's first question: keep room for follow-ups
+            room = int(room * (1 - self.follow_up_share))
+        selection = _Selection(self, state, hits, room)
         selection.run()
         topped_up = False
         while True:
@@ -158,7 +164,7 @@ class Packer:
                 token_count = self.counter.count(prompt)
             if token_count > limit and selection.chosen:
                 selection.give_back(token_count - limit)  # estimates err high: rarely reached
-            elif not topped_up and selection.top_up(limit - token_count):
+            elif not topped_up and selection.top_up(room - (token_count - skeleton)):
                 topped_up = True  # estimates erred high: fill what they left, once
             else:
                 break
@@ -168,10 +174,14 @@ class Packer:
         prefix_tokens = self._head_tokens
         if kept:
             prefix_tokens += sum(pieces[:kept]) + self.joins["head"] + (kept - 1) * self.joins["passage"]
+        if not state.spans:
+            state.anchor = len(spans)
         state.spans = spans
+        state.anchor = min(state.anchor, len(spans))
         shown = {c.id for s in spans for c in s.chunks}
         state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
-        state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in set(rendered)}
+        current = set(rendered)
+        state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in current}
         return PackedContext(
             query=query,
             prompt=prompt,
@@ -253,7 +263,7 @@ class Packer:
         kept = [s for s in selection.session.spans if id(s) not in selection.evicted]
         spans = kept + _order(_merge(selection.chosen), ordering)
         passages = [
-            Passage(
+            Passage.model_construct(  # thousands per call, from values made here: no validation
                 number=n, doc_id=s.doc_id, source=s.chunks[0].source, text=s.text, start=s.start, end=s.end,
                 start_line=s.start_line, end_line=s.end_line, chunk_ids=[c.id for c in s.chunks],
             )
@@ -284,7 +294,6 @@ class _Selection:
         self.evicted: set[int] = set()
         self.session_costs = dict(zip(map(id, session.spans), self._session_costs(), strict=True))
         self.used = sum(self.session_costs.values())
-        self.fresh_room = int(packer.follow_up_share * room)
         # Cost of each candidate as a passage of its own, counted in batches as the scan
         # reaches them; headers are estimated with numbers as long as the window could need.
         self.costs_alone: dict[int, tuple[int, int]] = {}  # hit index -> (body, header + joins)
@@ -350,9 +359,10 @@ class _Selection:
         return not self.chars_per_token or len(self.hits[i].chunk.text) / self.chars_per_token <= left
 
     def _stale_spans(self) -> list[_Span]:
-        """Session passages the current question would not pack on its own: none of their
-        chunks ranks among the candidates a fresh window of this size would take."""
-        if not self.session.spans:
+        """Follow-up passages of the session (after its anchor) that the current question would
+        not pack on its own: none of their chunks ranks among the candidates a fresh window
+        of this size would take."""
+        if len(self.session.spans) <= self.session.anchor:
             return []
         wanted, total = set(), 0
         for i, hit in enumerate(self.hits):
@@ -361,7 +371,8 @@ class _Selection:
                 break
             total += sum(cost)
             wanted.add(hit.chunk.id)
-        return [s for s in self.session.spans if not any(c.id in wanted for c in s.chunks)]
+        follow_ups = self.session.spans[self.session.anchor :]
+        return [s for s in follow_ups if not any(c.id in wanted for c in s.chunks)]
 
     # -- decisions ----------------------------------------------------------------------------
     def _consider(self, i: int, hit: Hit) -> None:
@@ -372,7 +383,7 @@ class _Selection:
         if not parts:
             self._drop(chunk, "covered", overlapping[0].chunks[0].id)
             return
-        evictable = sum(self.session_costs[id(s)] for s in self.stale) if self.fresh_room > 0 else 0
+        evictable = sum(self.session_costs[id(s)] for s in self.stale)
         alone = self._cost_alone(i, left=self.room - self.used + evictable)
         if alone is None:
             self._over_budget(i)
@@ -388,7 +399,9 @@ class _Selection:
         if copy is not None:
             self._drop(chunk, "duplicate", copy)
             return
-        near = self.duplicates.near_copy_of(chunk.text, ignore=lambda key: _neighbours(self.kept[key], chunk))
+        near = self.duplicates.near_copy_of(
+            chunk.text, ignore=lambda key: _neighbours(self.kept[key], chunk), around=self._around
+        )
         if near is not None:
             self._drop(chunk, "near_duplicate", near)
             return
@@ -398,12 +411,14 @@ class _Selection:
         self.chosen += parts
         self.costs += [cost] + [0] * (len(parts) - 1)
         self.used += cost
-        self.fresh_room -= cost
+
+    def _around(self, chunk_id: str) -> list[str]:
+        """The kept chunk and the kept chunks touching it: what one passage will show."""
+        chunk = self.kept[chunk_id]
+        return [c.id for s in self.shown[chunk.doc_id] for c in s.chunks if _neighbours(c, chunk)]
 
     def _evict_for(self, cost: int) -> bool:
-        """Make room for a fresh passage by evicting stale session passages, last first."""
-        if cost > self.fresh_room:
-            return False
+        """Make room for a fresh passage by evicting stale follow-up passages, last first."""
         while self.used + cost > self.room and self.stale:
             span = self.stale.pop()
             if id(span) not in self.evicted:
@@ -449,7 +464,8 @@ class _Selection:
         self._drop(self.hits[i].chunk, "over_budget")
 
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
-        self.dropped.append(DroppedCandidate(chunk_id=chunk.id, reason=reason, kept=kept))  # type: ignore[arg-type]
+        # Built without validation: thousands per call, from values made here.
+        self.dropped.append(DroppedCandidate.model_construct(chunk_id=chunk.id, reason=reason, kept=kept))
 
 
 def _neighbours(a: Chunk, b: Chunk) -> bool:

@@ -168,6 +168,19 @@ def test_near_duplicate_threshold_is_configurable(llama_counter):
         Packer(llama_counter, near_duplicate_threshold=1.5)
 
 
+def test_a_copy_cut_at_other_boundaries_is_a_near_duplicate_of_the_passage_it_repeats(llama_counter):
+    paragraphs = [" ".join(f"p{i}w{j}" for j in range(40)) + "." for i in range(4)]
+    original = "\n\n".join(paragraphs)
+    cut = len(paragraphs[0]) + 2 + len(paragraphs[1])
+    first, second = chunk_of(original, "a", 0, cut), chunk_of(original, "a", cut + 2, len(original))
+    copy_text = "\n\n".join(paragraphs[1:3])  # straddles the two chunks above
+    copy = Chunk(id="b#0", doc_id="b", text=copy_text, start=0, end=len(copy_text), start_line=1, end_line=3,
+                 token_count=80, metadata={"source": "b.md"})
+    ctx = Packer(llama_counter).pack("q?", ranked(first, second, copy), 4000)
+    assert [(d.chunk_id, d.reason) for d in ctx.dropped] == [("b#0", "near_duplicate")]
+    assert [p.chunk_ids for p in ctx.passages] == [[first.id, second.id]]
+
+
 # -- merging neighbours ----------------------------------------------------------------------
 DOC = (
     "Alpha opens the first paragraph. It has two sentences.\n\n"
@@ -254,16 +267,23 @@ def test_a_follow_up_shows_only_the_new_part_of_an_overlapping_chunk(llama_count
     assert ctx.prompt.count("Beta is the second") == 1
 
 
-def test_a_full_session_evicts_stale_passages_from_the_end(llama_counter):
-    packer = Packer(llama_counter, follow_up_share=0.5)
-    hits = make_hits(40)
+def test_a_session_keeps_room_for_follow_ups_and_evicts_stale_follow_ups_first(llama_counter):
+    packer = Packer(llama_counter, follow_up_share=0.3)
+    hits = make_hits(60)
     session = packer.session()
     first = packer.pack("q1?", hits[:30], 1500, session=session)
-    assert any(d.reason == "over_budget" for d in first.dropped), "the window should be full"
-    follow_up = packer.pack("q2?", hits[35:37], 1500, session=session)
-    new_ids = {hits[35].chunk.id, hits[36].chunk.id}
-    assert new_ids <= {c.id for c in follow_up.chunks}
-    assert follow_up.token_count <= 1500
-    kept = [p.chunk_ids for p in follow_up.passages if not new_ids & set(p.chunk_ids)]
-    assert kept == [p.chunk_ids for p in first.passages[: len(kept)]], "eviction must start at the end"
-    assert 0 < len(kept) < len(first.passages)
+    fresh = packer.pack("q1?", hits[:30], 1500)
+    assert len(first.passages) < len(fresh.passages), "the first turn leaves room for follow-ups"
+    second = packer.pack("q2?", hits[30:45], 1500, session=session)
+    assert any(d.reason == "over_budget" for d in second.dropped), "the window should now be full"
+    third = packer.pack("q3?", hits[50:52], 1500, session=session)
+    new_ids = {hits[50].chunk.id, hits[51].chunk.id}
+    assert new_ids <= {c.id for c in third.chunks}
+    assert third.token_count <= 1500
+    # The first question's passages stay in place; stale follow-up passages made the room, last first.
+    n_first = len(first.passages)
+    assert [p.chunk_ids for p in third.passages[:n_first]] == [p.chunk_ids for p in first.passages]
+    kept_second = [p.chunk_ids for p in third.passages[n_first:] if not new_ids & set(p.chunk_ids)]
+    assert kept_second == [p.chunk_ids for p in second.passages[n_first : n_first + len(kept_second)]]
+    assert len(kept_second) < len(second.passages) - n_first
+    assert third.prefix_token_count >= first.token_count - llama_counter.count(first.prompt[first.prompt.rindex("Based on"):])
