@@ -4,12 +4,16 @@ Layout of a KB directory:
     manifest.json          format version, embedding model, dimension
     chunks.sqlite          documents and chunks (store.py); meta.generation names the live index
     dense-<generation>.faiss   the FAISS index of that generation (index.py)
+    lexical/               the BM25 index (tantivy, lexical.py), marked with its generation
     write.lock             held by the one process writing
 
-A commit writes the next generation's index file first, then commits SQLite (which
-switches `generation` in the same transaction as the chunk rows), then removes the old
-file. A crash at any point leaves one consistent generation readable; re-running the
-same `add` skips what was committed and finishes the rest.
+A commit writes the next generation's index file first, then commits the lexical index
+(with a marker naming the new generation), then commits SQLite (which switches
+`generation` in the same transaction as the chunk rows), then removes the old file. A crash
+at any point leaves one consistent generation readable; re-running the same `add` skips
+what was committed and finishes the rest. A lexical index whose marker disagrees with the
+store is rebuilt from the stored chunk texts by the next writer (readers use dense
+retrieval alone meanwhile).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from hybridctx.errors import (
     KnowledgeBaseLockedError,
 )
 from hybridctx.index import FlatFaissIndex, VectorIndex
+from hybridctx.lexical import LexicalIndex
 from hybridctx.schema import Chunk, Document
 from hybridctx.store import ChunkStore
 
@@ -38,6 +43,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 LOCK = "write.lock"
+LEXICAL = "lexical"
 
 
 class Manifest(BaseModel):
@@ -58,6 +64,8 @@ class KnowledgeBase:
         self.store = ChunkStore(root / STORE)
         self.generation = -1
         self.index: VectorIndex = FlatFaissIndex(manifest.dimension)
+        self.lexical = LexicalIndex(root / LEXICAL)
+        self.lexical_current = False
         self.refresh()
 
     @classmethod
@@ -90,10 +98,18 @@ class KnowledgeBase:
         return cls(root, manifest)
 
     def close(self) -> None:
+        self.lexical.close()
         self.store.close()
 
     def refresh(self) -> None:
-        """Load the index of the latest committed generation if another writer moved it on."""
+        """Load the indexes of the latest committed generation if another writer moved it on."""
+        generation = int(self.store.get_meta("generation") or 0)
+        if generation != self.generation:
+            self._load_dense()
+            self.lexical.reload()
+            self.lexical_current = self.lexical.generation == self.generation
+
+    def _load_dense(self) -> None:
         for _ in range(3):
             generation = int(self.store.get_meta("generation") or 0)
             if generation == self.generation:
@@ -119,6 +135,21 @@ class KnowledgeBase:
         self.refresh()
         allowed = self.store.allowed_vector_ids(filters, principal)
         scores, ids = self.index.search(vector, k, allowed)
+        return self._chunks_of(scores, ids)
+
+    def search_lexical(
+        self, query: str, k: int, filters: Mapping[str, Any] | None, principal: str | None
+    ) -> list[tuple[Chunk, float]]:
+        """The `k` best chunks for `query` by BM25 that pass the filters and ACL, best first
+        (none while the lexical index awaits a rebuild after an interrupted commit)."""
+        self.refresh()
+        if not self.lexical_current:
+            return []
+        allowed = self.store.allowed_vector_ids(filters, principal)
+        scores, ids = self.lexical.search(query, k, allowed)
+        return self._chunks_of(scores, ids)
+
+    def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())
         return [(chunks[i], float(s)) for s, i in zip(scores, ids.tolist()) if i in chunks]
 
@@ -135,6 +166,9 @@ class KnowledgeBase:
                 ) from exc
             self.refresh()
             self._remove_stale_index_files()
+            if not self.lexical_current:
+                self.lexical.rebuild(self.store.chunk_texts(), self.generation)
+                self.lexical_current = True
             writer = KnowledgeBaseWriter(self)
             try:
                 yield writer
@@ -154,6 +188,7 @@ class KnowledgeBaseWriter:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
         self._store = ChunkStore(kb.store.path)
+        self._lexical = kb.lexical
         self._removed: list[int] = []
         self._added_ids: list[int] = []
         self._added_vectors: list[np.ndarray] = []
@@ -172,6 +207,7 @@ class KnowledgeBaseWriter:
     ) -> None:
         self._begin()
         removed, added = self._store.replace_document(document, content_hash, chunks)
+        self._lexical.stage(add=zip(added, (c.text for c in chunks), strict=True), remove=removed)
         self._removed += removed
         self._added_ids += added
         self._added_vectors.append(vectors)
@@ -179,6 +215,7 @@ class KnowledgeBaseWriter:
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         self._begin()
         removed = self._store.delete_documents(doc_ids)
+        self._lexical.stage(remove=removed)
         self._removed += removed
         return len(removed)
 
@@ -192,11 +229,13 @@ class KnowledgeBaseWriter:
             index.add(np.asarray(self._added_ids, dtype=np.int64), np.concatenate(self._added_vectors))
         generation = kb.generation + 1
         index.save(_index_path(kb.root, generation))
+        self._lexical.commit(generation)  # if SQLite then fails, the marker disagrees: rebuilt on next write
         try:
             self._store.set_meta("generation", str(generation))
             self._store.commit()
         except BaseException:
             _index_path(kb.root, generation).unlink(missing_ok=True)
+            kb.lexical_current = False  # it is one generation ahead now: rebuilt by the next writer
             raise
         self._in_transaction = False
         old = _index_path(kb.root, kb.generation)
@@ -208,7 +247,9 @@ class KnowledgeBaseWriter:
         """Roll back anything not committed."""
         if self._in_transaction:
             self._store.rollback()
+            self._lexical.rollback()
             self._in_transaction = False
+        self._lexical.close()
         self._store.close()
 
 

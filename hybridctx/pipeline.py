@@ -21,7 +21,7 @@ from hybridctx.generate import Backend, LlamaCppBackend, cite
 from hybridctx.indexing import Indexer
 from hybridctx.kb import KnowledgeBase
 from hybridctx.pack import Packer, PackSession
-from hybridctx.retrieve import DenseRetriever
+from hybridctx.retrieve import DenseRetriever, HybridRetriever, LexicalRetriever, Retriever
 from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import Item, iter_documents
@@ -98,8 +98,14 @@ class Pipeline:
         return self._backend
 
     @cached_property
-    def retriever(self) -> DenseRetriever:
-        return DenseRetriever(self.kb, self.embedder)
+    def retriever(self) -> Retriever:
+        s = self.settings
+        if s.retrieval == "lexical":
+            return LexicalRetriever(self.kb)
+        dense = DenseRetriever(self.kb, self.embedder)
+        if s.retrieval == "dense":
+            return dense
+        return HybridRetriever(dense, LexicalRetriever(self.kb), s.dense_weight, s.lexical_weight, s.rrf_k)
 
     @cached_property
     def packer(self) -> Packer:

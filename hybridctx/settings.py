@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +39,12 @@ class Settings(BaseModel):
     )
     # retrieve
     k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
+    retrieval: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="Dense (embeddings), lexical (BM25) or both fused (reciprocal rank fusion)"
+    )
+    dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in hybrid fusion")
+    lexical_weight: float = Field(1.0, ge=0.0, description="Weight of the lexical ranking in hybrid fusion")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens rank differences")
     # pack + generate
     budget_tokens: int = Field(
         2048, ge=64,
@@ -60,6 +67,8 @@ class Settings(BaseModel):
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.budget_tokens > self.context_window:
             raise ValueError("budget_tokens must fit in context_window")
+        if self.dense_weight + self.lexical_weight == 0:
+            raise ValueError("dense_weight and lexical_weight cannot both be 0")
         if self.max_new_tokens >= self.budget_tokens:
             raise ValueError("max_new_tokens must be smaller than budget_tokens")
         return self

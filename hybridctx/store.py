@@ -12,7 +12,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,10 @@ class ChunkStore:
                 )
                 params.append(principal)
         return clauses, params
+
+    def chunk_texts(self) -> Iterator[tuple[int, str]]:
+        """(vector id, text) of every chunk, to rebuild the lexical index from."""
+        yield from self._db.execute("SELECT vector_id, text FROM chunks ORDER BY vector_id")
 
     def counts(self) -> tuple[int, int]:
         """Number of documents and chunks."""
