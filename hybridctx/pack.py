@@ -26,6 +26,7 @@ packer. Small prompts are also recounted whole, as a check.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ ORDERINGS: tuple[Ordering, ...] = ("canonical", "relevance", "edges")
 _MAX_JOIN_GAP = 2
 # Prompts up to this size are recounted whole after packing, as a check on the piecewise count.
 _RECOUNT_BELOW = 8192
+# A second pass fills what cautious estimates left free, if that is more than this share of the room.
+_TOP_UP_ABOVE = 0.004
 # Candidates are counted in batches of this many, as the scan reaches them.
 _COUNT_BATCH = 32
 
@@ -97,7 +100,7 @@ class Packer:
         counter: TokenCounter,
         template: PromptTemplate | None = None,
         near_duplicate_threshold: float | None = 0.8,
-        follow_up_share: float = 0.25,
+        follow_up_share: float = 0.2,
     ) -> None:
         """`follow_up_share`: the share of the window a session keeps for follow-ups. The first
         question of a session fills the rest, and those passages stay, the session's cached
@@ -112,7 +115,7 @@ class Packer:
         self.follow_up_share = follow_up_share
         self._head_tokens = counter.count(self.template.head)
         self.joins = self._measure_joins()
-        self._header_estimates: dict[tuple[str, int], int] = {}
+        self._header_estimates: dict[tuple[str, int, int], int] = {}
 
     def session(self) -> PackSession:
         return PackSession(duplicates=DuplicateFilter(self.near_duplicate_threshold))
@@ -164,7 +167,9 @@ class Packer:
                 token_count = self.counter.count(prompt)
             if token_count > limit and selection.chosen:
                 selection.give_back(token_count - limit)  # estimates err high: rarely reached
-            elif not topped_up and selection.top_up(room - (token_count - skeleton)):
+            elif not topped_up and room - (token_count - skeleton) > _TOP_UP_ABOVE * room and selection.top_up(
+                room - (token_count - skeleton)
+            ):
                 topped_up = True  # estimates erred high: fill what they left, once
             else:
                 break
@@ -220,14 +225,14 @@ class Packer:
         state.piece_tokens.update(zip(uncounted, self.counter.count_many(list(uncounted)), strict=True))
         return [state.piece_tokens[p] if isinstance(p, str) else p for p in pieces]
 
-    def header_estimate(self, source: str, digits: int) -> int:
+    def header_estimate(self, source: str, number_digits: int, line_digits: int) -> int:
         """Tokens of a header for `source` (with joins), with the largest passage and line
-        numbers of `digits` digits: an estimate that errs high, counted once per source."""
-        key = (source, digits)
+        numbers of so many digits: an estimate that errs high, counted once per key."""
+        key = (source, number_digits, line_digits)
         if key not in self._header_estimates:
-            largest = 10**digits - 1
-            sample = Passage(number=largest, doc_id="d", source=source, text="", start=0, end=0,
-                             start_line=largest, end_line=largest, chunk_ids=[])
+            line = 10**line_digits - 1
+            sample = Passage(number=10**number_digits - 1, doc_id="d", source=source, text="", start=0, end=0,
+                             start_line=line, end_line=line, chunk_ids=[])
             self._header_estimates[key] = (
                 self.counter.count(self.template.header(sample)) + self.joins["header"] + self.joins["passage"]
             )
@@ -297,7 +302,7 @@ class _Selection:
         # Cost of each candidate as a passage of its own, counted in batches as the scan
         # reaches them; headers are estimated with numbers as long as the window could need.
         self.costs_alone: dict[int, tuple[int, int]] = {}  # hit index -> (body, header + joins)
-        self.digits = len(str(max(9, room // 32)))
+        self.number_digits = 0  # of the last passage number, estimated from the first bodies counted
         self.chars_per_token = 0.0  # the most seen so far; 0 until something is counted
         self.stale: list[_Span] = []
         self.stale = self._stale_spans()
@@ -348,9 +353,12 @@ class _Selection:
                      if j not in self.costs_alone and self._may_fit(j, left)]
             chunks = [self.hits[j].chunk for j in batch]
             bodies = self.packer.body_tokens([c.text for c in chunks])
+            if not self.number_digits:
+                passages = len(self.session.spans) + self.room / (statistics.median(bodies) + 16)
+                self.number_digits = len(str(math.ceil(passages)))
             for j, chunk, body in zip(batch, chunks, bodies, strict=True):
-                digits = max(self.digits, len(str(chunk.end_line)))
-                self.costs_alone[j] = (body, self.packer.header_estimate(chunk.source, digits))
+                header = self.packer.header_estimate(chunk.source, self.number_digits, len(str(chunk.end_line)))
+                self.costs_alone[j] = (body, header)
                 self.session.body_tokens[chunk.id] = body
                 self.chars_per_token = max(self.chars_per_token, len(chunk.text) / max(1, body))
         return self.costs_alone[i]
@@ -377,14 +385,17 @@ class _Selection:
     # -- decisions ----------------------------------------------------------------------------
     def _consider(self, i: int, hit: Hit) -> None:
         chunk = hit.chunk
-        same_doc = self.shown[chunk.doc_id]
+        left = self.room - self.used + sum(self.session_costs[id(s)] for s in self.stale)
+        same_doc = self.shown.get(chunk.doc_id, [])
+        if not same_doc and not self._may_fit(i, left):  # the common case once the window is full
+            self._over_budget(i)
+            return
         overlapping = [s for s in same_doc if s.start < chunk.end and chunk.start < s.end]
         parts = _uncovered(chunk, overlapping, hit.rank)
         if not parts:
             self._drop(chunk, "covered", overlapping[0].chunks[0].id)
             return
-        evictable = sum(self.session_costs[id(s)] for s in self.stale)
-        alone = self._cost_alone(i, left=self.room - self.used + evictable)
+        alone = self._cost_alone(i, left=left)
         if alone is None:
             self._over_budget(i)
             return
