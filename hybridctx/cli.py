@@ -19,13 +19,15 @@ from rich.table import Table
 
 from hybridctx.errors import HybridCtxError, InvalidArgumentError
 from hybridctx.pack import ORDERINGS
-from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
+from hybridctx.schema import AddReport, Answer, Hit, PackedContext
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generous retrieval + long-context answers.")
 out = Console()
 err = Console(stderr=True)
 
 KB_OPTION = typer.Option(..., "--kb", help="Knowledge base directory (created if missing)")
+FILTER_OPTION = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)")
+PRINCIPAL_OPTION = typer.Option(None, help="Read as this principal (access control)")
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,8 +130,8 @@ def search(
     query: str = typer.Argument(...),
     kb: Path = KB_OPTION,
     k: int = typer.Option(10, "-k", help="Number of hits"),
-    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
-    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+    filter: list[str] = FILTER_OPTION,
+    principal: Optional[str] = PRINCIPAL_OPTION,
 ) -> None:
     """Print the ranked hits for a query."""
     with _open(kb) as pipe:
@@ -140,6 +142,13 @@ BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus 
 ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")
 
 
+def _packing(budget: int | None, ordering: str | None, filters: list[str], principal: str | None) -> dict[str, Any]:
+    """The keyword arguments `pack` and `ask` share, checked."""
+    if ordering is not None and ordering not in ORDERINGS:
+        raise InvalidArgumentError(f"--ordering must be one of {', '.join(ORDERINGS)}, got {ordering!r}")
+    return {"budget_tokens": budget, "ordering": ordering, "filters": _parse_filters(filters), "principal": principal}
+
+
 @app.command()
 @_friendly_errors
 def pack(
@@ -147,15 +156,12 @@ def pack(
     kb: Path = KB_OPTION,
     budget: Optional[int] = BUDGET_OPTION,
     ordering: Optional[str] = ORDERING_OPTION,
-    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
-    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+    filter: list[str] = FILTER_OPTION,
+    principal: Optional[str] = PRINCIPAL_OPTION,
 ) -> None:
     """Print the prompt `ask` would send (to stdout) and how it was packed (to stderr)."""
     with _open(kb) as pipe:
-        context = pipe.pack(
-            question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal,
-            ordering=_ordering(ordering),
-        )
+        context = pipe.pack(question, **_packing(budget, ordering, filter, principal))
     print(context.prompt)
     err.print(f"[dim]{describe_context(context)}[/]", highlight=False)
 
@@ -167,21 +173,12 @@ def ask(
     kb: Path = KB_OPTION,
     budget: Optional[int] = BUDGET_OPTION,
     ordering: Optional[str] = ORDERING_OPTION,
-    filter: list[str] = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)"),
-    principal: Optional[str] = typer.Option(None, help="Read as this principal (access control)"),
+    filter: list[str] = FILTER_OPTION,
+    principal: Optional[str] = PRINCIPAL_OPTION,
 ) -> None:
     """Answer a question from the knowledge base, with citations."""
     with _open(kb) as pipe:
-        print_answer(pipe.ask(
-            question, budget_tokens=budget, filters=_parse_filters(filter), principal=principal,
-            ordering=_ordering(ordering),
-        ))
-
-
-def _ordering(value: str | None) -> Ordering | None:
-    if value is not None and value not in ORDERINGS:
-        raise InvalidArgumentError(f"--ordering must be one of {', '.join(ORDERINGS)}, got {value!r}")
-    return value  # type: ignore[return-value]
+        print_answer(pipe.ask(question, **_packing(budget, ordering, filter, principal)))
 
 
 @app.command()
