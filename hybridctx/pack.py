@@ -156,37 +156,15 @@ class Packer:
             room = int(room * (1 - self.follow_up_share))
         selection = _Selection(self, state, hits, room)
         selection.run()
-        topped_up = False
-        while True:
-            passages, spans = self._arrange(selection, ordering)
-            rendered = [self.template.passage(p) for p in passages]
-            pieces = self.piece_tokens(passages, spans, rendered, state)
-            token_count = self._total(tail_tokens, pieces)
-            prompt = self.template.head + "".join(rendered) + tail
-            if token_count <= _RECOUNT_BELOW:
-                token_count = self.counter.count(prompt)
-            if token_count > limit and selection.chosen:
-                selection.give_back(token_count - limit)  # estimates err high: rarely reached
-            elif not topped_up and room - (token_count - skeleton) > _TOP_UP_ABOVE * room and selection.top_up(
-                room - (token_count - skeleton)
-            ):
-                topped_up = True  # estimates erred high: fill what they left, once
-            else:
-                break
+        passages, spans, rendered, pieces, token_count = self._fit(selection, ordering, tail, tail_tokens, limit, skeleton)
 
         # Session passages before the first evicted one are unchanged: the reusable prefix.
         kept = next((i for i, s in enumerate(state.spans) if id(s) in selection.evicted), len(state.spans))
         prefix_tokens = self._head_tokens
         if kept:
             prefix_tokens += sum(pieces[:kept]) + self.joins["head"] + (kept - 1) * self.joins["passage"]
-        if not state.spans:
-            state.anchor = len(spans)
-        state.spans = spans
-        state.anchor = min(state.anchor, len(spans))
-        shown = {c.id for s in spans for c in s.chunks}
-        state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
-        current = set(rendered)
-        state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in current}
+        _remember(state, spans, rendered)
+        prompt = self.template.head + "".join(rendered) + tail
         return PackedContext(
             query=query,
             prompt=prompt,
@@ -199,6 +177,27 @@ class Packer:
             ordering=ordering,
             dropped=selection.dropped,
         )
+
+    def _fit(
+        self, selection: _Selection, ordering: Ordering, tail: str, tail_tokens: int, limit: int, skeleton: int
+    ) -> tuple[list[Passage], list[_Span], list[str], list[int], int]:
+        """Arrange and count the selection exactly; give back what overshoots, or fill (once)
+        what cautious estimates left free."""
+        topped_up = False
+        while True:
+            passages, spans = self._arrange(selection, ordering)
+            rendered = [self.template.passage(p) for p in passages]
+            pieces = self.piece_tokens(passages, spans, rendered, selection.session)
+            token_count = self._total(tail_tokens, pieces)
+            if token_count <= _RECOUNT_BELOW:
+                token_count = self.counter.count(self.template.head + "".join(rendered) + tail)
+            slack = selection.room - (token_count - skeleton)
+            if token_count > limit and selection.chosen:
+                selection.give_back(token_count - limit)
+            elif not topped_up and slack > _TOP_UP_ABOVE * selection.room and selection.top_up(slack):
+                topped_up = True
+            else:
+                return passages, spans, rendered, pieces, token_count
 
     # -- counting ----------------------------------------------------------------------------
     def body_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -477,6 +476,18 @@ class _Selection:
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
         # Built without validation: thousands per call, from values made here.
         self.dropped.append(DroppedCandidate.model_construct(chunk_id=chunk.id, reason=reason, kept=kept))
+
+
+def _remember(state: PackSession, spans: list[_Span], rendered: list[str]) -> None:
+    """Keep what the prompt shows for the session's next turn, and only the counts it needs."""
+    if not state.spans:
+        state.anchor = len(spans)
+    state.spans = spans
+    state.anchor = min(state.anchor, len(spans))
+    shown = {c.id for s in spans for c in s.chunks}
+    state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
+    current = set(rendered)
+    state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in current}
 
 
 def _neighbours(a: Chunk, b: Chunk) -> bool:
