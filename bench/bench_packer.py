@@ -320,6 +320,7 @@ def plot(budgets, coverage, cache) -> None:
     left.set(xlabel="budget (k tokens)", ylabel="fraction in the prompt", ylim=(0, 1.05),
              title="Needles (and distractors) packed, 3 x 6 needles")
     left.set_xscale("log", base=2)
+    left.set_xticks([b // 1000 for b in budgets], labels=[f"{b // 1024}k" for b in budgets])
     left.legend()
     for label, values in cache.items():
         right.plot(range(2, len(values) + 2), values, marker="o", label=label)
