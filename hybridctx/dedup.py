@@ -3,21 +3,25 @@ copies by MinHash LSH (datasketch) over word 3-grams.
 
 Shingles are hashed deterministically (not with Python's salted `hash`), so the same
 candidates give the same decisions (and the same prompt, which prefix caching needs) in
-every process.
+every process. Shingles and MinHash signatures are computed for a whole batch of texts in a
+few numpy operations (`DuplicateFilter.prepare`): per-text numpy and MinHash calls dominated
+the packer's time.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from hybridctx.errors import InvalidArgumentError
 
 _SHINGLE_WORDS = 3
 _NUM_PERM = 32
+_SEED = 1
 # LSH proposes candidates from this share of the threshold up (a copy split across two kept
 # chunks has about half their Jaccard); exact Jaccard and containment then decide.
 _LSH_REACH = 0.4
@@ -35,25 +39,39 @@ def exact_key(text: str) -> str:
 
 
 def shingles(text: str) -> np.ndarray:
-    """32-bit hashes of the lower-cased word 3-grams of `text` (of its words, if fewer).
+    """32-bit hashes of the lower-cased word 3-grams of `text` (of its words, if fewer), sorted."""
+    return shingle_batch([text])[0]
 
-    Vectorised over the UTF-8 bytes (a polynomial hash per word), since the packer
-    shingles every passage it keeps and a Python loop over words dominated its time.
-    """
-    data = np.frombuffer(text.lower().encode("utf-8", "replace"), dtype=np.uint8)
+
+def shingle_batch(texts: Sequence[str]) -> list[np.ndarray]:
+    """`shingles` of each text, computed over all of them at once on their UTF-8 bytes
+    (a polynomial hash per word, then 3-grams of words within one text)."""
+    encoded = [t.lower().encode("utf-8", "replace") for t in texts]
+    data = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)  # "\n" is no word byte: texts stay apart
+    text_of_byte = np.repeat(np.arange(len(texts)), [len(e) + 1 for e in encoded])[: len(data)]
     in_word = _WORD_BYTE[data]
     positions = np.flatnonzero(in_word)
     if not len(positions):
-        return np.empty(0, dtype=np.uint32)
+        return [np.empty(0, dtype=np.uint32) for _ in texts]
     starts_mask = in_word.copy()
     starts_mask[1:] &= ~in_word[:-1]
     starts = np.flatnonzero(starts_mask)
     word_of = np.cumsum(starts_mask)[positions] - 1
     offset = np.minimum(positions - starts[word_of], len(_POWERS) - 1)
     words = np.add.reduceat(data[positions].astype(np.uint64) * _POWERS[offset], np.searchsorted(positions, starts))
-    if len(words) >= _SHINGLE_WORDS:
-        words = (words[:-2] * _MIX[0]) ^ (words[1:-1] * _MIX[1]) ^ words[2:]
-    return np.unique((words ^ (words >> np.uint64(32))).astype(np.uint32))
+    text_of_word = text_of_byte[starts]
+    # 3-grams whose three words lie in one text; texts of fewer words are shingled by their words.
+    same_text = text_of_word[:-2] == text_of_word[2:]
+    grams = ((words[:-2] * _MIX[0]) ^ (words[1:-1] * _MIX[1]) ^ words[2:])[same_text]
+    gram_text = text_of_word[:-2][same_text]
+    short = np.bincount(text_of_word, minlength=len(texts))[text_of_word] < _SHINGLE_WORDS
+    hashes = np.concatenate([grams, words[short]])
+    owners = np.concatenate([gram_text, text_of_word[short]]).astype(np.uint64)
+    folded = (hashes ^ (hashes >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    keys = np.unique((owners << np.uint64(32)) | folded)  # sorted by text, then hash
+    bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(texts) + 1, dtype=np.uint64))
+    values = keys.astype(np.uint32)
+    return [values[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
 
 
 class DuplicateFilter:
@@ -65,18 +83,41 @@ class DuplicateFilter:
     at other chunk boundaries hides a true near copy); exact set comparisons decide.
     """
 
-    def __init__(self, threshold: float | None = 0.8) -> None:
+    def __init__(self, threshold: float | None = 0.8, sketches: dict | None = None) -> None:
+        """`sketches`: where to keep the sketches of texts met, by text (pass a bounded dict
+        shared between filters, so the same chunks are not sketched again for each question)."""
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise InvalidArgumentError(f"near_duplicate_threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self._exact: dict[str, str] = {}
         self._keys: dict[str, str] = {}
-        self._permutations = MinHash(num_perm=_NUM_PERM, seed=1, scheme="affine32").permutations
         self._lsh = None
         if threshold is not None:
-            self._lsh = MinHashLSH(threshold=min(threshold * _LSH_REACH, 0.9), num_perm=_NUM_PERM)
+            self._lsh = MinHashLSH(num_perm=_NUM_PERM, params=_lsh_bands(min(threshold * _LSH_REACH, 0.9)))
+            # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
+            a, b = MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations
+            self._a, self._b = a.astype(np.uint32), b.astype(np.uint32)
         self._shingles: dict[str, np.ndarray] = {}
-        self._last: tuple[str, np.ndarray, MinHash | None] | None = None
+        self._sketches: dict[str, tuple[np.ndarray, LeanMinHash | None]] = {} if sketches is None else sketches
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Sketch these texts in one batch, ahead of `near_copy_of`/`add` on them."""
+        if self._lsh is None:
+            return
+        texts = [t for t in dict.fromkeys(texts) if t not in self._sketches]
+        if not texts:
+            return
+        batch = shingle_batch(texts)
+        sizes = np.array([len(h) for h in batch])
+        signatures = np.zeros((len(texts), _NUM_PERM), dtype=np.uint32)
+        if sizes.any():
+            hashes = np.concatenate(batch)
+            permuted = hashes[:, None] * self._a + self._b  # wraps mod 2^32, as datasketch's affine32
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
+            signatures[sizes > 0] = np.minimum.reduceat(permuted, starts, axis=0)
+        for text, hashes, signature, size in zip(texts, batch, signatures, sizes, strict=True):
+            lean = LeanMinHash(seed=_SEED, hashvalues=signature, scheme="affine32") if size else None
+            self._sketches[text] = (hashes, lean)
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(exact_key(text))
@@ -127,20 +168,21 @@ class DuplicateFilter:
         if self._shingles.pop(key, None) is not None:
             self._lsh.remove(key)  # type: ignore[union-attr]
 
-    def _sketch(self, text: str) -> tuple[np.ndarray, MinHash | None]:
+    def _sketch(self, text: str) -> tuple[np.ndarray, LeanMinHash | None]:
         """Shingles and MinHash of `text`; no MinHash when near duplicates are off or the text
-        has no words. `near_copy_of` then `add` on the same text computes them once."""
-        if self._last is not None and self._last[0] is text:
-            return self._last[1], self._last[2]
+        has no words."""
         if self._lsh is None:
             return np.empty(0, dtype=np.uint32), None
-        hashes = shingles(text)
-        signature = None
-        if len(hashes):
-            signature = MinHash(num_perm=_NUM_PERM, hashfunc=int, permutations=self._permutations, scheme="affine32")
-            signature.update_batch(hashes.tolist())
-        self._last = (text, hashes, signature)
-        return hashes, signature
+        if text not in self._sketches:
+            self.prepare([text])
+        return self._sketches[text]
+
+
+@cache
+def _lsh_bands(threshold: float) -> tuple[int, int]:
+    """datasketch's (bands, rows) for `threshold`: found by numerical integration, worth doing once."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=_NUM_PERM)
+    return lsh.b, lsh.r
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

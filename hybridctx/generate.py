@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from hybridctx.errors import BackendError, InvalidArgumentError, ModelUnavailableError
 from hybridctx.schema import Citation, PackedContext, Usage
-from hybridctx.tokens import TokenCounter
+from hybridctx.tokens import TokenCounter, count_in_threads
 
 EMBEDDED_MODEL_FILE = "gemma-3-270m-Q4_K_M.gguf"
 # A base (not instruction-tuned) model continues text: stop where a new section would start.
@@ -74,7 +74,7 @@ class LlamaTokenCounter:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        return [self.count(t) for t in texts]
+        return count_in_threads(self.count, texts)
 
 
 class LlamaCppBackend:

@@ -35,7 +35,7 @@ from hybridctx.dedup import DuplicateFilter
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.prompt import PromptTemplate
 from hybridctx.schema import Chunk, DroppedCandidate, Hit, Ordering, PackedContext, Passage
-from hybridctx.tokens import TokenCounter
+from hybridctx.tokens import CachedCounter, RecentValues, TokenCounter
 
 ORDERINGS: tuple[Ordering, ...] = ("canonical", "relevance", "edges")
 # Chunks of one document separated by at most this many (whitespace) characters are one passage.
@@ -89,7 +89,6 @@ class PackSession:
     anchor: int = 0  # the first question's passages: kept as the session's fixed prefix
     duplicates: DuplicateFilter | None = None
     body_tokens: dict[str, int] = field(default_factory=dict)  # chunk id -> count of its body
-    piece_tokens: dict[str, int] = field(default_factory=dict)  # rendered merged passage -> count
 
 
 class Packer:
@@ -109,7 +108,8 @@ class Packer:
         if not 0.0 <= follow_up_share <= 1.0:
             raise InvalidArgumentError(f"follow_up_share must be in [0, 1], got {follow_up_share}")
         DuplicateFilter(near_duplicate_threshold)  # validates the threshold now, not on first pack
-        self.counter = counter
+        self.counter = CachedCounter(counter)
+        self._sketches = RecentValues(limit=100_000)  # MinHash sketches of recent chunk texts
         self.template = template or PromptTemplate()
         self.near_duplicate_threshold = near_duplicate_threshold
         self.follow_up_share = follow_up_share
@@ -118,7 +118,7 @@ class Packer:
         self._header_estimates: dict[tuple[str, int, int], int] = {}
 
     def session(self) -> PackSession:
-        return PackSession(duplicates=DuplicateFilter(self.near_duplicate_threshold))
+        return PackSession(duplicates=DuplicateFilter(self.near_duplicate_threshold, sketches=self._sketches))
 
     def pack(
         self,
@@ -163,7 +163,7 @@ class Packer:
         prefix_tokens = self._head_tokens
         if kept:
             prefix_tokens += sum(pieces[:kept]) + self.joins["head"] + (kept - 1) * self.joins["passage"]
-        _remember(state, spans, rendered)
+        _remember(state, spans)
         prompt = self.template.head + "".join(rendered) + tail
         return PackedContext(
             query=query,
@@ -203,26 +203,20 @@ class Packer:
     def body_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.counter.count_many([self.template.body(t.strip()) for t in texts])
 
-    def header_tokens(self, passages: Sequence[Passage]) -> list[int]:
-        return self.counter.count_many([self.template.header(p) for p in passages])
-
     def piece_tokens(
         self, passages: Sequence[Passage], spans: Sequence[_Span], rendered: Sequence[str], state: PackSession
     ) -> list[int]:
         """Exact tokens of each rendered passage: header + known body count for a whole
-        chunk, a full count (kept in the session) for merged or partial passages."""
-        pieces: list[int | str] = []
-        uncounted = {}
-        for passage, span, piece, header in zip(passages, spans, rendered, self.header_tokens(passages), strict=True):
-            chunk = span.whole_chunk
-            if chunk is not None and chunk.id in state.body_tokens:
-                pieces.append(header + state.body_tokens[chunk.id] + self.joins["header"])
-                continue
-            if piece not in state.piece_tokens:
-                uncounted[piece] = None
-            pieces.append(piece)
-        state.piece_tokens.update(zip(uncounted, self.counter.count_many(list(uncounted)), strict=True))
-        return [state.piece_tokens[p] if isinstance(p, str) else p for p in pieces]
+        chunk, a full count for merged or partial passages."""
+        whole = [span.whole_chunk for span in spans]
+        whole = [c if c is not None and c.id in state.body_tokens else None for c in whole]
+        headers = self.counter.count_many([self.template.header(p) for p, c in zip(passages, whole) if c])
+        pieces = self.counter.count_many([piece for piece, c in zip(rendered, whole) if not c])
+        headers.reverse()
+        pieces.reverse()
+        return [
+            headers.pop() + state.body_tokens[c.id] + self.joins["header"] if c else pieces.pop() for c in whole
+        ]
 
     def header_estimate(self, source: str, number_digits: int, line_digits: int) -> int:
         """Tokens of a header for `source` (with joins), with the largest passage and line
@@ -267,7 +261,7 @@ class Packer:
         kept = [s for s in selection.session.spans if id(s) not in selection.evicted]
         spans = kept + _order(_merge(selection.chosen), ordering)
         passages = [
-            Passage.model_construct(  # thousands per call, from values made here: no validation
+            Passage(
                 number=n, doc_id=s.doc_id, source=s.chunks[0].source, text=s.text, start=s.start, end=s.end,
                 start_line=s.start_line, end_line=s.end_line, chunk_ids=[c.id for c in s.chunks],
             )
@@ -282,7 +276,7 @@ class _Selection:
     def __init__(self, packer: Packer, session: PackSession, hits: Sequence[Hit], room: int) -> None:
         self.packer = packer
         self.session = session
-        self.duplicates = session.duplicates or DuplicateFilter(packer.near_duplicate_threshold)
+        self.duplicates = session.duplicates or packer.session().duplicates
         session.duplicates = self.duplicates
         self.hits = sorted(hits, key=lambda h: h.rank)
         self.room = room
@@ -352,6 +346,7 @@ class _Selection:
                      if j not in self.costs_alone and self._may_fit(j, left)]
             chunks = [self.hits[j].chunk for j in batch]
             bodies = self.packer.body_tokens([c.text for c in chunks])
+            self.duplicates.prepare([c.text for c in chunks])
             if not self.number_digits:
                 passages = len(self.session.spans) + self.room / (statistics.median(bodies) + 16)
                 self.number_digits = len(str(math.ceil(passages)))
@@ -474,11 +469,10 @@ class _Selection:
         self._drop(self.hits[i].chunk, "over_budget")
 
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
-        # Built without validation: thousands per call, from values made here.
-        self.dropped.append(DroppedCandidate.model_construct(chunk_id=chunk.id, reason=reason, kept=kept))
+        self.dropped.append(DroppedCandidate(chunk_id=chunk.id, reason=reason, kept=kept))
 
 
-def _remember(state: PackSession, spans: list[_Span], rendered: list[str]) -> None:
+def _remember(state: PackSession, spans: list[_Span]) -> None:
     """Keep what the prompt shows for the session's next turn, and only the counts it needs."""
     if not state.spans:
         state.anchor = len(spans)
@@ -486,8 +480,6 @@ def _remember(state: PackSession, spans: list[_Span], rendered: list[str]) -> No
     state.anchor = min(state.anchor, len(spans))
     shown = {c.id for s in spans for c in s.chunks}
     state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
-    current = set(rendered)
-    state.piece_tokens = {k: n for k, n in state.piece_tokens.items() if k in current}
 
 
 def _neighbours(a: Chunk, b: Chunk) -> bool:

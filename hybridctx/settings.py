@@ -24,7 +24,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # chunk
-    chunk_tokens: int = Field(200, ge=16, description="Chunk size in embedding-model tokens")
+    chunk_tokens: int = Field(
+        128, ge=16,
+        description="Chunk size in embedding-model tokens: small units pack precisely (neighbours are merged "
+        "back into passages), see bench/RESULTS.md",
+    )
     chunk_overlap_tokens: int = Field(32, ge=0)
     # embed
     embedding_model: str = Field(

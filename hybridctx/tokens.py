@@ -13,12 +13,17 @@ import hashlib
 import os
 import tempfile
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from itertools import islice
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 
+# Batches of at least this many characters are counted on all cores (see `count_in_threads`).
+_PARALLEL_CHARS = 16_000
 # Long texts are tokenized in pieces of about this many characters, cut at line ends,
 # so memory stays bounded on very large files.
 _SEGMENT_CHARS = 100_000
@@ -33,6 +38,58 @@ class TokenCounter(Protocol):
     def count_many(self, texts: Sequence[str]) -> list[int]:
         """`count` of each text; implementations batch it (the packer counts thousands)."""
         ...
+
+
+_COUNTING_THREADS = os.cpu_count() or 1
+
+
+@cache
+def _counting_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_COUNTING_THREADS, thread_name_prefix="hybridctx-count")
+
+
+def count_in_threads(count: Callable[[str], int], texts: Sequence[str]) -> list[int]:
+    """`count` of each text, on all cores for large batches: tokenizers written in Rust or C
+    (tiktoken, llama.cpp through ctypes) release the GIL while they tokenize, and the packer
+    counts hundreds of thousands of tokens per call."""
+    if _COUNTING_THREADS < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
+        return [count(t) for t in texts]
+    step = -(-len(texts) // _COUNTING_THREADS)
+    parts = [texts[i : i + step] for i in range(0, len(texts), step)]
+    return [n for part in _counting_pool().map(lambda part: [count(t) for t in part], parts) for n in part]
+
+
+class RecentValues(dict):
+    """A dict that forgets its oldest quarter when it grows beyond `limit`: bounded memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.limit:
+            for old in list(islice(self, len(self) // 4)):
+                del self[old]
+
+
+class CachedCounter:
+    """Remembers the counts of recent texts: consecutive questions over one knowledge base
+    keep meeting the same chunks, and counting them is the packer's main cost."""
+
+    def __init__(self, counter: TokenCounter, limit: int = 200_000) -> None:
+        self.counter = counter
+        self._counts = RecentValues(limit)
+
+    def count(self, text: str) -> int:
+        return self.count_many([text])[0]
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        known = {t: self._counts[t] for t in texts if t in self._counts}
+        new = [t for t in dict.fromkeys(texts) if t not in known]
+        for text, n in zip(new, self.counter.count_many(new) if new else [], strict=True):
+            known[text] = self._counts[text] = n
+        return [known[t] for t in texts]
 
 
 class TokenOffsets:
@@ -116,8 +173,8 @@ class TiktokenCounter:
         return len(self._enc.encode_ordinary(text))
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        # A plain loop: tiktoken's batch call starts a thread per text, slower for chunk-sized texts.
-        return [len(self._enc.encode_ordinary(t)) for t in texts]
+        # Not tiktoken's batch call: it submits a thread task per text, slower for chunk-sized texts.
+        return count_in_threads(self.count, texts)
 
 
 def _place_bundled_bpe(encoding: str) -> None:

@@ -287,3 +287,9 @@ def test_a_session_keeps_room_for_follow_ups_and_evicts_stale_follow_ups_first(l
     assert kept_second == [p.chunk_ids for p in second.passages[n_first : n_first + len(kept_second)]]
     assert len(kept_second) < len(second.passages) - n_first
     assert third.prefix_token_count >= first.token_count - llama_counter.count(first.prompt[first.prompt.rindex("Based on"):])
+
+
+def test_the_gguf_tokenizer_counts_a_large_batch_in_threads_as_one_by_one(llama_counter, real_hits):
+    texts = [h.chunk.text for h in real_hits[:300]]
+    assert sum(map(len, texts)) > 100_000
+    assert llama_counter.count_many(texts) == [llama_counter.count(t) for t in texts]
