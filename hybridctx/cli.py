@@ -183,6 +183,16 @@ def ask(
 
 @app.command()
 @_friendly_errors
+def compact(kb: Path = KB_OPTION) -> None:
+    """Retrain the dense index on the current vectors (after many deletes or updates)."""
+    with _open(kb, quiet=True) as pipe:
+        started = time.perf_counter()
+        spec = pipe.rebuild_index()
+        out.print(f"dense index rebuilt as {spec} ({len(pipe.kb.index):,} vectors) in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+@_friendly_errors
 def demo(
     kb: Optional[Path] = typer.Option(None, "--kb", help="Where to keep the demo KB (default: in the cache)"),
     all_files: bool = typer.Option(False, "--all", help="Index the whole standard library, not ~300 files"),

@@ -1,13 +1,24 @@
 """Index stage, dense half: a FAISS index from int64 vector ids to unit vectors.
 
-Exact inner product (`IndexFlatIP`) behind an `IndexIDMap2`, so vectors are addressed by
-the chunk store's ids and can be removed when a document changes. Filtering is done
-inside the search with an id selector, so a filter never shrinks results below k when
-enough allowed vectors exist.
+The index type follows the size of the knowledge base (`index_spec`):
+
+- under 200k vectors, exact inner product (`IDMap2,Flat`): exact, and fast enough;
+- up to 2M, an inverted file over full vectors (`IVF<nlist>,Flat`): a few ms per query;
+- beyond, an inverted file over product-quantised codes (`IVF<nlist>,PQ<m>`), 96 bytes a
+  vector at 384 dimensions, so 4M vectors (a billion tokens in 256-token chunks) take about
+  0.4 GB of RAM instead of 6 GB.
+
+Every type is addressed by the chunk store's vector ids (adds and deletes are incremental)
+and filtered inside the search with an id selector. Inverted-file searches probe enough
+lists for the requested k (`nprobe_for`), and probe more when a filter leaves fewer than k
+results, so a filter never shrinks results below k when enough allowed vectors exist.
+Unfiltered searches use a GPU copy of the index when faiss has GPU support and a GPU exists
+(the `gpu` extra); filtered ones run on the CPU, as FAISS's GPU indexes take no id selector.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Protocol
@@ -17,9 +28,66 @@ import numpy as np
 
 from hybridctx.errors import KnowledgeBaseFormatError
 
+FLAT_BELOW = 200_000
+PQ_FROM = 2_000_000
+# Lists probed at least, and how many times k worth of vectors the probed lists should hold.
+MIN_NPROBE = 16
+PROBE_MARGIN = 8
+
+
+def index_spec(vectors: int, dimension: int) -> str:
+    """The FAISS factory string suited to a knowledge base of `vectors` vectors."""
+    if vectors < FLAT_BELOW:
+        return "IDMap2,Flat"
+    nlist = 2 ** round(math.log2(2 * math.sqrt(vectors)))  # about 2 sqrt(n) lists: trainable on 2 cores
+    if vectors < PQ_FROM:
+        return f"IVF{nlist},Flat"
+    return f"IVF{nlist},PQ{_pq_subquantizers(dimension)}"
+
+
+def needs_rebuild(spec: str, vectors: int, dimension: int) -> bool:
+    """True when an index of type `spec` holding `vectors` should become another type: it has
+    outgrown exact search or full vectors, or its lists were trained for a corpus a quarter
+    of the size or less (lists grow long and slow) or four times the size or more."""
+    wanted = index_spec(vectors, dimension)
+    if wanted == spec:
+        return False
+    kind, wanted_kind = _kind(spec), _kind(wanted)
+    if kind != wanted_kind:
+        return _KINDS.index(wanted_kind) > _KINDS.index(kind)  # grow, never shrink on deletes alone
+    return not 0.5 <= _nlist(wanted) / _nlist(spec) <= 2  # nlist ~ sqrt(n): n changed 4x
+
+
+_KINDS = ("flat", "ivf", "ivfpq")
+
+
+def _kind(spec: str) -> str:
+    return "flat" if spec.startswith("IDMap") else "ivfpq" if ",PQ" in spec else "ivf"
+
+
+def _nlist(spec: str) -> int:
+    return int(spec.split(",")[0].removeprefix("IVF"))
+
+
+def _pq_subquantizers(dimension: int) -> int:
+    """4 dimensions per byte-sized code (96 at 384 dimensions): recall@100 about 0.9 (bench/RESULTS.md)."""
+    m = dimension // 4
+    while dimension % m:
+        m -= 1
+    return m
+
+
+def nprobe_for(k: int, vectors: int, nlist: int) -> int:
+    """Lists to probe so that they hold PROBE_MARGIN times k vectors, and at least MIN_NPROBE."""
+    per_list = max(1.0, vectors / nlist)
+    return min(nlist, max(MIN_NPROBE, math.ceil(PROBE_MARGIN * k / per_list)))
+
 
 class VectorIndex(Protocol):
     dimension: int
+
+    @property
+    def spec(self) -> str: ...
 
     def __len__(self) -> int: ...
 
@@ -33,18 +101,41 @@ class VectorIndex(Protocol):
         """Scores and ids of the `k` nearest vectors, best first, among `allowed_ids` if given."""
         ...
 
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ids and their vectors (approximate for quantised indexes): for a rebuild."""
+        ...
+
     def copy(self) -> VectorIndex: ...
 
     def save(self, path: Path) -> None: ...
 
 
-class FlatFaissIndex:
+class FaissIndex:
+    """Any FAISS index type with ids: flat, IVF-Flat or IVF-PQ (see `index_spec`)."""
+
     def __init__(self, dimension: int, index: faiss.Index | None = None) -> None:
         self.dimension = dimension
-        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        self._index = index if index is not None else faiss.index_factory(
+            dimension, index_spec(0, dimension), faiss.METRIC_INNER_PRODUCT
+        )
+        self._ivf = _ivf_of(self._index)
+        self._searcher: faiss.Index | None = None  # a GPU copy, made on first search
 
     @classmethod
-    def load(cls, path: Path, dimension: int) -> FlatFaissIndex:
+    def build(cls, spec: str, ids: np.ndarray, vectors: np.ndarray, train_size: int = 256) -> FaissIndex:
+        """A new index of type `spec` trained on a sample of `vectors` (`train_size` per list) holding them all."""
+        dimension = vectors.shape[1]
+        index = faiss.index_factory(dimension, spec, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            nlist = _ivf_of(index).nlist
+            sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), train_size * nlist), replace=False)
+            index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+        built = cls(dimension, index)
+        built.add(ids, vectors)
+        return built
+
+    @classmethod
+    def load(cls, path: Path, dimension: int) -> FaissIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
@@ -55,38 +146,75 @@ class FlatFaissIndex:
             )
         return cls(dimension, index)
 
+    @property
+    def spec(self) -> str:
+        if self._ivf is None:
+            return "IDMap2,Flat"
+        codes = faiss.downcast_index(self._ivf)
+        kind = f"PQ{codes.pq.M}" if isinstance(codes, faiss.IndexIVFPQ) else "Flat"
+        return f"IVF{self._ivf.nlist},{kind}"
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            self._index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-            )
+            for start in range(0, len(ids), 100_000):  # bounded temporary memory in FAISS
+                self._index.add_with_ids(
+                    np.ascontiguousarray(vectors[start : start + 100_000], dtype=np.float32),
+                    np.asarray(ids[start : start + 100_000], dtype=np.int64),
+                )
+            self._searcher = None
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+            self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+            self._searcher = None
 
     def search(
         self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        params = None
+        empty = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        selector = None
+        reachable = len(self)
         if allowed_ids is not None:
             if len(allowed_ids) == 0:
-                return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+                return empty
             selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)
+            reachable = min(reachable, len(allowed_ids))
         k = min(k, len(self))
         if k == 0:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        scores, ids = self._index.search(query, k, params=params)
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
+            return empty
+        # FAISS's GPU indexes take no id selector: filtered searches run on the CPU copy.
+        index = self._index if selector is not None else self._searcher_index()
+        if self._ivf is None:
+            params = faiss.SearchParameters(sel=selector) if selector is not None else None
+            return _best(*index.search(query, k, params=params))
+        nprobe = nprobe_for(k, len(self), self._ivf.nlist)
+        while True:  # probe more lists until k allowed vectors are found, or all lists are probed
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            scores, ids = _best(*index.search(query, k, params=params))
+            if len(ids) >= min(k, reachable) or nprobe >= self._ivf.nlist:
+                return scores, ids
+            nprobe = min(self._ivf.nlist, nprobe * 4)
 
-    def copy(self) -> FlatFaissIndex:
-        return FlatFaissIndex(self.dimension, faiss.clone_index(self._index))
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._ivf is None:
+            with_ids = faiss.downcast_index(self._index)
+            storage = faiss.downcast_index(with_ids.index)
+            return faiss.vector_to_array(with_ids.id_map), storage.reconstruct_n(0, len(self))
+        invlists = self._ivf.invlists
+        ids = np.concatenate([
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy() for i in range(self._ivf.nlist)
+        ] or [np.zeros(0, dtype=np.int64)])
+        self._ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are the store's, not 0..n-1
+        vectors = self._ivf.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dimension), np.float32)
+        self._ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        return ids, vectors
+
+    def copy(self) -> FaissIndex:
+        return FaissIndex(self.dimension, faiss.clone_index(self._index))
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader never sees a half-written index file."""
@@ -95,3 +223,23 @@ class FlatFaissIndex:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+    def _searcher_index(self) -> faiss.Index:
+        """The index itself, or a copy on the GPU when faiss was built with GPU support."""
+        if self._searcher is None:
+            self._searcher = self._index
+            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+                self._searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
+        return self._searcher
+
+
+def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _best(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ids[0] >= 0
+    return scores[0][keep], ids[0][keep]

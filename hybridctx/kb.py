@@ -34,7 +34,7 @@ from hybridctx.errors import (
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
 )
-from hybridctx.index import FlatFaissIndex, VectorIndex
+from hybridctx.index import FaissIndex, VectorIndex, index_spec, needs_rebuild
 from hybridctx.lexical import LexicalIndex
 from hybridctx.schema import Chunk, Document
 from hybridctx.store import ChunkStore
@@ -63,7 +63,7 @@ class KnowledgeBase:
         self.manifest = manifest
         self.store = ChunkStore(root / STORE)
         self.generation = -1
-        self.index: VectorIndex = FlatFaissIndex(manifest.dimension)
+        self.index: VectorIndex = FaissIndex(manifest.dimension)
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
         self.refresh()
@@ -116,11 +116,11 @@ class KnowledgeBase:
                 return
             path = _index_path(self.root, generation)
             if generation == 0 and not path.exists():
-                self.index, self.generation = FlatFaissIndex(self.manifest.dimension), 0
+                self.index, self.generation = FaissIndex(self.manifest.dimension), 0
                 return
             if path.exists():
                 try:
-                    self.index, self.generation = FlatFaissIndex.load(path, self.manifest.dimension), generation
+                    self.index, self.generation = FaissIndex.load(path, self.manifest.dimension), generation
                     return
                 except KnowledgeBaseFormatError:
                     if path.exists():
@@ -193,6 +193,7 @@ class KnowledgeBaseWriter:
         self._added_ids: list[int] = []
         self._added_vectors: list[np.ndarray] = []
         self._in_transaction = False
+        self._rebuild = False
 
     def document_hash(self, doc_id: str) -> str | None:
         return self._store.document_hash(doc_id)
@@ -219,6 +220,12 @@ class KnowledgeBaseWriter:
         self._removed += removed
         return len(removed)
 
+    def rebuild_index(self) -> None:
+        """Retrain the dense index on the current vectors at the next commit, as the type their
+        number calls for: after many deletes or updates, when IVF lists no longer fit the data."""
+        self._begin()
+        self._rebuild = True
+
     def commit(self) -> None:
         if not self._in_transaction:
             return
@@ -227,6 +234,8 @@ class KnowledgeBaseWriter:
         index.remove(np.asarray(self._removed, dtype=np.int64))
         if self._added_ids:
             index.add(np.asarray(self._added_ids, dtype=np.int64), np.concatenate(self._added_vectors))
+        if self._rebuild or needs_rebuild(index.spec, len(index), kb.manifest.dimension):
+            index = rebuild(index)
         generation = kb.generation + 1
         index.save(_index_path(kb.root, generation))
         self._lexical.commit(generation)  # if SQLite then fails, the marker disagrees: rebuilt on next write
@@ -242,6 +251,7 @@ class KnowledgeBaseWriter:
         kb.index, kb.generation = index, generation
         old.unlink(missing_ok=True)
         self._removed, self._added_ids, self._added_vectors = [], [], []
+        self._rebuild = False
 
     def close(self) -> None:
         """Roll back anything not committed."""
@@ -251,6 +261,12 @@ class KnowledgeBaseWriter:
             self._in_transaction = False
         self._lexical.close()
         self._store.close()
+
+
+def rebuild(index: VectorIndex) -> VectorIndex:
+    """The same vectors in a new index of the type their number calls for, trained afresh."""
+    ids, vectors = index.vectors()
+    return FaissIndex.build(index_spec(len(ids), index.dimension), ids, vectors)
 
 
 def _read_manifest(path: Path) -> Manifest:

@@ -207,6 +207,15 @@ class Pipeline:
             usage=generation.usage,
         )
 
+    def rebuild_index(self) -> str:
+        """Retrain the dense index on the current vectors (as the type their number calls for)
+        and return its FAISS type. Adds switch index types by themselves as the KB grows; this
+        is for a KB whose content changed much through deletes and updates."""
+        with self.kb.writer() as writer:
+            writer.rebuild_index()
+            writer.commit()
+        return self.kb.index.spec
+
     def stats(self) -> dict[str, int]:
         documents, chunks = self.kb.store.counts()
         return {"documents": documents, "chunks": chunks}

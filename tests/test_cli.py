@@ -38,6 +38,12 @@ def test_index_reports_failures_and_search_finds_the_fact(run, corpus, tmp_path)
     filtered = run("search", "retries", "--kb", kb, "--filter", "suffix=.txt")
     assert "retries.md" not in filtered.stdout and "physics.txt" in filtered.stdout
 
+    compacted = run("compact", "--kb", kb)
+    assert compacted.exit_code == 0, compacted.output
+    assert "rebuilt as IDMap2,Flat" in compacted.stdout  # a small KB keeps exact search
+    again = run("search", "how many retries does the client make", "--kb", kb, "-k", "1")
+    assert "retries.md" in again.stdout
+
 
 def test_ask_answers_with_a_citation(run, corpus, tmp_path):
     kb = tmp_path / "kb"

@@ -1,0 +1,118 @@
+"""The dense index: the type follows the corpus size, adds/deletes stay incremental, filters
+never shrink results below k, and a rebuild keeps every vector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hybridctx.index as index_module
+from hybridctx import Document, Pipeline
+from hybridctx.index import FaissIndex, index_spec, needs_rebuild, nprobe_for
+
+DIM = 384
+
+
+def clustered(n: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around n/100 centres: neighbourhoods an IVF index can find, as in real embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 100), DIM)).astype(np.float32)
+    data = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+def test_the_index_type_follows_the_corpus_size():
+    assert index_spec(10_000, DIM) == "IDMap2,Flat"
+    assert index_spec(500_000, DIM) == "IVF1024,Flat"
+    assert index_spec(4_000_000, DIM) == "IVF4096,PQ96"
+    assert not needs_rebuild("IDMap2,Flat", 150_000, DIM)
+    assert needs_rebuild("IDMap2,Flat", 250_000, DIM)  # outgrew exact search
+    assert needs_rebuild("IVF2048,Flat", 2_500_000, DIM)  # outgrew full vectors
+    assert not needs_rebuild("IVF1024,Flat", 400_000, DIM)  # lists still fit
+    assert needs_rebuild("IVF256,Flat", 1_000_000, DIM)  # lists grew four times too long
+    assert not needs_rebuild("IVF4096,PQ96", 1_000, DIM)  # deletes alone never shrink the type
+
+
+def test_nprobe_grows_with_k():
+    assert nprobe_for(10, 1_000_000, 2048) == index_module.MIN_NPROBE
+    assert nprobe_for(5_000, 1_000_000, 2048) > nprobe_for(1_000, 1_000_000, 2048) > index_module.MIN_NPROBE
+    assert nprobe_for(10**6, 1_000_000, 2048) == 2048
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return clustered(20_000)
+
+
+@pytest.fixture(scope="module")
+def ivf(vectors):
+    return FaissIndex.build("IVF64,Flat", np.arange(len(vectors), dtype=np.int64) * 3, vectors)
+
+
+def test_ivf_search_finds_what_exact_search_finds(vectors, ivf):
+    exact = FaissIndex.build("IDMap2,Flat", np.arange(len(vectors), dtype=np.int64) * 3, vectors)
+    queries = vectors[:50] + 0.05
+    recalls = []
+    for q in queries:
+        truth = set(exact.search(q, 100)[1].tolist())
+        found = ivf.search(q, 100)[1]
+        assert np.all(found % 3 == 0)  # the store's ids, not positions
+        recalls.append(len(truth & set(found.tolist())) / 100)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_a_selective_filter_still_returns_k_hits(vectors, ivf):
+    rng = np.random.default_rng(1)
+    allowed = rng.choice(len(vectors), 40, replace=False).astype(np.int64) * 3  # scattered over all lists
+    scores, ids = ivf.search(vectors[0], 25, allowed_ids=allowed)
+    assert len(ids) == 25 and set(ids.tolist()) <= set(allowed.tolist())
+    assert np.all(np.diff(scores) <= 1e-6)  # best first
+    assert len(ivf.search(vectors[0], 100, allowed_ids=allowed)[1]) == 40  # all allowed, no more
+
+
+def test_remove_add_and_save_keep_the_index_incremental(tmp_path, vectors, ivf):
+    index = ivf.copy()
+    index.remove(np.array([0, 3, 6], dtype=np.int64))
+    assert len(index) == len(ivf) - 3
+    assert 0 not in index.search(vectors[0], 10)[1]
+    index.add(np.array([10**9], dtype=np.int64), vectors[:1])
+    assert index.search(vectors[0], 1)[1][0] == 10**9
+    index.save(tmp_path / "ivf.faiss")
+    loaded = FaissIndex.load(tmp_path / "ivf.faiss", DIM)
+    assert loaded.spec == "IVF64,Flat" and len(loaded) == len(index)
+
+
+@pytest.mark.parametrize("spec", ["IDMap2,Flat", "IVF64,Flat", "IVF64,PQ48"])
+def test_vectors_come_back_for_a_rebuild(vectors, spec):
+    ids = np.arange(len(vectors), dtype=np.int64) * 7 + 1
+    index = FaissIndex.build(spec, ids, vectors)
+    back_ids, back = index.vectors()
+    order = np.argsort(back_ids)
+    assert np.array_equal(back_ids[order], ids)
+    error = np.abs(back[order] - vectors).max()
+    assert error < 1e-6 if "PQ" not in spec else error < 0.5  # quantised codes are approximate
+
+
+@pytest.mark.slow
+def test_a_growing_kb_switches_to_an_ivf_index_and_keeps_answering(tmp_path, monkeypatch, embedder):
+    monkeypatch.setattr(index_module, "FLAT_BELOW", 60)
+    texts = [f"Component {i} of the Zephyr relay is serviced every {i + 2} weeks by team {chr(65 + i % 26)}."
+             for i in range(80)]
+    texts[67] = "The lighthouse keeper on Skerry Island feeds the seagulls at dawn."
+    docs = [Document(id=f"doc-{i}", text=text) for i, text in enumerate(texts)]
+    question = "Who feeds the seagulls on Skerry Island?"
+    with Pipeline.open(tmp_path / "kb", embedder=embedder, retrieval="dense", show_progress=False) as pipe:
+        pipe.add(docs[:50])
+        assert pipe.kb.index.spec == "IDMap2,Flat"
+        pipe.add(docs[50:])
+        assert pipe.kb.index.spec.startswith("IVF") and len(pipe.kb.index) == 80
+        assert pipe.retrieve(question, k=5)[0].chunk.doc_id == "doc-67"
+        exact = FaissIndex.build("IDMap2,Flat", *pipe.kb.index.vectors())
+        query = embedder.embed([question])[0]
+        assert set(pipe.kb.index.search(query, 10)[1].tolist()) == set(exact.search(query, 10)[1].tolist())
+        assert len(pipe.retrieve("relay", k=80)) == 80  # generous k reaches every chunk
+        pipe.delete(["doc-67"])
+        assert pipe.rebuild_index().startswith("IVF")
+    with Pipeline.open(tmp_path / "kb", embedder=embedder, retrieval="dense", show_progress=False) as again:
+        assert again.kb.index.spec.startswith("IVF") and len(again.kb.index) == 79
+        assert "doc-67" not in {h.chunk.doc_id for h in again.retrieve(question, k=79)}
