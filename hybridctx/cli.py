@@ -52,10 +52,10 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
     return filters or None
 
 
-def _open(kb: Path, quiet: bool = False) -> Any:
+def _open(kb: Path, quiet: bool = False, embedder: Any = None) -> Any:
     from hybridctx.pipeline import Pipeline
 
-    return Pipeline.open(kb, show_progress=not quiet)
+    return Pipeline.open(kb, show_progress=not quiet, embedder=embedder)
 
 
 def print_report(report: AddReport) -> None:
@@ -115,9 +115,20 @@ def index(
     paths: list[Path] = typer.Argument(..., help="Files or folders to index"),
     kb: Path = KB_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+    ray: bool = typer.Option(False, "--ray", help="Embed on a Ray cluster (or a local Ray) with an actor pool"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. auto"),
+    ray_actors: int = typer.Option(2, "--ray-actors", help="Copies of the embedding model (one per GPU or CPU slot)"),
+    ray_gpus: float = typer.Option(0, "--ray-gpus-per-actor", help="GPUs per actor (1: one actor per GPU)"),
 ) -> None:
     """Index files and folders into a knowledge base (unchanged files are skipped)."""
-    with _open(kb, quiet) as pipe:
+    embedder = None
+    if ray:
+        from hybridctx.ray_embed import RayEmbedder
+        from hybridctx.settings import Settings
+
+        embedder = RayEmbedder(Settings().embedding_model, actors=ray_actors, gpus_per_actor=ray_gpus,
+                               address=ray_address)
+    with _open(kb, quiet, embedder) as pipe:
         report = pipe.add(paths)
     print_report(report)
     if report.failed:

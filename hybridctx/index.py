@@ -4,9 +4,11 @@ The index type follows the size of the knowledge base (`index_spec`):
 
 - under 200k vectors, exact inner product (`IDMap2,Flat`): exact, and fast enough;
 - up to 2M, an inverted file over full vectors (`IVF<nlist>,Flat`): a few ms per query;
-- beyond, an inverted file over product-quantised codes (`IVF<nlist>,PQ<m>`), 96 bytes a
-  vector at 384 dimensions, so 4M vectors (a billion tokens in 256-token chunks) take about
-  0.4 GB of RAM instead of 6 GB.
+- up to 20M, an inverted file over 8-bit scalar-quantised vectors (`IVF<nlist>,SQ8`): 384
+  bytes a vector at 384 dimensions, so 4M vectors (a billion tokens in 256-token chunks)
+  take about 1.6 GB of RAM instead of 6 GB, at recall@100 close to exact search;
+- beyond, product-quantised codes (`IVF<nlist>,PQ<d/4>`, 96 bytes a vector): recall@100
+  drops to about 0.75 (bench/RESULTS.md), the price of fitting tens of millions of vectors.
 
 Every type is addressed by the chunk store's vector ids (adds and deletes are incremental)
 and filtered inside the search with an id selector. Inverted-file searches probe enough
@@ -29,7 +31,8 @@ import numpy as np
 from hybridctx.errors import KnowledgeBaseFormatError
 
 FLAT_BELOW = 200_000
-PQ_FROM = 2_000_000
+SQ_FROM = 2_000_000
+PQ_FROM = 20_000_000
 # Lists probed at least, and how many times k worth of vectors the probed lists should hold.
 MIN_NPROBE = 16
 PROBE_MARGIN = 8
@@ -40,8 +43,10 @@ def index_spec(vectors: int, dimension: int) -> str:
     if vectors < FLAT_BELOW:
         return "IDMap2,Flat"
     nlist = 2 ** round(math.log2(2 * math.sqrt(vectors)))  # about 2 sqrt(n) lists: trainable on 2 cores
-    if vectors < PQ_FROM:
+    if vectors < SQ_FROM:
         return f"IVF{nlist},Flat"
+    if vectors < PQ_FROM:
+        return f"IVF{nlist},SQ8"
     return f"IVF{nlist},PQ{_pq_subquantizers(dimension)}"
 
 
@@ -58,11 +63,11 @@ def needs_rebuild(spec: str, vectors: int, dimension: int) -> bool:
     return not 0.5 <= _nlist(wanted) / _nlist(spec) <= 2  # nlist ~ sqrt(n): n changed 4x
 
 
-_KINDS = ("flat", "ivf", "ivfpq")
+_KINDS = ("flat", "ivf", "ivfsq", "ivfpq")
 
 
 def _kind(spec: str) -> str:
-    return "flat" if spec.startswith("IDMap") else "ivfpq" if ",PQ" in spec else "ivf"
+    return "flat" if spec.startswith("IDMap") else "ivfpq" if ",PQ" in spec else "ivfsq" if ",SQ" in spec else "ivf"
 
 
 def _nlist(spec: str) -> int:
@@ -70,7 +75,7 @@ def _nlist(spec: str) -> int:
 
 
 def _pq_subquantizers(dimension: int) -> int:
-    """4 dimensions per byte-sized code (96 at 384 dimensions): recall@100 about 0.9 (bench/RESULTS.md)."""
+    """4 dimensions per byte-sized code (96 at 384 dimensions)."""
     m = dimension // 4
     while dimension % m:
         m -= 1
@@ -151,8 +156,11 @@ class FaissIndex:
         if self._ivf is None:
             return "IDMap2,Flat"
         codes = faiss.downcast_index(self._ivf)
-        kind = f"PQ{codes.pq.M}" if isinstance(codes, faiss.IndexIVFPQ) else "Flat"
-        return f"IVF{self._ivf.nlist},{kind}"
+        if isinstance(codes, faiss.IndexIVFPQ):
+            return f"IVF{self._ivf.nlist},PQ{codes.pq.M}"
+        if isinstance(codes, faiss.IndexIVFScalarQuantizer):
+            return f"IVF{self._ivf.nlist},SQ8"
+        return f"IVF{self._ivf.nlist},Flat"
 
     def __len__(self) -> int:
         return int(self._index.ntotal)

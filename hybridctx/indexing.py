@@ -126,10 +126,12 @@ class Indexer:
         if not pending:
             return
         texts = [c.text for p in pending for c in p.chunks]
+        # A distributed embedder (RayEmbedder) wants whole commits; a local one small steps for the bar.
+        step = getattr(self.embedder, "texts_per_call", _EMBED_STEP)
         with timer.stage("embed"):
             parts = []
-            for start in range(0, len(texts), _EMBED_STEP):
-                parts.append(self.embedder.embed(texts[start : start + _EMBED_STEP]))
+            for start in range(0, len(texts), step):
+                parts.append(self.embedder.embed(texts[start : start + step]))
                 chunk_bar.update(len(parts[-1]))
             vectors = np.concatenate(parts) if parts else np.zeros((0, self.embedder.dimension), np.float32)
         with timer.stage("write"):

@@ -24,10 +24,12 @@ def clustered(n: int, seed: int = 0) -> np.ndarray:
 def test_the_index_type_follows_the_corpus_size():
     assert index_spec(10_000, DIM) == "IDMap2,Flat"
     assert index_spec(500_000, DIM) == "IVF1024,Flat"
-    assert index_spec(4_000_000, DIM) == "IVF4096,PQ96"
+    assert index_spec(4_000_000, DIM) == "IVF4096,SQ8"
+    assert index_spec(30_000_000, DIM) == "IVF8192,PQ96"
     assert not needs_rebuild("IDMap2,Flat", 150_000, DIM)
     assert needs_rebuild("IDMap2,Flat", 250_000, DIM)  # outgrew exact search
     assert needs_rebuild("IVF2048,Flat", 2_500_000, DIM)  # outgrew full vectors
+    assert needs_rebuild("IVF8192,SQ8", 25_000_000, DIM)  # outgrew 8-bit vectors
     assert not needs_rebuild("IVF1024,Flat", 400_000, DIM)  # lists still fit
     assert needs_rebuild("IVF256,Flat", 1_000_000, DIM)  # lists grew four times too long
     assert not needs_rebuild("IVF4096,PQ96", 1_000, DIM)  # deletes alone never shrink the type
@@ -82,15 +84,19 @@ def test_remove_add_and_save_keep_the_index_incremental(tmp_path, vectors, ivf):
     assert loaded.spec == "IVF64,Flat" and len(loaded) == len(index)
 
 
-@pytest.mark.parametrize("spec", ["IDMap2,Flat", "IVF64,Flat", "IVF64,PQ48"])
-def test_vectors_come_back_for_a_rebuild(vectors, spec):
+@pytest.mark.parametrize(
+    ("spec", "tolerance"),  # quantised codes give approximations back
+    [("IDMap2,Flat", 1e-6), ("IVF64,Flat", 1e-6), ("IVF64,SQ8", 0.06), ("IVF64,PQ48", 0.5)],
+)
+def test_vectors_come_back_for_a_rebuild(vectors, spec, tolerance):
     ids = np.arange(len(vectors), dtype=np.int64) * 7 + 1
     index = FaissIndex.build(spec, ids, vectors)
     back_ids, back = index.vectors()
     order = np.argsort(back_ids)
     assert np.array_equal(back_ids[order], ids)
     error = np.abs(back[order] - vectors).max()
-    assert error < 1e-6 if "PQ" not in spec else error < 0.5  # quantised codes are approximate
+    assert error < tolerance
+    assert index.spec == spec
 
 
 @pytest.mark.slow

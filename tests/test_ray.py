@@ -1,0 +1,43 @@
+"""Indexing with the embedding model on a Ray actor pool (Ray started locally, as on a
+cluster of one): the knowledge base comes out as a local run makes it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from hybridctx import Pipeline  # noqa: E402
+from hybridctx.ray_embed import RayEmbedder  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_embedder():
+    embedder = RayEmbedder("all-MiniLM-L6-v2", actors=2, cpus_per_actor=0.5)
+    yield embedder
+    embedder.shutdown()
+
+
+def test_ray_embeddings_equal_local_ones(ray_embedder, embedder):
+    texts = [f"Sentence number {i} about {topic}." for i, topic in enumerate(["tomatoes", "retries", "Mars"] * 300)]
+    assert ray_embedder.dimension == embedder.dimension == 384
+    on_ray = ray_embedder.embed(texts)  # 900 texts: two batches per actor, order must survive
+    assert on_ray.shape == (900, 384)
+    assert np.allclose(on_ray, embedder.embed(texts), atol=1e-5)
+
+
+def test_a_kb_indexed_on_ray_answers_like_a_local_one(ray_embedder, embedder, corpus, tmp_path):
+    with Pipeline.open(tmp_path / "ray-kb", embedder=ray_embedder, show_progress=False) as pipe:
+        report = pipe.add(corpus)
+        assert report.documents_added == 4 and not report.failed
+    with Pipeline.open(tmp_path / "ray-kb", embedder=embedder, show_progress=False) as reopened:
+        hits = reopened.retrieve("How many times does the client retry?", k=3)
+        assert hits[0].chunk.source.endswith("retries.md")
+        ids, vectors = reopened.kb.index.vectors()
+        by_id = dict(zip(ids.tolist(), vectors))
+        chunks = reopened.kb.store.chunks(ids.tolist())
+        local = embedder.embed([chunks[i].text for i in ids.tolist()])
+        assert np.allclose(np.stack([by_id[i] for i in ids.tolist()]), local, atol=1e-5)
