@@ -118,7 +118,11 @@ class Packer:
         self._header_estimates: dict[tuple[str, int, int], int] = {}
 
     def session(self) -> PackSession:
-        return PackSession(duplicates=DuplicateFilter(self.near_duplicate_threshold, sketches=self._sketches))
+        return PackSession(duplicates=self.duplicate_filter())
+
+    def duplicate_filter(self) -> DuplicateFilter:
+        """A fresh filter sharing this packer's memory of sketched texts."""
+        return DuplicateFilter(self.near_duplicate_threshold, sketches=self._sketches)
 
     def pack(
         self,
@@ -210,13 +214,9 @@ class Packer:
         chunk, a full count for merged or partial passages."""
         whole = [span.whole_chunk for span in spans]
         whole = [c if c is not None and c.id in state.body_tokens else None for c in whole]
-        headers = self.counter.count_many([self.template.header(p) for p, c in zip(passages, whole) if c])
-        pieces = self.counter.count_many([piece for piece, c in zip(rendered, whole) if not c])
-        headers.reverse()
-        pieces.reverse()
-        return [
-            headers.pop() + state.body_tokens[c.id] + self.joins["header"] if c else pieces.pop() for c in whole
-        ]
+        headers = iter(self.counter.count_many([self.template.header(p) for p, c in zip(passages, whole) if c]))
+        pieces = iter(self.counter.count_many([piece for piece, c in zip(rendered, whole) if not c]))
+        return [next(headers) + state.body_tokens[c.id] + self.joins["header"] if c else next(pieces) for c in whole]
 
     def header_estimate(self, source: str, number_digits: int, line_digits: int) -> int:
         """Tokens of a header for `source` (with joins), with the largest passage and line
@@ -276,7 +276,7 @@ class _Selection:
     def __init__(self, packer: Packer, session: PackSession, hits: Sequence[Hit], room: int) -> None:
         self.packer = packer
         self.session = session
-        self.duplicates = session.duplicates or packer.session().duplicates
+        self.duplicates = session.duplicates or packer.duplicate_filter()
         session.duplicates = self.duplicates
         self.hits = sorted(hits, key=lambda h: h.rank)
         self.room = room
