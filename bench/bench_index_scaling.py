@@ -102,7 +102,8 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 4_000_000],
+                        help="Vector counts to measure; none: only rewrite the table from the kept rows")
     parser.add_argument("--specs", nargs="+", help="FAISS types to measure (default: the picked one and comparisons)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(2)
@@ -150,7 +151,9 @@ def main() -> None:
         f"unit vectors around random centres ({PER_CENTRE} a centre), {QUERIES} perturbed data points as queries; IVF trained on "
         "64 vectors per list; serving measured through `hybridctx.index.FaissIndex` in a fresh process that loads "
         "the index (RAM: the growth of its RSS from loading the index on, beyond the libraries); single queries, 2 threads; nprobe "
-        "chosen for k by `nprobe_for` (lists holding 8 k vectors, at least `min nprobe`).",
+        "chosen for k by `nprobe_for` (lists holding 8 k vectors, at least `min nprobe`). Rows are kept across runs "
+        "(`bench/index_scaling.json`); \"not measured\": RAM of a row from a run whose reading counted the forking "
+        "parent's memory (fixed since; the 4M PQ builds take 7-9 min here and were not repeated).",
         "",
         "| vectors | index | min nprobe | build | on disk | peak RAM of the index, serving | recall@100 | k=100 p50 / p99 | k=1000 p50 / p99 |",
         "|---|---|---|---|---|---|---|---|---|",

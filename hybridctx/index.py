@@ -125,6 +125,7 @@ class FaissIndex:
         )
         self._ivf = _ivf_of(self._index)
         self._searcher: faiss.Index | None = None  # a GPU copy, made on first search
+        self.mapped_from: Path | None = None  # the file this index is memory-mapped from
 
     @classmethod
     def build(cls, spec: str, ids: np.ndarray, vectors: np.ndarray, train_size: int = 256) -> FaissIndex:
@@ -140,16 +141,20 @@ class FaissIndex:
         return built
 
     @classmethod
-    def load(cls, path: Path, dimension: int) -> FaissIndex:
+    def load(cls, path: Path, dimension: int, mmap: bool = False) -> FaissIndex:
+        """`mmap`: map the file instead of reading it, so that a reader pages in only the
+        lists its queries probe (an index larger than RAM); such an index is searched, not changed."""
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as exc:
             raise KnowledgeBaseFormatError(f"cannot read FAISS index {path}: {exc}") from exc
         if index.d != dimension:
             raise KnowledgeBaseFormatError(
                 f"FAISS index {path} has dimension {index.d}, the manifest says {dimension}"
             )
-        return cls(dimension, index)
+        loaded = cls(dimension, index)
+        loaded.mapped_from = path if mmap else None
+        return loaded
 
     @property
     def spec(self) -> str:
@@ -222,6 +227,9 @@ class FaissIndex:
         return ids, vectors
 
     def copy(self) -> FaissIndex:
+        """A changeable copy in memory (FAISS cannot clone memory-mapped lists: read the file again)."""
+        if self.mapped_from is not None:
+            return FaissIndex.load(self.mapped_from, self.dimension)
         return FaissIndex(self.dimension, faiss.clone_index(self._index))
 
     def save(self, path: Path) -> None:

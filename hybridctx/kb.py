@@ -58,9 +58,10 @@ def _index_path(root: Path, generation: int) -> Path:
 
 
 class KnowledgeBase:
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, mmap_index: bool = False) -> None:
         self.root = root
         self.manifest = manifest
+        self.mmap_index = mmap_index
         self.store = ChunkStore(root / STORE)
         self.generation = -1
         self.index: VectorIndex = FaissIndex(manifest.dimension)
@@ -69,10 +70,13 @@ class KnowledgeBase:
         self.refresh()
 
     @classmethod
-    def open(cls, root: str | Path, embedding_model: str, dimension: Callable[[], int]) -> KnowledgeBase:
+    def open(
+        cls, root: str | Path, embedding_model: str, dimension: Callable[[], int], mmap_index: bool = False
+    ) -> KnowledgeBase:
         """Open the KB at `root`, creating it if the directory is empty or missing.
 
         `dimension` is called only to create a new KB (it may load the embedding model).
+        `mmap_index`: map the dense index file rather than read it into memory.
         """
         root = Path(root)
         manifest_path = root / MANIFEST
@@ -95,7 +99,7 @@ class KnowledgeBase:
             tmp = manifest_path.with_suffix(".tmp")
             tmp.write_text(manifest.model_dump_json(indent=2))
             tmp.replace(manifest_path)
-        return cls(root, manifest)
+        return cls(root, manifest, mmap_index)
 
     def close(self) -> None:
         self.lexical.close()
@@ -120,7 +124,8 @@ class KnowledgeBase:
                 return
             if path.exists():
                 try:
-                    self.index, self.generation = FaissIndex.load(path, self.manifest.dimension), generation
+                    self.index = FaissIndex.load(path, self.manifest.dimension, mmap=self.mmap_index)
+                    self.generation = generation
                     return
                 except KnowledgeBaseFormatError:
                     if path.exists():

@@ -48,7 +48,10 @@ class Pipeline:
         self._backend = backend
         # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
         self.embedding_model = embedder.name if embedder is not None else self.settings.embedding_model
-        self.kb = KnowledgeBase.open(path, self.embedding_model, dimension=lambda: self.embedder.dimension)
+        self.kb = KnowledgeBase.open(
+            path, self.embedding_model, dimension=lambda: self.embedder.dimension,
+            mmap_index=self.settings.mmap_index,
+        )
 
     @classmethod
     def open(

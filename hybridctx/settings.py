@@ -41,6 +41,10 @@ class Settings(BaseModel):
     commit_every_chunks: int = Field(
         4096, ge=1, description="Commit (and make resumable) after this many new chunks"
     )
+    mmap_index: bool = Field(
+        False, description="Map the dense index file instead of reading it: a KB larger than RAM pages in "
+        "only the inverted lists its queries probe",
+    )
     # retrieve
     k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
     retrieval: Literal["hybrid", "dense", "lexical"] = Field(

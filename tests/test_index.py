@@ -119,6 +119,10 @@ def test_a_growing_kb_switches_to_an_ivf_index_and_keeps_answering(tmp_path, mon
         assert len(pipe.retrieve("relay", k=80)) == 80  # generous k reaches every chunk
         pipe.delete(["doc-67"])
         assert pipe.rebuild_index().startswith("IVF")
-    with Pipeline.open(tmp_path / "kb", embedder=embedder, retrieval="dense", show_progress=False) as again:
+    mapped = dict(embedder=embedder, retrieval="dense", show_progress=False, mmap_index=True)
+    with Pipeline.open(tmp_path / "kb", **mapped) as again:  # lists paged in from the file, not read
+        assert again.kb.index.mapped_from is not None
         assert again.kb.index.spec.startswith("IVF") and len(again.kb.index) == 79
         assert "doc-67" not in {h.chunk.doc_id for h in again.retrieve(question, k=79)}
+        again.add(docs[67])  # a writer works on an in-memory copy of a mapped index
+        assert again.retrieve(question, k=1)[0].chunk.doc_id == "doc-67"
