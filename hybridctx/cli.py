@@ -52,10 +52,10 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
     return filters or None
 
 
-def _open(kb: Path, quiet: bool = False, embedder: Any = None) -> Any:
+def _open(kb: Path, quiet: bool = False, embedder: Any = None, **overrides: Any) -> Any:
     from hybridctx.pipeline import Pipeline
 
-    return Pipeline.open(kb, show_progress=not quiet, embedder=embedder)
+    return Pipeline.open(kb, show_progress=not quiet, embedder=embedder, **overrides)
 
 
 def print_report(report: AddReport) -> None:
@@ -128,7 +128,9 @@ def index(
 
         embedder = RayEmbedder(Settings().embedding_model, actors=ray_actors, gpus_per_actor=ray_gpus,
                                address=ray_address)
-    with _open(kb, quiet, embedder) as pipe:
+    # On Ray each commit is one job whose actors load the model: commit in larger groups.
+    overrides = {"commit_every_chunks": embedder.texts_per_call} if ray else {}
+    with _open(kb, quiet, embedder, **overrides) as pipe:
         report = pipe.add(paths)
     print_report(report)
     if report.failed:

@@ -41,3 +41,14 @@ def test_a_kb_indexed_on_ray_answers_like_a_local_one(ray_embedder, embedder, co
         chunks = reopened.kb.store.chunks(ids.tolist())
         local = embedder.embed([chunks[i].text for i in ids.tolist()])
         assert np.allclose(np.stack([by_id[i] for i in ids.tolist()]), local, atol=1e-5)
+
+
+def test_the_cli_indexes_on_ray(ray_embedder, corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridctx.cli import app
+
+    result = CliRunner().invoke(app, ["index", str(corpus), "--kb", str(tmp_path / "kb"), "--ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    added = next(line for line in result.stdout.splitlines() if "documents added" in line)
+    assert added.split("│")[2].strip() == "4"
