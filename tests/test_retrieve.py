@@ -103,3 +103,10 @@ def test_fusion_weights_are_validated(open_pipe, tmp_path):
         HybridRetriever(None, None, dense_weight=0, lexical_weight=0)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="dense_weight"):
         open_pipe(dense_weight=0.0, lexical_weight=0.0)
+
+
+def test_the_loaded_embedding_model_is_exempt_from_full_garbage_collections(embedder):
+    import gc
+
+    # Full collections used to scan the model's objects in the middle of queries (retrieve p99).
+    assert gc.get_freeze_count() > 100_000
