@@ -14,8 +14,9 @@ Every type is addressed by the chunk store's vector ids (adds and deletes are in
 and filtered inside the search with an id selector. Inverted-file searches probe enough
 lists for the requested k (`nprobe_for`), and probe more when a filter leaves fewer than k
 results, so a filter never shrinks results below k when enough allowed vectors exist.
-Unfiltered searches use a GPU copy of the index when faiss has GPU support and a GPU exists
-(the `gpu` extra); filtered ones run on the CPU, as FAISS's GPU indexes take no id selector.
+Unfiltered searches use a GPU copy of the index when the installed faiss has GPU support
+(faiss-gpu in place of faiss-cpu) and a GPU exists; filtered ones run on the CPU, as FAISS's
+GPU indexes take no id selector.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class VectorIndex(Protocol):
 
 
 class FaissIndex:
-    """Any FAISS index type with ids: flat, IVF-Flat or IVF-PQ (see `index_spec`)."""
+    """Any FAISS index type with ids: flat, IVF-Flat, IVF-SQ8 or IVF-PQ (see `index_spec`)."""
 
     def __init__(self, dimension: int, index: faiss.Index | None = None) -> None:
         self.dimension = dimension
@@ -247,6 +248,13 @@ class FaissIndex:
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 self._searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
         return self._searcher
+
+
+def retrain(index: VectorIndex) -> FaissIndex:
+    """The same vectors in a new index of the type their number calls for, trained afresh
+    (from quantised codes, on the vectors they decode to)."""
+    ids, vectors = index.vectors()
+    return FaissIndex.build(index_spec(len(ids), index.dimension), ids, vectors)
 
 
 def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:

@@ -34,7 +34,7 @@ from hybridctx.errors import (
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
 )
-from hybridctx.index import FaissIndex, VectorIndex, index_spec, needs_rebuild
+from hybridctx.index import FaissIndex, VectorIndex, needs_rebuild, retrain
 from hybridctx.lexical import LexicalIndex
 from hybridctx.schema import Chunk, Document
 from hybridctx.store import ChunkStore
@@ -240,7 +240,7 @@ class KnowledgeBaseWriter:
         if self._added_ids:
             index.add(np.asarray(self._added_ids, dtype=np.int64), np.concatenate(self._added_vectors))
         if self._rebuild or needs_rebuild(index.spec, len(index), kb.manifest.dimension):
-            index = rebuild(index)
+            index = retrain(index)
         generation = kb.generation + 1
         index.save(_index_path(kb.root, generation))
         self._lexical.commit(generation)  # if SQLite then fails, the marker disagrees: rebuilt on next write
@@ -266,12 +266,6 @@ class KnowledgeBaseWriter:
             self._in_transaction = False
         self._lexical.close()
         self._store.close()
-
-
-def rebuild(index: VectorIndex) -> VectorIndex:
-    """The same vectors in a new index of the type their number calls for, trained afresh."""
-    ids, vectors = index.vectors()
-    return FaissIndex.build(index_spec(len(ids), index.dimension), ids, vectors)
 
 
 def _read_manifest(path: Path) -> Manifest:
