@@ -197,7 +197,7 @@ def ask(
 @app.command()
 @_friendly_errors
 def compact(kb: Path = KB_OPTION) -> None:
-    """Retrain the dense index on the current vectors (after many deletes or updates)."""
+    """Merge the dense index into one segment retrained on the current vectors (after many deletes or updates)."""
     with _open(kb, quiet=True) as pipe:
         started = time.perf_counter()
         spec = pipe.rebuild_index()

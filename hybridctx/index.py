@@ -51,30 +51,6 @@ def index_spec(vectors: int, dimension: int) -> str:
     return f"IVF{nlist},PQ{_pq_subquantizers(dimension)}"
 
 
-def needs_rebuild(spec: str, vectors: int, dimension: int) -> bool:
-    """True when an index of type `spec` holding `vectors` should become another type: it has
-    outgrown exact search or full vectors, or its lists were trained for a corpus a quarter
-    of the size or less (lists grow long and slow) or four times the size or more."""
-    wanted = index_spec(vectors, dimension)
-    if wanted == spec:
-        return False
-    kind, wanted_kind = _kind(spec), _kind(wanted)
-    if kind != wanted_kind:
-        return _KINDS.index(wanted_kind) > _KINDS.index(kind)  # grow, never shrink on deletes alone
-    return not 0.5 <= _nlist(wanted) / _nlist(spec) <= 2  # nlist ~ sqrt(n): n changed 4x
-
-
-_KINDS = ("flat", "ivf", "ivfsq", "ivfpq")
-
-
-def _kind(spec: str) -> str:
-    return "flat" if spec.startswith("IDMap") else "ivfpq" if ",PQ" in spec else "ivfsq" if ",SQ" in spec else "ivf"
-
-
-def _nlist(spec: str) -> int:
-    return int(spec.split(",")[0].removeprefix("IVF"))
-
-
 def _pq_subquantizers(dimension: int) -> int:
     """4 dimensions per byte-sized code (96 at 384 dimensions)."""
     m = dimension // 4
@@ -102,13 +78,15 @@ class VectorIndex(Protocol):
     def remove(self, ids: np.ndarray) -> None: ...
 
     def search(
-        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+        excluded_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and ids of the `k` nearest vectors, best first, among `allowed_ids` if given."""
+        """Scores and ids of the `k` nearest vectors, best first, among `allowed_ids` if
+        given, skipping `excluded_ids` if given."""
         ...
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """All ids and their vectors (approximate for quantised indexes): for a rebuild."""
+        """All ids and their vectors (approximate for quantised indexes): for a merge."""
         ...
 
     def copy(self) -> VectorIndex: ...
@@ -186,7 +164,8 @@ class FaissIndex:
             self._searcher = None
 
     def search(
-        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+        excluded_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         empty = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -197,6 +176,11 @@ class FaissIndex:
                 return empty
             selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
             reachable = min(reachable, len(allowed_ids))
+        elif excluded_ids is not None:
+            excluded = faiss.IDSelectorBatch(np.asarray(excluded_ids, dtype=np.int64))
+            selector = faiss.IDSelectorNot(excluded)
+            selector.referenced = excluded  # SWIG does not keep the wrapped selector alive
+            reachable = max(0, reachable - len(excluded_ids))
         k = min(k, len(self))
         if k == 0:
             return empty
@@ -248,13 +232,6 @@ class FaissIndex:
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 self._searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
         return self._searcher
-
-
-def retrain(index: VectorIndex) -> FaissIndex:
-    """The same vectors in a new index of the type their number calls for, trained afresh
-    (from quantised codes, on the vectors they decode to)."""
-    ids, vectors = index.vectors()
-    return FaissIndex.build(index_spec(len(ids), index.dimension), ids, vectors)
 
 
 def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:

@@ -2,23 +2,26 @@
 
 Layout of a KB directory:
     manifest.json          format version, embedding model, dimension
-    chunks.sqlite          documents and chunks (store.py); meta.generation names the live index
-    dense-<generation>.faiss   the FAISS index of that generation (index.py)
+    chunks.sqlite          documents and chunks (store.py); its meta names the live generation
+                           and the dense index segments, dead_vectors the deleted vectors in them
+    dense-<generation>-<n>.faiss   dense index segments (segments.py), never changed once written
     lexical/               the BM25 index (tantivy, lexical.py), marked with its generation
     write.lock             held by the one process writing
 
-A commit writes the next generation's index file first, then commits the lexical index
-(with a marker naming the new generation), then commits SQLite (which switches
-`generation` in the same transaction as the chunk rows), then removes the old file. A crash
-at any point leaves one consistent generation readable; re-running the same `add` skips
-what was committed and finishes the rest. A lexical index whose marker disagrees with the
-store is rebuilt from the stored chunk texts by the next writer (readers use dense
-retrieval alone meanwhile).
+A commit writes its new segment files first, then commits the lexical index (with a marker
+naming the new generation), then commits SQLite (which switches `generation` and the segment
+list in the same transaction as the chunk rows), then removes the segment files no longer
+listed. A crash at any point leaves one consistent generation readable; re-running the same
+`add` skips what was committed and finishes the rest. A lexical index whose marker disagrees
+with the store is rebuilt from the stored chunk texts by the next writer (readers use dense
+retrieval alone meanwhile). Format version 1 (one `dense-<generation>.faiss` rewritten per
+commit) is read as a single segment and becomes version 2 at its next commit.
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,12 +37,14 @@ from hybridctx.errors import (
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
 )
-from hybridctx.index import FaissIndex, VectorIndex, needs_rebuild, retrain
+from hybridctx.index import FaissIndex
 from hybridctx.lexical import LexicalIndex
 from hybridctx.schema import Chunk, Document
+from hybridctx.segments import SegmentedIndex, SegmentInfo
 from hybridctx.store import ChunkStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 LOCK = "write.lock"
@@ -53,10 +58,6 @@ class Manifest(BaseModel):
     created_at: str
 
 
-def _index_path(root: Path, generation: int) -> Path:
-    return root / f"dense-{generation}.faiss"
-
-
 class KnowledgeBase:
     def __init__(self, root: Path, manifest: Manifest, mmap_index: bool = False) -> None:
         self.root = root
@@ -64,7 +65,7 @@ class KnowledgeBase:
         self.mmap_index = mmap_index
         self.store = ChunkStore(root / STORE)
         self.generation = -1
-        self.index: VectorIndex = FaissIndex(manifest.dimension)
+        self.index = SegmentedIndex(manifest.dimension)
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
         self.refresh()
@@ -96,9 +97,7 @@ class KnowledgeBase:
                 dimension=dimension(),
                 created_at=datetime.now(timezone.utc).isoformat(),
             )
-            tmp = manifest_path.with_suffix(".tmp")
-            tmp.write_text(manifest.model_dump_json(indent=2))
-            tmp.replace(manifest_path)
+            _write_manifest(manifest_path, manifest)
         return cls(root, manifest, mmap_index)
 
     def close(self) -> None:
@@ -114,24 +113,38 @@ class KnowledgeBase:
             self.lexical_current = self.lexical.generation == self.generation
 
     def _load_dense(self) -> None:
+        loaded = {info.name: index for info, index in self.index.segments}
         for _ in range(3):
-            generation = int(self.store.get_meta("generation") or 0)
+            generation, segments_json, dead_ids = self.store.index_state()
             if generation == self.generation:
                 return
-            path = _index_path(self.root, generation)
-            if generation == 0 and not path.exists():
-                self.index, self.generation = FaissIndex(self.manifest.dimension), 0
-                return
-            if path.exists():
+            infos = self._segment_infos(generation, segments_json)
+            paths = [self.root / info.name for info in infos]
+            if all(info.name in loaded or path.exists() for info, path in zip(infos, paths)):
                 try:
-                    self.index = FaissIndex.load(path, self.manifest.dimension, mmap=self.mmap_index)
+                    segments = [
+                        (info, loaded.get(info.name) or FaissIndex.load(path, self.manifest.dimension, mmap=self.mmap_index))
+                        for info, path in zip(infos, paths)
+                    ]
+                except KnowledgeBaseFormatError:
+                    if all(path.exists() for path in paths):
+                        raise
+                else:
+                    self.index = SegmentedIndex(self.manifest.dimension, segments, dead_ids)
                     self.generation = generation
                     return
-                except KnowledgeBaseFormatError:
-                    if path.exists():
-                        raise
-            # A writer committed a newer generation and removed this file meanwhile: read again.
-        raise KnowledgeBaseFormatError(f"index file {path} named by {self.store.path} is missing")
+            # A writer committed a newer generation and removed these files meanwhile: read again.
+        missing = [str(path) for path in paths if not path.exists()]
+        raise KnowledgeBaseFormatError(f"index files {missing} named by {self.store.path} are missing")
+
+    def _segment_infos(self, generation: int, segments_json: str | None) -> list[SegmentInfo]:
+        if segments_json is not None:
+            return [SegmentInfo.model_validate(s) for s in json.loads(segments_json)]
+        legacy = self.root / f"dense-{generation}.faiss"  # format version 1: one index file
+        if generation == 0 or not legacy.exists():
+            return []
+        count = len(FaissIndex.load(legacy, self.manifest.dimension, mmap=True))
+        return [SegmentInfo(name=legacy.name, count=count, min_id=0, max_id=self.store.max_vector_id())]
 
     def search(
         self, vector: np.ndarray, k: int, filters: Mapping[str, Any] | None, principal: str | None
@@ -181,9 +194,9 @@ class KnowledgeBase:
                 writer.close()
 
     def _remove_stale_index_files(self) -> None:
-        live = _index_path(self.root, self.generation)
+        live = {info.name for info in self.index.infos}
         for path in self.root.glob("dense-*.faiss*"):
-            if path != live:
+            if path.name not in live:
                 path.unlink()
 
 
@@ -226,8 +239,9 @@ class KnowledgeBaseWriter:
         return len(removed)
 
     def rebuild_index(self) -> None:
-        """Retrain the dense index on the current vectors at the next commit, as the type their
-        number calls for: after many deletes or updates, when IVF lists no longer fit the data."""
+        """Merge all dense index segments into one, trained afresh as the type their number
+        calls for, at the next commit: after many deletes or updates, when IVF lists no
+        longer fit the data, or to make searches touch one segment."""
         self._begin()
         self._rebuild = True
 
@@ -235,26 +249,38 @@ class KnowledgeBaseWriter:
         if not self._in_transaction:
             return
         kb = self.kb
-        index = kb.index.copy()
-        index.remove(np.asarray(self._removed, dtype=np.int64))
-        if self._added_ids:
-            index.add(np.asarray(self._added_ids, dtype=np.int64), np.concatenate(self._added_vectors))
-        if self._rebuild or needs_rebuild(index.spec, len(index), kb.manifest.dimension):
-            index = retrain(index)
         generation = kb.generation + 1
-        index.save(_index_path(kb.root, generation))
+        names = (f"dense-{generation}-{n}.faiss" for n in itertools.count())
+        added_vectors = (
+            np.concatenate(self._added_vectors) if self._added_vectors
+            else np.zeros((0, kb.manifest.dimension), dtype=np.float32)
+        )
+        changes = kb.index.with_changes(
+            np.asarray(self._removed, dtype=np.int64), np.asarray(self._added_ids, dtype=np.int64),
+            added_vectors, name=lambda: next(names), compact=self._rebuild,
+        )
+        for info, index in changes.written:
+            index.save(kb.root / info.name)
         self._lexical.commit(generation)  # if SQLite then fails, the marker disagrees: rebuilt on next write
         try:
+            self._store.update_dead_vectors(changes.dead_added, changes.dead_cleared)
+            self._store.set_meta("segments", json.dumps([info.model_dump() for info in changes.index.infos]))
             self._store.set_meta("generation", str(generation))
             self._store.commit()
         except BaseException:
-            _index_path(kb.root, generation).unlink(missing_ok=True)
+            for info, _ in changes.written:
+                (kb.root / info.name).unlink(missing_ok=True)
             kb.lexical_current = False  # it is one generation ahead now: rebuilt by the next writer
             raise
         self._in_transaction = False
-        old = _index_path(kb.root, kb.generation)
-        kb.index, kb.generation = index, generation
-        old.unlink(missing_ok=True)
+        live = {info.name for info in changes.index.infos}
+        stale = [info.name for info in kb.index.infos if info.name not in live]
+        kb.index, kb.generation = changes.index, generation
+        for name in stale:
+            (kb.root / name).unlink(missing_ok=True)
+        if kb.manifest.format_version != FORMAT_VERSION:
+            kb.manifest = kb.manifest.model_copy(update={"format_version": FORMAT_VERSION})
+            _write_manifest(kb.root / MANIFEST, kb.manifest)
         self._removed, self._added_ids, self._added_vectors = [], [], []
         self._rebuild = False
 
@@ -273,9 +299,15 @@ def _read_manifest(path: Path) -> Manifest:
         manifest = Manifest.model_validate(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
         raise KnowledgeBaseFormatError(f"{path} is not a valid hybridctx manifest: {exc}") from exc
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in READABLE_VERSIONS:
         raise KnowledgeBaseFormatError(
             f"{path} has format version {manifest.format_version}; this hybridctx reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     return manifest
+
+
+def _write_manifest(path: Path, manifest: Manifest) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2))
+    tmp.replace(path)

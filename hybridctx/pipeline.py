@@ -211,9 +211,10 @@ class Pipeline:
         )
 
     def rebuild_index(self) -> str:
-        """Retrain the dense index on the current vectors (as the type their number calls for)
-        and return its FAISS type. Adds switch index types by themselves as the KB grows; this
-        is for a KB whose content changed much through deletes and updates."""
+        """Merge the dense index segments into one, retrained on the current vectors as the type
+        their number calls for, and return its FAISS type. Commits merge segments of similar
+        size by themselves as the KB grows; this is for a KB whose content changed much
+        through deletes and updates, or for the fastest searches (one segment)."""
         with self.kb.writer() as writer:
             writer.rebuild_index()
             writer.commit()

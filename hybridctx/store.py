@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     token_count INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+-- Deleted vectors still inside a dense index segment (segments.py): searches skip them.
+CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 -- Lets every query ask "does any document have an ACL?" without scanning the table.
 CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
@@ -89,6 +91,27 @@ class ChunkStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def index_state(self) -> tuple[int, str | None, np.ndarray]:
+        """The committed generation, its segment list (JSON) and the dead vector ids, read
+        from one snapshot."""
+        self._db.execute("BEGIN")
+        try:
+            generation = int(self.get_meta("generation") or 0)
+            segments = self.get_meta("segments")
+            rows = self._db.execute("SELECT vector_id FROM dead_vectors").fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        return generation, segments, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def update_dead_vectors(self, added: np.ndarray, cleared: Sequence[tuple[int, int]]) -> None:
+        """Forget the dead ids in the `cleared` ranges (their segments were rewritten), record `added`."""
+        self._db.executemany("DELETE FROM dead_vectors WHERE vector_id BETWEEN ? AND ?", cleared)
+        self._db.executemany("INSERT INTO dead_vectors(vector_id) VALUES (?)", ((int(i),) for i in added))
+
+    def max_vector_id(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return int(row[0]) if row else 0
 
     def document_hash(self, doc_id: str) -> str | None:
         row = self._db.execute("SELECT content_hash FROM documents WHERE id = ?", (doc_id,)).fetchone()

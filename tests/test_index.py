@@ -1,5 +1,5 @@
 """The dense index: the type follows the corpus size, adds/deletes stay incremental, filters
-never shrink results below k, and a rebuild keeps every vector."""
+never shrink results below k, and a merge keeps every vector."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import hybridctx.index as index_module
+import hybridctx.segments as segments_module
 from hybridctx import Document, Pipeline
-from hybridctx.index import FaissIndex, index_spec, needs_rebuild, nprobe_for
+from hybridctx.index import FaissIndex, index_spec, nprobe_for
 
 DIM = 384
 
@@ -26,13 +27,6 @@ def test_the_index_type_follows_the_corpus_size():
     assert index_spec(500_000, DIM) == "IVF1024,Flat"
     assert index_spec(4_000_000, DIM) == "IVF4096,SQ8"
     assert index_spec(30_000_000, DIM) == "IVF8192,PQ96"
-    assert not needs_rebuild("IDMap2,Flat", 150_000, DIM)
-    assert needs_rebuild("IDMap2,Flat", 250_000, DIM)  # outgrew exact search
-    assert needs_rebuild("IVF2048,Flat", 2_500_000, DIM)  # outgrew full vectors
-    assert needs_rebuild("IVF8192,SQ8", 25_000_000, DIM)  # outgrew 8-bit vectors
-    assert not needs_rebuild("IVF1024,Flat", 400_000, DIM)  # lists still fit
-    assert needs_rebuild("IVF256,Flat", 1_000_000, DIM)  # lists grew four times too long
-    assert not needs_rebuild("IVF4096,PQ96", 1_000, DIM)  # deletes alone never shrink the type
 
 
 def test_nprobe_grows_with_k():
@@ -72,6 +66,12 @@ def test_a_selective_filter_still_returns_k_hits(vectors, ivf):
     assert len(ivf.search(vectors[0], 100, allowed_ids=allowed)[1]) == 40  # all allowed, no more
 
 
+def test_excluded_ids_are_skipped_and_k_is_still_filled(vectors, ivf):
+    nearest = ivf.search(vectors[0], 60)[1]
+    found = ivf.search(vectors[0], 30, excluded_ids=nearest[:30])[1]
+    assert found.tolist() == nearest[30:].tolist()
+
+
 def test_remove_add_and_save_keep_the_index_incremental(tmp_path, vectors, ivf):
     index = ivf.copy()
     index.remove(np.array([0, 3, 6], dtype=np.int64))
@@ -88,7 +88,7 @@ def test_remove_add_and_save_keep_the_index_incremental(tmp_path, vectors, ivf):
     ("spec", "tolerance"),  # quantised codes give approximations back
     [("IDMap2,Flat", 1e-6), ("IVF64,Flat", 1e-6), ("IVF64,SQ8", 0.06), ("IVF64,PQ48", 0.5)],
 )
-def test_vectors_come_back_for_a_rebuild(vectors, spec, tolerance):
+def test_vectors_come_back_for_a_merge(vectors, spec, tolerance):
     ids = np.arange(len(vectors), dtype=np.int64) * 7 + 1
     index = FaissIndex.build(spec, ids, vectors)
     back_ids, back = index.vectors()
@@ -100,29 +100,32 @@ def test_vectors_come_back_for_a_rebuild(vectors, spec, tolerance):
 
 
 @pytest.mark.slow
-def test_a_growing_kb_switches_to_an_ivf_index_and_keeps_answering(tmp_path, monkeypatch, embedder):
+def test_a_growing_kb_merges_into_an_ivf_segment_and_keeps_answering(tmp_path, monkeypatch, embedder):
     monkeypatch.setattr(index_module, "FLAT_BELOW", 60)
+    monkeypatch.setattr(segments_module, "TIER_BASE", 8)  # four commits of 20 chunks: one tier
     texts = [f"Component {i} of the Zephyr relay is serviced every {i + 2} weeks by team {chr(65 + i % 26)}."
              for i in range(80)]
     texts[67] = "The lighthouse keeper on Skerry Island feeds the seagulls at dawn."
     docs = [Document(id=f"doc-{i}", text=text) for i, text in enumerate(texts)]
     question = "Who feeds the seagulls on Skerry Island?"
-    with Pipeline.open(tmp_path / "kb", embedder=embedder, retrieval="dense", show_progress=False) as pipe:
-        pipe.add(docs[:50])
-        assert pipe.kb.index.spec == "IDMap2,Flat"
-        pipe.add(docs[50:])
-        assert pipe.kb.index.spec.startswith("IVF") and len(pipe.kb.index) == 80
+    settings = dict(embedder=embedder, retrieval="dense", show_progress=False, commit_every_chunks=20)
+    with Pipeline.open(tmp_path / "kb", **settings) as pipe:
+        pipe.add(docs[:60])
+        assert pipe.kb.index.spec == "3 x IDMap2,Flat"
+        pipe.add(docs[60:])
+        assert pipe.kb.index.spec.startswith("IVF") and len(pipe.kb.index) == 80  # four segments merged
         assert pipe.retrieve(question, k=5)[0].chunk.doc_id == "doc-67"
         exact = FaissIndex.build("IDMap2,Flat", *pipe.kb.index.vectors())
         query = embedder.embed([question])[0]
         assert set(pipe.kb.index.search(query, 10)[1].tolist()) == set(exact.search(query, 10)[1].tolist())
         assert len(pipe.retrieve("relay", k=80)) == 80  # generous k reaches every chunk
         pipe.delete(["doc-67"])
-        assert pipe.rebuild_index().startswith("IVF")
-    mapped = dict(embedder=embedder, retrieval="dense", show_progress=False, mmap_index=True)
+        assert len(pipe.kb.index.search(query, 80)[1]) == 79  # its vector is skipped inside the search
+        assert pipe.rebuild_index().startswith("IVF") and len(pipe.kb.index.dead_ids) == 0
+    mapped = dict(settings, mmap_index=True)
     with Pipeline.open(tmp_path / "kb", **mapped) as again:  # lists paged in from the file, not read
-        assert again.kb.index.mapped_from is not None
-        assert again.kb.index.spec.startswith("IVF") and len(again.kb.index) == 79
+        [(_, segment)] = again.kb.index.segments
+        assert segment.mapped_from is not None and segment.spec.startswith("IVF") and len(segment) == 79
         assert "doc-67" not in {h.chunk.doc_id for h in again.retrieve(question, k=79)}
-        again.add(docs[67])  # a writer works on an in-memory copy of a mapped index
+        again.add(docs[67])  # a new segment beside the mapped one
         assert again.retrieve(question, k=1)[0].chunk.doc_id == "doc-67"
