@@ -8,7 +8,7 @@ knowledge base. So, as in LSM trees and Lucene, the dense index is a list of seg
   deletion), and searches skip dead vectors inside FAISS; a segment is rewritten without
   them once an eighth of it is dead;
 - FANOUT consecutive segments of one size tier are merged into one segment of the type
-  their size calls for (`index.index_spec`), so a vector is rewritten about
+  its size and the KB's call for (`index.index_spec`), so a vector is rewritten about
   log4(N / 4,096) times in its life, and a KB holds a few segments per tier;
 - a search runs on every segment and merges the best k by score (the query-side merge of a
   sharded index); `compact` merges everything into one freshly trained segment.
@@ -152,22 +152,21 @@ class SegmentedIndex:
 
         dead = np.union1d(self.dead_ids, removed[self._in_some_segment(removed)])
         segments = [(info.model_copy(update={"dead": len(_within(dead, info))}), index) for info, index in self.segments]
+        kb_vectors = sum(info.live for info, _ in segments) + len(added_ids)
+
+        def built(ids: np.ndarray, vectors: np.ndarray) -> tuple[SegmentInfo, FaissIndex]:
+            info = SegmentInfo(name=name(), count=len(ids), min_id=int(ids.min()), max_id=int(ids.max()))
+            return info, FaissIndex.build(index_spec(len(ids), self.dimension, kb_vectors), ids, vectors)
+
         if len(added_ids):
-            segments.append((
-                SegmentInfo(name=name(), count=len(added_ids), min_id=int(added_ids.min()), max_id=int(added_ids.max())),
-                FaissIndex.build(index_spec(len(added_ids), self.dimension), added_ids, added_vectors),
-            ))
+            segments.append(built(added_ids, added_vectors))
         rebuilt: list[SegmentInfo] = []  # segments whose dead vectors are dropped now
 
         def merged(run: Sequence[tuple[SegmentInfo, FaissIndex]]) -> list[tuple[SegmentInfo, FaissIndex]]:
             parts = [self._live_vectors(info, index, dead) for info, index in run]
             ids = np.concatenate([p[0] for p in parts])
             rebuilt.extend(info for info, _ in run)
-            if len(ids) == 0:
-                return []
-            vectors = np.concatenate([p[1] for p in parts])
-            info = SegmentInfo(name=name(), count=len(ids), min_id=int(ids.min()), max_id=int(ids.max()))
-            return [(info, FaissIndex.build(index_spec(len(ids), self.dimension), ids, vectors))]
+            return [built(ids, np.concatenate([p[1] for p in parts]))] if len(ids) else []
 
         segments = [
             piece

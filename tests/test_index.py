@@ -27,6 +27,9 @@ def test_the_index_type_follows_the_corpus_size():
     assert index_spec(500_000, DIM) == "IVF1024,Flat"
     assert index_spec(4_000_000, DIM) == "IVF4096,SQ8"
     assert index_spec(30_000_000, DIM) == "IVF8192,PQ96"
+    assert index_spec(50_000, DIM, kb_vectors=150_000) == "IDMap2,Flat"  # a small KB stays exact
+    assert index_spec(50_000, DIM, kb_vectors=1_000_000) == "IVF512,Flat"  # a large KB's segments are not
+    assert index_spec(10_000, DIM, kb_vectors=1_000_000) == "IDMap2,Flat"  # ... but for the newest, small ones
 
 
 def test_nprobe_grows_with_k():
@@ -102,6 +105,7 @@ def test_vectors_come_back_for_a_merge(vectors, spec, tolerance):
 @pytest.mark.slow
 def test_a_growing_kb_merges_into_an_ivf_segment_and_keeps_answering(tmp_path, monkeypatch, embedder):
     monkeypatch.setattr(index_module, "FLAT_BELOW", 60)
+    monkeypatch.setattr(index_module, "FLAT_SEGMENT_BELOW", 30)
     monkeypatch.setattr(segments_module, "TIER_BASE", 8)  # four commits of 20 chunks: one tier
     texts = [f"Component {i} of the Zephyr relay is serviced every {i + 2} weeks by team {chr(65 + i % 26)}."
              for i in range(80)]
