@@ -3,19 +3,23 @@ copies by MinHash LSH (datasketch) over word 3-grams.
 
 Shingles are hashed deterministically (not with Python's salted `hash`), so the same
 candidates give the same decisions (and the same prompt, which prefix caching needs) in
-every process. Shingles and MinHash signatures are computed for a whole batch of texts in a
-few numpy operations (`DuplicateFilter.prepare`): per-text numpy and MinHash calls dominated
-the packer's time.
+every process. Shingles, MinHash signatures (datasketch's affine32 permutations), LSH band
+keys (datasketch's optimal bands and rows) and exact keys are computed for a whole batch of
+texts in a few numpy operations (`DuplicateFilter.prepare`); the band tables are plain
+dicts. Per-text numpy and MinHash calls, and then datasketch's per-key band hashing in
+`MinHashLSH.insert`/`query` (40% of a warm pack), dominated the packer's time.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash, MinHashLSH
 
 from hybridctx.errors import InvalidArgumentError
 
@@ -74,6 +78,16 @@ def shingle_batch(texts: Sequence[str]) -> list[np.ndarray]:
     return [values[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
 
 
+@dataclass(frozen=True)
+class Sketch:
+    """What dedup needs of one text: its shingles, its LSH band keys (None without words or
+    with near duplicates off) and its exact key."""
+
+    shingles: np.ndarray
+    bands: tuple[int, ...] | None
+    exact: str
+
+
 class DuplicateFilter:
     """Remembers the texts kept so far and names the one a new text repeats, if any.
 
@@ -91,21 +105,25 @@ class DuplicateFilter:
         self.threshold = threshold
         self._exact: dict[str, str] = {}
         self._keys: dict[str, str] = {}
-        self._lsh = None
+        self._tables: list[defaultdict[int, list[str]]] = []  # per band: band key -> kept keys
         if threshold is not None:
-            self._lsh = MinHashLSH(num_perm=_NUM_PERM, params=_lsh_bands(min(threshold * _LSH_REACH, 0.9)))
+            bands, self._rows = _lsh_bands(min(threshold * _LSH_REACH, 0.9))
+            self._tables = [defaultdict(list) for _ in range(bands)]
             # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
             a, b = MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations
             self._a, self._b = a.astype(np.uint32), b.astype(np.uint32)
+        self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
         self._shingles: dict[str, np.ndarray] = {}
-        self._sketches: dict[str, tuple[np.ndarray, LeanMinHash | None]] = {} if sketches is None else sketches
+        self._sketches: dict[str, Sketch] = {} if sketches is None else sketches
 
     def prepare(self, texts: Sequence[str]) -> None:
-        """Sketch these texts in one batch, ahead of `near_copy_of`/`add` on them."""
-        if self._lsh is None:
-            return
+        """Sketch these texts in one batch, ahead of `exact_copy_of`/`near_copy_of`/`add` on them."""
         texts = [t for t in dict.fromkeys(texts) if t not in self._sketches]
         if not texts:
+            return
+        if self.threshold is None:
+            for text in texts:
+                self._sketches[text] = Sketch(np.empty(0, dtype=np.uint32), None, exact_key(text))
             return
         batch = shingle_batch(texts)
         sizes = np.array([len(h) for h in batch])
@@ -115,12 +133,12 @@ class DuplicateFilter:
             permuted = hashes[:, None] * self._a + self._b  # wraps mod 2^32, as datasketch's affine32
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
             signatures[sizes > 0] = np.minimum.reduceat(permuted, starts, axis=0)
-        for text, hashes, signature, size in zip(texts, batch, signatures, sizes, strict=True):
-            lean = LeanMinHash(seed=_SEED, hashvalues=signature, scheme="affine32") if size else None
-            self._sketches[text] = (hashes, lean)
+        bands = _band_keys(signatures, len(self._tables), self._rows).tolist()
+        for text, hashes, band, size in zip(texts, batch, bands, sizes, strict=True):
+            self._sketches[text] = Sketch(hashes, tuple(band) if size else None, exact_key(text))
 
     def exact_copy_of(self, text: str) -> str | None:
-        return self._exact.get(exact_key(text))
+        return self._exact.get(self._sketch(text).exact)
 
     def near_copy_of(
         self,
@@ -134,17 +152,18 @@ class DuplicateFilter:
         the kept texts `around` a match (e.g. its neighbours in one passage): a copy whose
         chunk boundaries fell elsewhere overlaps two kept chunks, each only in part.
         """
-        hashes, signature = self._sketch(text)
-        if signature is None:
+        sketch = self._sketch(text)
+        if sketch.bands is None:
             return None
+        candidates = {key for table, band in zip(self._tables, sketch.bands) for key in table.get(band, ())}
         best, best_similarity = None, 0.0
-        for key in self._lsh.query(signature):  # type: ignore[union-attr]
+        for key in sorted(candidates):  # sorted: the same decision in every process
             if ignore(key):
                 continue
-            similarity = _jaccard(hashes, self._shingles[key])
+            similarity = _jaccard(sketch.shingles, self._shingles[key])
             if similarity < self.threshold:  # type: ignore[operator]
                 nearby = [self._shingles[k] for k in around(key) if k in self._shingles]
-                similarity = max(similarity, _containment(hashes, np.unique(np.concatenate(nearby))))
+                similarity = max(similarity, _containment(sketch.shingles, np.unique(np.concatenate(nearby))))
             if similarity >= self.threshold and similarity > best_similarity:  # type: ignore[operator]
                 best, best_similarity = key, similarity
         return best
@@ -152,30 +171,37 @@ class DuplicateFilter:
     def add(self, key: str, text: str) -> None:
         if key in self._keys:
             return
-        digest = exact_key(text)
-        self._keys[key] = digest
-        self._exact.setdefault(digest, key)
-        hashes, signature = self._sketch(text)
-        if signature is not None:
-            self._shingles[key] = hashes
-            self._lsh.insert(key, signature)  # type: ignore[union-attr]
+        sketch = self._sketch(text)
+        self._keys[key] = sketch.exact
+        self._exact.setdefault(sketch.exact, key)
+        if sketch.bands is not None:
+            self._shingles[key] = sketch.shingles
+            self._band_keys[key] = sketch.bands
+            for table, band in zip(self._tables, sketch.bands):
+                table[band].append(key)
 
     def remove(self, key: str) -> None:
         """Forget a kept text (a session evicted its passage)."""
         digest = self._keys.pop(key, None)
         if digest is not None and self._exact.get(digest) == key:
             del self._exact[digest]
-        if self._shingles.pop(key, None) is not None:
-            self._lsh.remove(key)  # type: ignore[union-attr]
+        self._shingles.pop(key, None)
+        for table, band in zip(self._tables, self._band_keys.pop(key, ())):
+            table[band].remove(key)
 
-    def _sketch(self, text: str) -> tuple[np.ndarray, LeanMinHash | None]:
-        """Shingles and MinHash of `text`; no MinHash when near duplicates are off or the text
-        has no words."""
-        if self._lsh is None:
-            return np.empty(0, dtype=np.uint32), None
+    def _sketch(self, text: str) -> Sketch:
         if text not in self._sketches:
             self.prepare([text])
         return self._sketches[text]
+
+
+def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per band of each signature (rows x 32 bits folded; a rare collision only
+    adds a candidate, which the exact comparison then rejects)."""
+    keys = np.zeros((len(signatures), bands), dtype=np.uint64)
+    for row in range(rows):
+        keys = keys * _MIX[0] ^ signatures[:, row : bands * rows : rows].astype(np.uint64)
+    return keys
 
 
 @cache

@@ -25,6 +25,7 @@ packer. Small prompts are also recounted whole, as a check.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import defaultdict
@@ -78,6 +79,26 @@ class _Span:
             and other.start - self.end <= _MAX_JOIN_GAP
             and self.start - other.end <= _MAX_JOIN_GAP
         )
+
+
+class _DocSpans:
+    """The spans one document shows, kept sorted: they never overlap, so the ones near a
+    chunk are found by bisection (a window shows many spans of a long document)."""
+
+    def __init__(self) -> None:
+        self.spans: list[_Span] = []
+
+    def add(self, span: _Span) -> None:
+        bisect.insort(self.spans, span, key=lambda s: s.start)
+
+    def remove(self, span: _Span) -> None:
+        self.spans = [s for s in self.spans if s is not span]
+
+    def near(self, start: int, end: int) -> list[_Span]:
+        """Spans overlapping [start, end) or at most _MAX_JOIN_GAP characters away from it."""
+        low = bisect.bisect_left(self.spans, start - _MAX_JOIN_GAP, key=lambda s: s.end)
+        high = bisect.bisect_right(self.spans, end + _MAX_JOIN_GAP, key=lambda s: s.start)
+        return self.spans[low:high]
 
 
 @dataclass
@@ -285,7 +306,7 @@ class _Selection:
         self.dropped: list[DroppedCandidate] = []
         self.over_budget: list[int] = []  # hit indices, for a top-up once the exact count is known
         # What the prompt shows so far, by document, and the chunks behind it.
-        self.shown: dict[str, list[_Span]] = defaultdict(list)
+        self.shown: dict[str, _DocSpans] = defaultdict(_DocSpans)
         self.kept: dict[str, Chunk] = {}
         for span in session.spans:
             self._show(span)
@@ -319,13 +340,13 @@ class _Selection:
         return [n + self.packer.joins["passage"] for n in pieces]
 
     def _show(self, span: _Span) -> None:
-        self.shown[span.doc_id].append(span)
+        self.shown[span.doc_id].add(span)
         for chunk in span.chunks:
             self.kept[chunk.id] = chunk
 
     def _hide(self, span: _Span) -> None:
-        self.shown[span.doc_id] = [s for s in self.shown[span.doc_id] if s is not span]
-        still_shown = {c.id for s in self.shown[span.doc_id] for c in s.chunks}
+        self.shown[span.doc_id].remove(span)
+        still_shown = {c.id for s in self.shown[span.doc_id].spans for c in s.chunks}
         for chunk in span.chunks:
             if chunk.id not in still_shown:
                 self.kept.pop(chunk.id, None)
@@ -380,11 +401,11 @@ class _Selection:
     def _consider(self, i: int, hit: Hit) -> None:
         chunk = hit.chunk
         left = self.room - self.used + sum(self.session_costs[id(s)] for s in self.stale)
-        same_doc = self.shown.get(chunk.doc_id, [])
-        if not same_doc and not self._may_fit(i, left):  # the common case once the window is full
+        nearby = self.shown[chunk.doc_id].near(chunk.start, chunk.end) if chunk.doc_id in self.shown else []
+        if not nearby and not self._may_fit(i, left):  # the common case once the window is full
             self._over_budget(i)
             return
-        overlapping = [s for s in same_doc if s.start < chunk.end and chunk.start < s.end]
+        overlapping = [s for s in nearby if s.start < chunk.end and chunk.start < s.end]
         parts = _uncovered(chunk, overlapping, hit.rank)
         if not parts:
             self._drop(chunk, "covered", overlapping[0].chunks[0].id)
@@ -394,7 +415,7 @@ class _Selection:
             self._over_budget(i)
             return
         body, header = alone
-        joins = any(p.touches(s) for p in parts for s in same_doc)
+        joins = any(p.touches(s) for p in parts for s in nearby)
         shown_share = sum(len(p.text) for p in parts) / max(1, len(chunk.text.strip()))
         cost = math.ceil(body * shown_share) + (0 if joins else header)
         if self.used + cost > self.room and not self._evict_for(cost):
@@ -420,7 +441,8 @@ class _Selection:
     def _around(self, chunk_id: str) -> list[str]:
         """The kept chunk and the kept chunks touching it: what one passage will show."""
         chunk = self.kept[chunk_id]
-        return [c.id for s in self.shown[chunk.doc_id] for c in s.chunks if _neighbours(c, chunk)]
+        return [c.id for s in self.shown[chunk.doc_id].near(chunk.start, chunk.end) for c in s.chunks
+                if _neighbours(c, chunk)]
 
     def _evict_for(self, cost: int) -> bool:
         """Make room for a fresh passage by evicting stale follow-up passages, last first."""
