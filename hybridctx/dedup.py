@@ -111,7 +111,8 @@ class DuplicateFilter:
             self._tables = [defaultdict(list) for _ in range(bands)]
             # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
             a, b = MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations
-            self._a, self._b = a.astype(np.uint32), b.astype(np.uint32)
+            used = bands * self._rows  # the LSH reads only these
+            self._a, self._b = a[:used].astype(np.uint32), b[:used].astype(np.uint32)
         self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
         self._shingles: dict[str, np.ndarray] = {}
         self._sketches: dict[str, Sketch] = {} if sketches is None else sketches
@@ -127,7 +128,7 @@ class DuplicateFilter:
             return
         batch = shingle_batch(texts)
         sizes = np.array([len(h) for h in batch])
-        signatures = np.zeros((len(texts), _NUM_PERM), dtype=np.uint32)
+        signatures = np.zeros((len(texts), len(self._a)), dtype=np.uint32)
         if sizes.any():
             hashes = np.concatenate(batch)
             permuted = hashes[:, None] * self._a + self._b  # wraps mod 2^32, as datasketch's affine32

@@ -87,3 +87,33 @@ def open_pipe(tmp_path, embedder, backend):
     yield make
     for pipe in opened:
         pipe.close()
+
+
+@pytest.fixture(scope="session")
+def tiktoken_encoding():
+    """tiktoken itself, `tiktoken_encoding(name)`, offline: its BPE file placed where
+    tiktoken's cache looks for it (keyed by the SHA-1 of the download URL), from the copy
+    bundled in bpe-openai."""
+    import gzip
+    import hashlib
+    import tempfile
+
+    import bpe_openai
+    import tiktoken
+
+    def load(name: str) -> tiktoken.Encoding:
+        return tiktoken.get_encoding(place(name))
+
+    def place(name: str) -> str:
+        cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "data-gym-cache")
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+        target = cache / hashlib.sha1(url.encode()).hexdigest()
+        if not target.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            bundled = Path(bpe_openai.__file__).parent / "data" / f"{name}.tiktoken.gz"
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(gzip.decompress(bundled.read_bytes()))
+            os.replace(tmp, target)
+        return name
+
+    return load

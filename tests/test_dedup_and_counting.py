@@ -3,6 +3,10 @@ give exactly what the one-at-a-time versions give."""
 
 from __future__ import annotations
 
+import random
+import sysconfig
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -80,6 +84,22 @@ def test_counting_in_threads_gives_the_sequential_counts(tiktoken_counter):
              for i in range(400)]
     assert sum(map(len, texts)) > 100_000  # large enough to be counted on all cores
     assert count_in_threads(tiktoken_counter.count, texts) == [tiktoken_counter.count(t) for t in texts]
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_openai_counts_equal_tiktoken_on_code_prose_and_random_unicode(encoding, tiktoken_encoding):
+    reference = tiktoken_encoding(encoding)
+    counter = TiktokenCounter(encoding)
+    texts = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:60]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        texts += [text[i : i + 1500] for i in range(0, min(len(text), 15_000), 1500)]
+    rng = random.Random(1)
+    alphabet = [chr(c) for c in [*range(32, 0x250), *range(0x370, 0x3FF), *range(0x4E00, 0x4E80),
+                                 *range(0x1F600, 0x1F650), 0x200D, 0xFE0F, 0x0301]] + [" ", "\n", "\t", "  ", "\r\n"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300))) for _ in range(2000)]
+    assert len(texts) > 2400
+    assert counter.count_many(texts) == [len(reference.encode_ordinary(t)) for t in texts]
 
 
 def test_cached_counter_counts_each_text_once(tiktoken_counter):
