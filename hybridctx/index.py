@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Protocol
 
@@ -96,7 +97,7 @@ class VectorIndex(Protocol):
 
     def copy(self) -> VectorIndex: ...
 
-    def save(self, path: Path) -> None: ...
+    def save(self, path: Path) -> str: ...
 
 
 class FaissIndex:
@@ -129,9 +130,17 @@ class FaissIndex:
         return built
 
     @classmethod
-    def load(cls, path: Path, dimension: int, mmap: bool = False) -> FaissIndex:
+    def load(cls, path: Path, dimension: int, mmap: bool = False, checksum: str | None = None) -> FaissIndex:
         """`mmap`: map the file instead of reading it, so that a reader pages in only the
-        lists its queries probe (an index larger than RAM); such an index is searched, not changed."""
+        lists its queries probe (an index larger than RAM); such an index is searched, not changed.
+        `checksum`: what `save` returned; a file that does not match is refused (FAISS reads a
+        damaged vector silently). Mapped files are not read whole, so only their size is checked."""
+        if checksum is not None:
+            matches = (
+                str(path.stat().st_size) == checksum.split(":")[0] if mmap else file_checksum(path) == checksum
+            )
+            if not matches:
+                raise KnowledgeBaseFormatError(f"FAISS index {path} is damaged: its checksum does not match the store's")
         try:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as exc:
@@ -226,13 +235,16 @@ class FaissIndex:
             return FaissIndex.load(self.mapped_from, self.dimension)
         return FaissIndex(self.dimension, faiss.clone_index(self._index))
 
-    def save(self, path: Path) -> None:
-        """Write atomically: a reader never sees a half-written index file."""
+    def save(self, path: Path) -> str:
+        """Write atomically (a reader never sees a half-written index file); returns the file's
+        checksum, for `load`."""
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(self._index, str(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        checksum = file_checksum(tmp)
         os.replace(tmp, path)
+        return checksum
 
     def _searcher_index(self) -> faiss.Index:
         """The index itself, or a copy on the GPU when faiss was built with GPU support."""
@@ -241,6 +253,15 @@ class FaissIndex:
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 self._searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
         return self._searcher
+
+
+def file_checksum(path: Path) -> str:
+    """'<size>:<crc32>' of a file, read in 16 MB blocks."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return f"{path.stat().st_size}:{crc:08x}"
 
 
 def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -68,6 +69,7 @@ class KnowledgeBase:
         self.index = SegmentedIndex(manifest.dimension)
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
+        self._loading = threading.Lock()  # one thread loads a new generation at a time
         self.refresh()
 
     @classmethod
@@ -105,37 +107,52 @@ class KnowledgeBase:
         self.store.close()
 
     def refresh(self) -> None:
-        """Load the indexes of the latest committed generation if another writer moved it on."""
-        generation = int(self.store.get_meta("generation") or 0)
-        if generation != self.generation:
-            self._load_dense()
-            self.lexical.reload()
-            self.lexical_current = self.lexical.generation == self.generation
+        """Load the indexes of the latest committed generation if a writer moved it on."""
+        with self._reading():
+            pass
 
-    def _load_dense(self) -> None:
-        loaded = {info.name: index for info, index in self.index.segments}
-        for _ in range(3):
-            generation, segments_json, dead_ids = self.store.index_state()
-            if generation == self.generation:
+    @contextmanager
+    def _reading(self) -> Iterator[SegmentedIndex]:
+        """A snapshot of the chunk store, and the dense index of the generation it shows:
+        what a reader queries together, consistent while writers commit (threads included)."""
+        for _ in range(5):
+            with self.store.snapshot():
+                generation, segments_json, dead_ids = self.store.index_state()
+                with self._loading:
+                    if generation > self.generation and not self._load(generation, segments_json, dead_ids):
+                        continue  # its files were merged away meanwhile: take a newer snapshot
+                    index, loaded = self.index, self.generation
+                if generation < loaded:
+                    continue  # another thread loaded a newer generation: take a newer snapshot
+                yield index
                 return
-            infos = self._segment_infos(generation, segments_json)
-            paths = [self.root / info.name for info in infos]
-            if all(info.name in loaded or path.exists() for info, path in zip(infos, paths)):
-                try:
-                    segments = [
-                        (info, loaded.get(info.name) or FaissIndex.load(path, self.manifest.dimension, mmap=self.mmap_index))
-                        for info, path in zip(infos, paths)
-                    ]
-                except KnowledgeBaseFormatError:
-                    if all(path.exists() for path in paths):
-                        raise
-                else:
-                    self.index = SegmentedIndex(self.manifest.dimension, segments, dead_ids)
-                    self.generation = generation
-                    return
-            # A writer committed a newer generation and removed these files meanwhile: read again.
-        missing = [str(path) for path in paths if not path.exists()]
-        raise KnowledgeBaseFormatError(f"index files {missing} named by {self.store.path} are missing")
+        raise KnowledgeBaseFormatError(f"index files named by {self.store.path} keep disappearing or are missing")
+
+    def _load(self, generation: int, segments_json: str | None, dead_ids: np.ndarray) -> bool:
+        """Load the segments of `generation` (reusing those already loaded); False if a file is
+        gone (a writer committed after this snapshot and removed it)."""
+        loaded = {info.name: index for info, index in self.index.segments}
+        infos = self._segment_infos(generation, segments_json)
+        segments = []
+        for info in infos:
+            path = self.root / info.name
+            if info.name in loaded:
+                segments.append((info, loaded[info.name]))
+                continue
+            if not path.exists():
+                return False
+            try:
+                index = FaissIndex.load(path, self.manifest.dimension, mmap=self.mmap_index, checksum=info.checksum)
+            except KnowledgeBaseFormatError:
+                if not path.exists():
+                    return False
+                raise
+            segments.append((info, index))
+        self.index = SegmentedIndex(self.manifest.dimension, segments, dead_ids)
+        self.generation = generation
+        self.lexical.reload()
+        self.lexical_current = self.lexical.generation == generation
+        return True
 
     def _segment_infos(self, generation: int, segments_json: str | None) -> list[SegmentInfo]:
         if segments_json is not None:
@@ -150,22 +167,23 @@ class KnowledgeBase:
         self, vector: np.ndarray, k: int, filters: Mapping[str, Any] | None, principal: str | None
     ) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `vector` that pass the filters and ACL, best first."""
-        self.refresh()
-        allowed = self.store.allowed_vector_ids(filters, principal)
-        scores, ids = self.index.search(vector, k, allowed)
-        return self._chunks_of(scores, ids)
+        with self._reading() as index:
+            allowed = self.store.allowed_vector_ids(filters, principal)
+            scores, ids = index.search(vector, k, allowed)
+            return self._chunks_of(scores, ids)
 
     def search_lexical(
         self, query: str, k: int, filters: Mapping[str, Any] | None, principal: str | None
     ) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `query` by BM25 that pass the filters and ACL, best first
-        (none while the lexical index awaits a rebuild after an interrupted commit)."""
-        self.refresh()
-        if not self.lexical_current:
-            return []
-        allowed = self.store.allowed_vector_ids(filters, principal)
-        scores, ids = self.lexical.search(query, k, allowed)
-        return self._chunks_of(scores, ids)
+        (none while the lexical index awaits a rebuild after an interrupted commit). The
+        lexical index may be a commit ahead of the snapshot; ids the snapshot lacks are dropped."""
+        with self._reading():
+            if not self.lexical_current:
+                return []
+            allowed = self.store.allowed_vector_ids(filters, principal)
+            scores, ids = self.lexical.search(query, k, allowed)
+            return self._chunks_of(scores, ids)
 
     def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())
@@ -259,8 +277,11 @@ class KnowledgeBaseWriter:
             np.asarray(self._removed, dtype=np.int64), np.asarray(self._added_ids, dtype=np.int64),
             added_vectors, name=lambda: next(names), compact=self._rebuild,
         )
-        for info, index in changes.written:
-            index.save(kb.root / info.name)
+        checksums = {info.name: index.save(kb.root / info.name) for info, index in changes.written}
+        changes.index.segments = [
+            (info.model_copy(update={"checksum": checksums[info.name]}) if info.name in checksums else info, index)
+            for info, index in changes.index.segments
+        ]
         self._lexical.commit(generation)  # if SQLite then fails, the marker disagrees: rebuilt on next write
         try:
             self._store.update_dead_vectors(changes.dead_added, changes.dead_cleared)
@@ -275,7 +296,8 @@ class KnowledgeBaseWriter:
         self._in_transaction = False
         live = {info.name for info in changes.index.infos}
         stale = [info.name for info in kb.index.infos if info.name not in live]
-        kb.index, kb.generation = changes.index, generation
+        with kb._loading:
+            kb.index, kb.generation = changes.index, generation
         for name in stale:
             (kb.root / name).unlink(missing_ok=True)
         if kb.manifest.format_version != FORMAT_VERSION:

@@ -44,6 +44,7 @@ class SegmentInfo(BaseModel):
     dead: int = 0
     min_id: int
     max_id: int
+    checksum: str | None = None  # of the file, set when it is written (none for format 1 files)
 
     @property
     def live(self) -> int:

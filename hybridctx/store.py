@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +62,56 @@ _SCALARS = (str, int, float, bool)
 
 
 class ChunkStore:
-    """One SQLite connection. Writers use their own instance inside `transaction()`."""
+    """The SQLite chunk store, with one connection per thread (a sqlite3 connection must not
+    serve two threads at once). A writer uses its own instance, inside `begin()`/`commit()`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._local.db = self._connect(create=True)
+
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            if create:  # once per store: creating the tables takes SQLite's write lock
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
-            raise KnowledgeBaseFormatError(f"chunk store {path} is damaged or not SQLite: {exc}") from exc
+            raise KnowledgeBaseFormatError(f"chunk store {self.path} is damaged or not SQLite: {exc}") from exc
+        with self._connections_lock:
+            self._connections.append(db)
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
 
     def close(self) -> None:
-        self._db.close()
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state of the store (a read transaction; nested
+        snapshots of one thread join the outer one)."""
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            self._db.execute("BEGIN")
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                self._db.execute("COMMIT")
 
     def begin(self) -> None:
         """Start a write transaction (taking SQLite's write lock at once, not on first write)."""
@@ -95,13 +133,10 @@ class ChunkStore:
     def index_state(self) -> tuple[int, str | None, np.ndarray]:
         """The committed generation, its segment list (JSON) and the dead vector ids, read
         from one snapshot."""
-        self._db.execute("BEGIN")
-        try:
+        with self.snapshot():
             generation = int(self.get_meta("generation") or 0)
             segments = self.get_meta("segments")
             rows = self._db.execute("SELECT vector_id FROM dead_vectors").fetchall()
-        finally:
-            self._db.execute("COMMIT")
         return generation, segments, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def update_dead_vectors(self, added: np.ndarray, cleared: Sequence[tuple[int, int]]) -> None:

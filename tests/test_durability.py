@@ -1,0 +1,180 @@
+"""Killing the indexing process (SIGKILL, in a real subprocess) at any point of a commit leaves
+a knowledge base that opens, agrees between chunk store, dense segments and lexical index, and
+holds exactly the documents of its last completed commit; running the same `add` again
+finishes the job without duplicates. Damaged files are named on open, never read silently."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hybridctx import Document, Pipeline
+from hybridctx.errors import KnowledgeBaseFormatError
+
+DOCS = 48
+PER_COMMIT = 8
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import hybridctx.segments
+    from hybridctx import Pipeline
+    from hybridctx.index import FaissIndex
+    from hybridctx.lexical import LexicalIndex
+    from hybridctx.store import ChunkStore
+    sys.path.insert(0, sys.argv[4])
+    from test_durability import documents
+
+    hybridctx.segments.TIER_BASE = 8  # four commits of 8 chunks merge: kills land in merges too
+    kb, point, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    seen = 0
+
+    def patch(cls, name, die_before):
+        real = getattr(cls, name)
+
+        def wrapper(self, *args, **kwargs):
+            global seen
+            seen += 1
+            if die_before and seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = real(self, *args, **kwargs)
+            if not die_before and seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        setattr(cls, name, wrapper)
+
+    if point != "none":
+        cls, name, die_before = {
+            "segment-file-written": (FaissIndex, "save", False),
+            "lexical-committed": (LexicalIndex, "commit", False),
+            "before-sqlite-commit": (ChunkStore, "commit", True),
+            "after-sqlite-commit": (ChunkStore, "commit", False),
+        }[point]
+        patch(cls, name, die_before)
+    with Pipeline.open(kb, commit_every_chunks=%d, show_progress=False) as pipe:
+        pipe.add(documents())
+    print("finished")
+    """
+    % PER_COMMIT
+)
+
+
+def documents() -> list[Document]:
+    """One chunk each, each with a code only it contains (for lexical lookups)."""
+    return [
+        Document(id=f"doc-{i:03d}", text=f"Maintenance record RX{i:04d}: valve {i} of the cooling loop was replaced.")
+        for i in range(DOCS)
+    ]
+
+
+def run_child(kb: Path, point: str, nth: int) -> subprocess.CompletedProcess:
+    script = kb.parent / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(script), str(kb), point, str(nth), str(Path(__file__).parent)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def assert_consistent(pipe: Pipeline) -> int:
+    """The store, the dense index and the lexical index hold the same chunks; returns how many."""
+    kb = pipe.kb
+    documents_, chunks = kb.store.counts()
+    assert documents_ == chunks  # one chunk per document
+    ids, _ = kb.index.vectors()
+    stored = sorted(int(i) for i, _ in kb.store.chunk_texts())
+    assert sorted(ids.tolist()) == stored
+    live = {info.name for info in kb.index.infos}
+    assert {p.name for p in kb.root.glob("dense-*.faiss")} >= live
+    return chunks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("point", "nth", "commits_kept"),
+    [
+        ("segment-file-written", 2, 1),  # the second commit's segment is on disk, nothing else
+        ("lexical-committed", 3, 1),  # (the first call builds the empty index) one generation ahead
+        ("before-sqlite-commit", 4, 3),  # the fourth commit merges four segments
+        ("after-sqlite-commit", 5, 5),  # committed, old segment files not yet removed
+    ],
+)
+def test_a_killed_indexing_run_leaves_the_last_commit_and_resumes(tmp_path, embedder, point, nth, commits_kept):
+    kb = tmp_path / "kb"
+    child = run_child(kb, point, nth)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    with Pipeline.open(kb, embedder=embedder, commit_every_chunks=PER_COMMIT, show_progress=False) as pipe:
+        committed = assert_consistent(pipe)
+        assert committed == commits_kept * PER_COMMIT
+        ids = {f"doc-{i:03d}" for i in range(committed)}
+        assert {h.chunk.doc_id for h in pipe.retrieve("maintenance record valve", k=DOCS)} == ids
+        report = pipe.add(documents())  # resumes
+        assert report.documents_unchanged == committed and report.documents_added == DOCS - committed
+        assert assert_consistent(pipe) == DOCS
+        for i in (0, DOCS - 1):  # identifier lookups reach both old and resumed documents, once
+            hits = pipe.retrieve(f"RX{i:04d}", k=3)
+            assert hits[0].chunk.doc_id == f"doc-{i:03d}"
+        assert len({h.chunk.doc_id for h in pipe.retrieve("cooling loop", k=100)}) == DOCS
+
+
+@pytest.mark.slow
+def test_a_kill_at_a_random_moment_leaves_a_consistent_kb(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(kb), "none", "0", str(Path(__file__).parent)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until two commits landed, then kill mid-run
+        if (kb / "chunks.sqlite").exists():
+            with sqlite3.connect(kb / "chunks.sqlite") as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            if row and int(row[0]) >= 2:
+                break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    with Pipeline.open(kb, embedder=embedder, commit_every_chunks=PER_COMMIT, show_progress=False) as pipe:
+        committed = assert_consistent(pipe)
+        assert committed % PER_COMMIT == 0 and committed >= 2 * PER_COMMIT
+        pipe.add(documents())
+        assert assert_consistent(pipe) == DOCS
+
+
+def test_a_damaged_segment_file_is_named_on_open(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False) as pipe:
+        pipe.add(documents()[:8])
+    [segment] = kb.glob("dense-*.faiss")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte among the vectors: FAISS would read it silently
+    segment.write_bytes(bytes(data))
+    with pytest.raises(KnowledgeBaseFormatError, match=segment.name):
+        Pipeline.open(kb, embedder=embedder, show_progress=False).retrieve("valve", k=3)
+    segment.write_bytes(bytes(data[: len(data) // 3]))  # truncated
+    with pytest.raises(KnowledgeBaseFormatError, match=segment.name):
+        Pipeline.open(kb, embedder=embedder, show_progress=False).retrieve("valve", k=3)
+
+
+def test_a_damaged_chunk_store_is_named_on_open(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False) as pipe:
+        pipe.add(documents()[:8])
+    store = kb / "chunks.sqlite"
+    data = bytearray(store.read_bytes())
+    data[:16] = b"not a database!!"
+    store.write_bytes(bytes(data))
+    with pytest.raises(KnowledgeBaseFormatError, match="chunks.sqlite"):
+        Pipeline.open(kb, embedder=embedder, show_progress=False)
