@@ -148,18 +148,27 @@ def _windows(counts: list[int], headings: list[bool], max_tokens: int, overlap_t
     """Group consecutive pieces into windows of at most `max_tokens`, with unit overlap.
 
     A heading never ends a window that has more text after it: it moves on to lead the next.
+    Every window adds a piece the previous one did not show (no window of overlap alone).
     """
-    windows: list[Span] = []
-    first = 0
-    while first < len(counts):
+
+    def end_of(first: int) -> int:
         last, total = first, 0
         while last < len(counts) and total + counts[last] <= max_tokens:
             total += counts[last]
             last += 1
         while last < len(counts) and last - 1 > first and headings[last - 1]:
             last -= 1
-        last = max(last, first + 1)
+        return max(last, first + 1)
+
+    windows: list[Span] = []
+    first, shown = 0, 0  # shown: pieces before this index are in some window already
+    while first < len(counts):
+        last = end_of(first)
+        if last <= shown:  # the overlap left no room for a new piece: start after it
+            first = shown
+            last = end_of(first)
         windows.append((first, last))
+        shown = last
         if last == len(counts):
             break
         back, repeated = last, 0
