@@ -117,7 +117,7 @@ class Pipeline:
     # -- public API ------------------------------------------------------------------
     def add(self, items: Item | Iterable[Item]) -> AddReport:
         """Index documents, texts, files/folders or a Source; unchanged documents are skipped."""
-        documents = iter_documents(items)  # raises now if a path does not exist
+        documents = iter_documents(items, self.settings.max_file_bytes)  # raises now if a path does not exist
         indexer = Indexer(
             self.kb, self.chunker, self.embedder,
             commit_every_chunks=self.settings.commit_every_chunks,

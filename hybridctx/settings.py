@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridctx.schema import Ordering
+from hybridctx.sources import MAX_FILE_BYTES
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +39,9 @@ class Settings(BaseModel):
     embedding_batch_size: int = Field(64, ge=1)
     device: str | None = Field(None, description="torch device; None picks CUDA when present")
     # index
+    max_file_bytes: int = Field(
+        MAX_FILE_BYTES, ge=1, description="Larger files are listed as failures, not read (bounded memory)"
+    )
     commit_every_chunks: int = Field(
         4096, ge=1, description="Commit (and make resumable) after this many new chunks"
     )

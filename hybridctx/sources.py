@@ -23,6 +23,9 @@ TEXT_SUFFIXES = frozenset(
 )
 SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox"})
 _BINARY_SNIFF_BYTES = 8192
+# Files above this size are listed as failures rather than read: memory stays bounded, and a
+# single file this large is rarely prose (logs, dumps, minified bundles). Settings.max_file_bytes.
+MAX_FILE_BYTES = 32 * 2**20
 
 
 @runtime_checkable
@@ -42,9 +45,15 @@ class PathSource:
     suffix in `suffixes` are taken.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike], suffixes: Iterable[str] = TEXT_SUFFIXES):
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike],
+        suffixes: Iterable[str] = TEXT_SUFFIXES,
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ):
         self.paths = [Path(p) for p in paths]
         self.suffixes = frozenset(suffixes)
+        self.max_file_bytes = max_file_bytes
         for path in self.paths:
             if not path.exists():
                 raise SourceNotFoundError(path)
@@ -64,14 +73,19 @@ class PathSource:
     def documents(self) -> Iterator[Document | Failure]:
         for file in self.files():
             try:
-                yield read_text_file(file)
+                yield read_text_file(file, self.max_file_bytes)
             except UnreadableDocumentError as exc:
                 yield Failure(item=str(file), reason=exc.reason)
 
 
-def read_text_file(path: Path) -> Document:
+def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
     """A UTF-8 text file as a Document whose id is its absolute path."""
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UnreadableDocumentError(
+                path, f"{size / 2**20:.0f} MiB, larger than max_file_bytes ({max_bytes / 2**20:.0f} MiB)"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
@@ -131,7 +145,7 @@ def _count(entry: Document | Source | Failure) -> int | None:
     return None
 
 
-def iter_documents(items: Item | Iterable[Item]) -> DocumentStream:
+def iter_documents(items: Item | Iterable[Item], max_file_bytes: int = MAX_FILE_BYTES) -> DocumentStream:
     """Documents (or failures) from a mix of items.
 
     Checks every item now (a missing path raises before anything is read); reads lazily.
@@ -143,7 +157,7 @@ def iter_documents(items: Item | Iterable[Item]) -> DocumentStream:
         if isinstance(item, (Document, Source)):
             resolved.append(item)
         elif isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).exists()):
-            resolved.append(PathSource([item]))
+            resolved.append(PathSource([item], max_file_bytes=max_file_bytes))
         elif isinstance(item, str) and _looks_like_path(item):
             raise SourceNotFoundError(item)
         elif isinstance(item, str):

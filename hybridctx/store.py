@@ -269,6 +269,9 @@ class ChunkStore:
         """(vector id, text) of every chunk, to rebuild the lexical index from."""
         yield from self._db.execute("SELECT vector_id, text FROM chunks ORDER BY vector_id")
 
+    def document_ids(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT id FROM documents ORDER BY id")]
+
     def counts(self) -> tuple[int, int]:
         """Number of documents and chunks."""
         docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]

@@ -138,9 +138,10 @@ def _line_segments(text: str) -> list[tuple[int, int]]:
     start = 0
     while start < len(text):
         end = min(len(text), start + _SEGMENT_CHARS)
-        if end < len(text):
+        if end < len(text):  # cut after a line end, else after a space (a single huge line)
             newline = text.rfind("\n", start, end)
-            end = newline + 1 if newline > start else end
+            cut = newline if newline > start else text.rfind(" ", start, end)
+            end = cut + 1 if cut > start else end
         segments.append((start, end))
         start = end
     return segments
