@@ -196,6 +196,20 @@ def ask(
 
 @app.command()
 @_friendly_errors
+def mcp(
+    kb: Path = KB_OPTION,
+    http: Optional[str] = typer.Option(None, "--http", help="Serve streamable HTTP at HOST:PORT instead of stdio"),
+    principal: Optional[str] = PRINCIPAL_OPTION,
+    allow_add: bool = typer.Option(False, "--allow-add", help="Offer the add_documents tool"),
+) -> None:
+    """Serve the knowledge base to agents over MCP: tools search, get_context, ask; documents as resources."""
+    from hybridctx_connectors.mcp import serve
+
+    serve(str(kb), principal=principal, http=http, allow_add=allow_add)
+
+
+@app.command()
+@_friendly_errors
 def compact(kb: Path = KB_OPTION) -> None:
     """Merge the dense index into one segment retrained on the current vectors (after many deletes or updates)."""
     with _open(kb, quiet=True) as pipe:

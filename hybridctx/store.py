@@ -269,6 +269,24 @@ class ChunkStore:
         """(vector id, text) of every chunk, to rebuild the lexical index from."""
         yield from self._db.execute("SELECT vector_id, text FROM chunks ORDER BY vector_id")
 
+    def visible_documents(self, principal: str | None) -> list[tuple[str, str]]:
+        """(id, source) of every document `principal` may read, by id."""
+        clauses, params = self._visibility(None, principal)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._db.execute(f"SELECT d.id, d.metadata FROM documents d{where} ORDER BY d.id", params)
+        return [(doc_id, str(json.loads(metadata).get("source", doc_id))) for doc_id, metadata in rows]
+
+    def document_chunks(self, doc_id: str, principal: str | None) -> list[Chunk]:
+        """The chunks of one document in text order; none if it is absent or `principal` may not read it."""
+        clauses, params = self._visibility(None, principal)
+        rows = self._db.execute(
+            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
+            + " AND ".join(["c.doc_id = ?", *clauses]) + " ORDER BY c.start",
+            [doc_id, *params],
+        ).fetchall()
+        chunks = self.chunks([r[0] for r in rows])
+        return [chunks[r[0]] for r in rows if r[0] in chunks]
+
     def document_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT id FROM documents ORDER BY id")]
 
