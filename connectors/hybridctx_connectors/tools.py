@@ -18,7 +18,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hybridctx import Document, Pipeline
+from hybridctx import Document, PackedContext, Pipeline
 from hybridctx.errors import HybridCtxError
 
 FilterValue = Union[str, int, float, bool, list[Union[str, int, float, bool]]]
@@ -118,9 +118,8 @@ class Toolbox:
     def get_context(self, args: GetContextArguments) -> dict[str, Any]:
         ctx = self.pipeline.pack(args.query, budget_tokens=args.budget_tokens, filters=args.filters,
                                  principal=self.principal)
-        documents = "".join(self.pipeline.packer.template.passage(p) for p in ctx.passages)
         return {
-            "context": documents,
+            "context": quoted_passages(self.pipeline, ctx),
             "passages": [{"id": p.number, "source": p.source, "lines": f"{p.start_line}-{p.end_line}",
                           "chunk_ids": p.chunk_ids} for p in ctx.passages],
             "token_count": ctx.token_count,
@@ -138,6 +137,12 @@ class Toolbox:
         report = self.pipeline.add([Document(id=d.id, text=d.text, metadata=d.metadata, acl=acl) for d in args.documents])
         return {"added": report.documents_added, "unchanged": report.documents_unchanged,
                 "failed": [f.model_dump() for f in report.failed]}
+
+
+def quoted_passages(pipeline: Pipeline, ctx: PackedContext) -> str:
+    """The packed passages as the prompt quotes them (delimited, with ids and sources), without
+    the instructions and the question: context for another model's prompt."""
+    return "".join(pipeline.packer.template.passage(p) for p in ctx.passages)
 
 
 def _error(message: str) -> str:
