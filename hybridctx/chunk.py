@@ -1,7 +1,9 @@
 """Chunk stage: split a document into token-bounded chunks at natural boundaries.
 
 Boundaries are tried from coarse to fine: blocks (paragraphs, headings, fenced code),
-then sentences, then lines, then a hard cut at a token boundary. Every chunk keeps its
+then sentences, then lines, then a hard cut at a token boundary. Source code (by the
+document's `suffix` metadata) is cut into top-level units instead (a definition with its
+decorators, comments and inner blank lines), then lines. Every chunk keeps its
 character offsets and line numbers in the source document, so citations can point back.
 """
 
@@ -22,6 +24,10 @@ _FENCE = re.compile(r"[ \t]*(```|~~~)")
 _HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
 _SENTENCE_GAP = re.compile(r"(?<=[.!?;])\s+")
 _LINE_GAP = re.compile(r"\s*\n\s*")
+CODE_SUFFIXES = frozenset(
+    ".py .pyi .js .jsx .ts .tsx .java .kt .scala .c .h .cc .cpp .hpp .cs .go .rs .rb .php .swift .sh .bash"
+    " .sql .r .jl .lua .pl .el .hs .ml .proto".split()
+)
 
 
 class Chunker(Protocol):
@@ -43,13 +49,11 @@ class StructuredChunker:
         if not text.strip():
             raise UnreadableDocumentError(document.metadata.get("source", document.id), "empty document")
         offsets = self.tokenizer.offsets(text)
-        pieces = [
-            piece
-            for block in structural_blocks(text)
-            for piece in _fit(text, block, offsets, self.max_tokens)
-        ]
+        code = document.metadata.get("suffix") in CODE_SUFFIXES
+        blocks, finest = (code_blocks(text), 1) if code else (structural_blocks(text), 0)  # code: no sentences
+        pieces = [piece for block in blocks for piece in _fit(text, block, offsets, self.max_tokens, finest)]
         counts = [offsets.count(*piece) for piece in pieces]
-        headings = [_HEADING.match(text, start) is not None for start, _ in pieces]
+        headings = [not code and _HEADING.match(text, start) is not None for start, _ in pieces]
         newlines = [m.start() for m in re.finditer("\n", text)]
         chunks = []
         for number, (first, last) in enumerate(
@@ -97,6 +101,23 @@ def structural_blocks(text: str) -> list[Span]:
     if block_start is not None:
         blocks.append((block_start, len(text)))
     return [span for span in (_trim(text, s) for s in blocks) if span[0] < span[1]]
+
+
+def code_blocks(text: str) -> list[Span]:
+    """Spans of top-level units of source code: a unit starts at an unindented line after a
+    blank one (a closing bracket continues the unit), so a definition keeps its decorators,
+    comments and inner blank lines."""
+    starts, pos, after_blank = [0], 0, True
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            if after_blank and pos and not line[0].isspace() and line[0] not in ")]}":
+                starts.append(pos)
+            after_blank = False
+        else:
+            after_blank = True
+        pos += len(line)
+    bounds = [*starts, len(text)]
+    return [span for span in (_trim(text, (a, b)) for a, b in zip(bounds, bounds[1:])) if span[0] < span[1]]
 
 
 def _trim(text: str, span: Span) -> Span:

@@ -89,19 +89,23 @@ def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if not data.strip():
-        raise UnreadableDocumentError(path, "empty file")
-    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
-        raise UnreadableDocumentError(path, "binary file (contains NUL bytes)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnreadableDocumentError(path, f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
     return Document(
         id=str(path.resolve()),
-        text=text,
+        text=decode_text(data, path),
         metadata={"source": str(path), "name": path.name, "suffix": path.suffix.lower()},
     )
+
+
+def decode_text(data: bytes, name: str | Path) -> str:
+    """The text of a file's bytes: refused when empty, binary or not UTF-8 (naming `name`)."""
+    if not data.strip():
+        raise UnreadableDocumentError(name, "empty file")
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        raise UnreadableDocumentError(name, "binary file (contains NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableDocumentError(name, f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
 
 
 def text_document(text: str) -> Document:

@@ -59,6 +59,8 @@ def test_documents_carry_source_offsets_and_scores_and_respect_the_principal():
     assert top.page_content == NOTES[1][1][top.metadata["start"] : top.metadata["end"]]
     assert top.metadata["rank"] == 1 and top.id == "fuse#0"
     assert "plan" not in {d.metadata["doc_id"] for d in docs}
+    exact = HybridCtxRetriever(pipeline=knowledge_base(), k=5).invoke(NOTES[4][1])  # its exact text as the query
+    assert "plan" not in {d.metadata["doc_id"] for d in exact}
     alice = HybridCtxRetriever(pipeline=knowledge_base(), k=5, principal="alice").invoke("Project Nightjar")
     assert alice[0].metadata["doc_id"] == "plan"
     filtered = HybridCtxRetriever(pipeline=knowledge_base(), k=5).invoke("relay", filters={"source": "notes/cabinet.md"})

@@ -46,6 +46,7 @@ async def exercise(session) -> dict:  # type: ignore[no-untyped-def]
     found = await session.call_tool("search", {"query": "ZR-118", "k": 5})
     context = await session.call_tool("get_context", {"query": "Why does the relay restart?", "budget_tokens": 600})
     secret = await session.call_tool("search", {"query": "Nightjar ships", "k": 5})
+    secret_context = await session.call_tool("get_context", {"query": SECRET, "budget_tokens": 600})
     smuggled = await session.call_tool("search", {"query": "Nightjar", "principal": "alice"})
     listing = await session.read_resource("hybridctx://documents")
     document = await session.read_resource("hybridctx://documents/relay")
@@ -54,6 +55,7 @@ async def exercise(session) -> dict:  # type: ignore[no-untyped-def]
         "found": json.loads(found.content[0].text),
         "context": json.loads(context.content[0].text),
         "secret": json.loads(secret.content[0].text),
+        "secret_context": json.loads(secret_context.content[0].text),
         "smuggled": smuggled,
         "listing": json.loads(listing.contents[0].text),
         "document": document.contents[0].text,
@@ -67,6 +69,7 @@ def check(seen: dict) -> None:
     assert seen["found"]["passages"][0]["doc_id"] == "relay"
     assert "45 seconds" in seen["context"]["context"] and seen["context"]["token_count"] <= 600
     assert all(p["doc_id"] != "nightjar" for p in seen["secret"]["passages"])
+    assert "Oslo" not in seen["secret_context"]["context"]  # its exact text as the query finds nothing of it
     smuggled = seen["smuggled"]  # the SDK drops the unknown argument; the principal stays bob
     assert smuggled.is_error or "nightjar" not in smuggled.content[0].text
     assert [d["id"] for d in seen["listing"]] == ["relay"]
