@@ -24,10 +24,10 @@ WRITER = textwrap.dedent(
     import sys
     sys.path.insert(0, sys.argv[2])
     from hybridctx import Pipeline
-    from test_concurrency import batch
-    with Pipeline.open(sys.argv[1], retrieval="dense", show_progress=False) as pipe:
-        for b in range(1, int(sys.argv[3])):
-            pipe.add(batch(b))  # one commit per batch
+    from test_concurrency import PER_BATCH, batch
+    with Pipeline.open(sys.argv[1], retrieval="dense", show_progress=False, commit_every_chunks=PER_BATCH + 1) as pipe:
+        # One add, holding the write lock throughout, committing after each batch and its status.
+        pipe.add([document for b in range(1, int(sys.argv[3])) for document in batch(b)])
     """
 )
 
@@ -95,13 +95,14 @@ def test_readers_see_whole_commits_while_a_writer_adds(tmp_path, embedder):
         for thread in threads:
             thread.start()
         refused = False
-        while writer.poll() is None and not refused:  # a second writer meanwhile is refused
-            try:
-                with pipe.kb.writer():
-                    pass  # took the lock between two of the writer's adds: try again
-            except KnowledgeBaseLockedError as exc:
-                refused = "another process" in str(exc)
-            time.sleep(0.02)
+        while writer.poll() is None and not refused:  # a second writer, once the writer holds the lock
+            if seen and max(seen) >= 2:
+                try:
+                    with pipe.kb.writer():
+                        raise AssertionError("a second writer got the lock while the first was adding")
+                except KnowledgeBaseLockedError as exc:
+                    refused = "another process" in str(exc)
+            time.sleep(0.05)
         for thread in threads:
             thread.join(timeout=300)
         assert writer.wait(timeout=300) == 0, writer.stderr.read()[-2000:]

@@ -138,11 +138,13 @@ def test_a_kill_at_a_random_moment_leaves_a_consistent_kb(tmp_path, embedder):
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait until two commits landed, then kill mid-run
-        if (kb / "chunks.sqlite").exists():
-            with sqlite3.connect(kb / "chunks.sqlite") as db:
+        try:
+            with sqlite3.connect(f"file:{kb / 'chunks.sqlite'}?mode=ro", uri=True) as db:
                 row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
             if row and int(row[0]) >= 2:
                 break
+        except sqlite3.OperationalError:
+            pass  # the child has not created the store (or its tables) yet
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
