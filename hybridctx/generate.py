@@ -118,6 +118,15 @@ class LlamaCppBackend:
                 self._vocab = self._load(vocab_only=True)
             return LlamaTokenCounter(self._llm or self._vocab)
 
+    def close(self) -> None:
+        """Free the loaded model (llama.cpp would otherwise free it during interpreter shutdown,
+        when its library may already be gone). Counters made before become unusable."""
+        with self._lock:
+            for model in (self._llm, self._vocab):
+                if model is not None:
+                    model.close()
+            self._llm = self._vocab = None
+
     def generate(self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0) -> Generation:
         with self._lock:
             if self._llm is None:

@@ -15,7 +15,6 @@ fall back to dense retrieval.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -130,13 +129,9 @@ class LexicalIndex:
             self._writer.rollback()
 
     def rebuild(self, chunks: Iterable[tuple[int, str]], generation: int) -> None:
-        """Replace everything with `chunks` (vector id, text), marked as `generation`."""
-        import tantivy
-
-        self.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
-        self._index = tantivy.Index(self._schema, path=str(self.path))
+        """Replace everything with `chunks` (vector id, text), marked as `generation`, in one
+        commit: readers see the old index or the new one, and no file is removed under them."""
+        self._open_writer().delete_all_documents()
         self.stage(add=chunks)
         self.commit(generation)
 

@@ -46,6 +46,7 @@ class Pipeline:
         self.settings = settings or Settings()
         self._embedder = embedder
         self._backend = backend
+        self._owns_backend = backend is None  # made here on first use: closed by close()
         # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
         self.embedding_model = embedder.name if embedder is not None else self.settings.embedding_model
         self.kb = KnowledgeBase.open(
@@ -226,6 +227,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.kb.close()
+        if self._owns_backend and isinstance(self._backend, LlamaCppBackend):
+            self._backend.close()
 
     def __enter__(self) -> Pipeline:
         return self

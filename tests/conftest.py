@@ -54,7 +54,9 @@ def backend():
     from hybridctx.generate import LlamaCppBackend
     from hybridctx.settings import default_cache_dir
 
-    return LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")
