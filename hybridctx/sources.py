@@ -81,11 +81,7 @@ class PathSource:
 def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
     """A UTF-8 text file as a Document whose id is its absolute path."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise UnreadableDocumentError(
-                path, f"{size / 2**20:.0f} MiB, larger than max_file_bytes ({max_bytes / 2**20:.0f} MiB)"
-            )
+        check_size(path, path.stat().st_size, max_bytes)
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
@@ -94,6 +90,14 @@ def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
         text=decode_text(data, path),
         metadata={"source": str(path), "name": path.name, "suffix": path.suffix.lower()},
     )
+
+
+def check_size(name: str | Path, size: int, max_bytes: int) -> None:
+    """Refuse a file over `max_bytes` before reading it (bounded memory)."""
+    if size > max_bytes:
+        raise UnreadableDocumentError(
+            name, f"{size / 2**20:.0f} MiB, larger than max_file_bytes ({max_bytes / 2**20:.0f} MiB)"
+        )
 
 
 def decode_text(data: bytes, name: str | Path) -> str:

@@ -17,7 +17,7 @@ from hybridctx import Pipeline
 from hybridctx.errors import HybridCtxError, ModelUnavailableError
 from hybridctx.schema import Chunk
 
-from hybridctx_connectors.tools import Toolbox
+from hybridctx_connectors.tools import Toolbox, describe_failure
 
 DOCUMENTS_URI = "hybridctx://documents"
 
@@ -93,10 +93,8 @@ def _tool_function(toolbox: Toolbox, name: str, model: Any):  # type: ignore[no-
     def tool(**arguments: Any) -> dict[str, Any]:
         try:
             return toolbox.run(name, arguments)
-        except ValidationError as exc:
-            raise ToolError(f"{name}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
-        except HybridCtxError as exc:
-            raise ToolError(f"{name}: {exc}") from exc
+        except (ValidationError, HybridCtxError) as exc:
+            raise ToolError(describe_failure(name, exc)) from exc
 
     tool.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter(

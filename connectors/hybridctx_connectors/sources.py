@@ -24,10 +24,11 @@ from typing import Any
 
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError, SourceNotFoundError, UnreadableDocumentError
 from hybridctx.schema import Document, Failure
-from hybridctx.sources import MAX_FILE_BYTES, SKIPPED_DIRS, TEXT_SUFFIXES, decode_text
+from hybridctx.sources import MAX_FILE_BYTES, SKIPPED_DIRS, TEXT_SUFFIXES, check_size, decode_text
 
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 PDF_SUFFIXES = frozenset({".pdf"})
+READABLE_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
 
 
 def _matches(relative: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -70,7 +71,6 @@ class FolderSource:
         if not self.root.is_dir():
             raise SourceNotFoundError(self.root)
         self.include, self.exclude, self.max_file_bytes = list(include), list(exclude), max_file_bytes
-        self.suffixes = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
 
     def documents(self) -> Iterator[Document | Failure]:
         for folder, dirs, names in os.walk(self.root):  # os.walk does not follow symlinked folders
@@ -78,14 +78,12 @@ class FolderSource:
             for name in sorted(names):
                 path = Path(folder, name)
                 relative = path.relative_to(self.root).as_posix()
-                if path.is_symlink() or path.suffix.lower() not in self.suffixes:
+                if path.is_symlink() or path.suffix.lower() not in READABLE_SUFFIXES:
                     continue
                 if not _matches(relative, self.include, self.exclude):
                     continue
                 try:
-                    size = path.stat().st_size
-                    if size > self.max_file_bytes:
-                        raise UnreadableDocumentError(path, f"larger than max_file_bytes ({self.max_file_bytes:,} bytes)")
+                    check_size(path, path.stat().st_size, self.max_file_bytes)
                     document = document_from_bytes(path.read_bytes(), str(path), {"name": name, "path": relative})
                     yield document.model_copy(update={"id": str(path.resolve())})
                 except OSError as exc:
@@ -149,19 +147,17 @@ class GitSource:
 
     def documents(self) -> Iterator[Document | Failure]:
         listing = self._git("ls-tree", "-r", "-z", "--long", self.commit).split(b"\x00")
-        suffixes = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
         for entry in filter(None, listing):
             meta, _, raw_path = entry.partition(b"\t")
             mode, kind, blob, size = meta.decode().split()
             path = raw_path.decode("utf-8", "replace")
-            if kind != "blob" or mode == "120000" or PurePosixPath(path).suffix.lower() not in suffixes:
+            if kind != "blob" or mode == "120000" or PurePosixPath(path).suffix.lower() not in READABLE_SUFFIXES:
                 continue  # submodules, symlinks, other files
             if not _matches(path, self.include, self.exclude):
                 continue
             name = f"{self.repository.name}@{self.commit[:12]}:{path}"
             try:
-                if int(size) > self.max_file_bytes:
-                    raise UnreadableDocumentError(name, f"larger than max_file_bytes ({self.max_file_bytes:,} bytes)")
+                check_size(name, int(size), self.max_file_bytes)
                 document = document_from_bytes(self._git("cat-file", "blob", blob), name, {
                     "path": path, "commit": self.commit, "author": self.author, "date": self.date,
                     "repository": str(self.repository),

@@ -96,11 +96,8 @@ class Toolbox:
             return json.dumps(self.run(name, parsed), ensure_ascii=False)
         except json.JSONDecodeError as exc:
             return _error(f"{name}: arguments are not valid JSON: {exc}")
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
-            return _error(f"{name}: {problems}")
-        except HybridCtxError as exc:
-            return _error(f"{name}: {exc}")
+        except (ValidationError, HybridCtxError) as exc:
+            return _error(describe_failure(name, exc))
 
     def run(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """The result of tool `name` (raises on bad arguments)."""
@@ -137,6 +134,15 @@ class Toolbox:
         report = self.pipeline.add([Document(id=d.id, text=d.text, metadata=d.metadata, acl=acl) for d in args.documents])
         return {"added": report.documents_added, "unchanged": report.documents_unchanged,
                 "failed": [f.model_dump() for f in report.failed]}
+
+
+def describe_failure(tool: str, exc: ValidationError | HybridCtxError) -> str:
+    """What went wrong in a tool call, naming the argument at fault, for the model to read."""
+    if isinstance(exc, ValidationError):
+        return f"{tool}: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+    return f"{tool}: {exc}"
 
 
 def quoted_passages(pipeline: Pipeline, ctx: PackedContext) -> str:
