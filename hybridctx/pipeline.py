@@ -17,15 +17,18 @@ from pydantic import ValidationError
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
 from hybridctx.errors import InvalidArgumentError
-from hybridctx.generate import Backend, LlamaCppBackend, cite
+from hybridctx.generate import Backend, LlamaCppBackend, cite, unsupported_citations
 from hybridctx.indexing import Indexer
 from hybridctx.kb import KnowledgeBase
 from hybridctx.pack import Packer, PackSession
 from hybridctx.retrieve import DenseRetriever, HybridRetriever, LexicalRetriever, Retriever
+from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
 from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
-from hybridctx.settings import Settings
+from hybridctx.settings import Settings, Strategy
 from hybridctx.sources import Item, iter_documents
+from hybridctx.synthesis import FACTS_TEMPLATE, Synthesizer, self_route
 from hybridctx.tokens import HFTokenizer
+from hybridctx.vllm_backend import VLLMBackend, VLLMSettings
 
 
 class Pipeline:
@@ -96,9 +99,14 @@ class Pipeline:
     def backend(self) -> Backend:
         if self._backend is None:
             s = self.settings
-            self._backend = LlamaCppBackend(
-                cache_dir=s.cache_dir, context_window=s.context_window, threads=s.generator_threads
-            )
+            if isinstance(s.backend, VLLMSettings):
+                self._backend = VLLMBackend(s.backend)
+            elif isinstance(s.backend, OpenAISettings):
+                self._backend = OpenAICompatibleBackend(s.backend)
+            else:
+                self._backend = LlamaCppBackend(
+                    cache_dir=s.cache_dir, context_window=s.context_window, threads=s.generator_threads
+                )
         return self._backend
 
     @cached_property
@@ -114,6 +122,13 @@ class Pipeline:
     @cached_property
     def packer(self) -> Packer:
         return Packer(self.backend.token_counter(), near_duplicate_threshold=self.settings.near_duplicate_threshold)
+
+    @cached_property
+    def synthesizer(self) -> Synthesizer:
+        facts_packer = Packer(
+            self.backend.token_counter(), FACTS_TEMPLATE, near_duplicate_threshold=self.settings.near_duplicate_threshold
+        )
+        return Synthesizer(self.backend, facts_packer, self.packer.template)
 
     # -- public API ------------------------------------------------------------------
     def add(self, items: Item | Iterable[Item]) -> AddReport:
@@ -162,18 +177,25 @@ class Pipeline:
         reserve = s.max_new_tokens if max_new_tokens is None else max_new_tokens
         whole_corpus = False
         if hits is None:
-            k = s.k
-            chunks, tokens = self.kb.store.visible_size(filters, principal)
-            # Token counts are the embedding model's; the packer decides with the reader's.
-            if 0 < chunks and tokens <= 1.5 * budget:
-                k, whole_corpus = max(k, chunks), True
-            hits = self.retrieve(query, k=k, filters=filters, principal=principal)
+            hits, whole_corpus = self._candidates(query, budget, filters, principal)
         context = self.packer.pack(
             query, hits, budget, reserve_tokens=reserve, ordering=ordering or s.ordering, session=session
         )
         if whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
             context = context.model_copy(update={"route": "whole_corpus"})
         return context
+
+    def _candidates(
+        self, query: str, budget: int, filters: Mapping[str, Any] | None, principal: str | None
+    ) -> tuple[list[Hit], bool]:
+        """A generous retrieval; everything the principal may read when it is about the budget's size."""
+        k = self.settings.k
+        chunks, tokens = self.kb.store.visible_size(filters, principal)
+        # Token counts are the embedding model's; the packer decides with the reader's.
+        whole_corpus = 0 < chunks and tokens <= 1.5 * budget
+        if whole_corpus:
+            k = max(k, chunks)
+        return self.retrieve(query, k=k, filters=filters, principal=principal), whole_corpus
 
     def ask(
         self,
@@ -185,12 +207,38 @@ class Pipeline:
         temperature: float = 0.0,
         *,
         ordering: Ordering | None = None,
+        strategy: Strategy | None = None,
     ) -> Answer:
-        """Retrieve, pack and generate; the backend refuses a prompt that overflows its window."""
-        context = self.pack(
-            query, budget_tokens, filters=filters, principal=principal, ordering=ordering, max_new_tokens=max_new_tokens
-        )
-        return self.generate(context, max_new_tokens=max_new_tokens, temperature=temperature)
+        """Retrieve, pack and generate; the backend refuses a prompt that overflows its window.
+
+        `strategy` (default `settings.strategy`): "direct" answers from one packed prompt;
+        "synthesis" lists the facts with their passages first, over several windows when the
+        retrieved material exceeds one (map-reduce); "self_route" answers directly and, when
+        the model says the documents do not contain the answer, again by synthesis over the
+        model's whole window (`Answer.escalated`).
+        """
+        strategy = strategy or self.settings.strategy
+        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+
+        def direct() -> Answer:
+            context = self.pack(
+                query, budget_tokens, filters=filters, principal=principal, ordering=ordering, max_new_tokens=max_new
+            )
+            return self.generate(context, max_new_tokens=max_new, temperature=temperature)
+
+        def synthesis(budget: int) -> Answer:
+            hits, _ = self._candidates(query, budget, filters, principal)
+            return self.synthesizer.answer(
+                query, hits, budget, max_new, max_windows=self.settings.max_windows, temperature=temperature
+            )
+
+        if strategy == "direct":
+            return direct()
+        if strategy == "synthesis":
+            return synthesis(self.settings.budget_tokens if budget_tokens is None else budget_tokens)
+        if strategy == "self_route":
+            return self_route(direct, lambda: synthesis(self.backend.context_window))
+        raise InvalidArgumentError(f"strategy must be direct, synthesis or self_route, got {strategy!r}")
 
     def session(
         self, filters: Mapping[str, Any] | None = None, principal: str | None = None, ordering: Ordering | None = None
@@ -209,6 +257,7 @@ class Pipeline:
             citations=cite(generation.text, context),
             context=context,
             usage=generation.usage,
+            unsupported_citations=unsupported_citations(generation.text, context),
         )
 
     def rebuild_index(self) -> str:
@@ -227,8 +276,9 @@ class Pipeline:
 
     def close(self) -> None:
         self.kb.close()
-        if self._owns_backend and isinstance(self._backend, LlamaCppBackend):
-            self._backend.close()
+        close_backend = getattr(self._backend, "close", None)
+        if self._owns_backend and close_backend is not None:
+            close_backend()
 
     def __enter__(self) -> Pipeline:
         return self

@@ -131,15 +131,41 @@ class Citation(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int
     generated_tokens: int
-    cached_tokens: int | None = None
+    cached_tokens: int | None = Field(None, description="Prompt tokens served from the backend's prefix cache")
     seconds: float = Field(0.0, description="Wall time of the whole call: prompt processing and generation")
+    first_token_seconds: float | None = Field(None, description="Time to the first generated token, when measured")
+
+
+class Fact(BaseModel):
+    """A fact the model listed before answering, with the passages it cited for it."""
+
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+
+
+Route = Literal["direct", "synthesis", "map_reduce"]
 
 
 class Answer(BaseModel):
+    """The model's answer, its checked citations, and how it was reached.
+
+    `route`: "direct" (one prompt), "synthesis" (facts listed with their passages, then the
+    answer) or "map_reduce" (facts extracted from several windows, then reduced to one
+    answer; `windows` holds their contexts and `context` the reduce prompt, whose passages
+    are the facts). `escalated`: self-routing found the cheap answer wanting and answered
+    again with the model's whole window. `unsupported_citations`: passage numbers the model
+    cited that were not in its prompt (dropped from `citations`).
+    """
+
     text: str
     citations: list[Citation]
     context: PackedContext
     usage: Usage
+    route: Route = "direct"
+    escalated: bool = False
+    facts: list[Fact] = Field(default_factory=list)
+    unsupported_citations: list[int] = Field(default_factory=list)
+    windows: list[PackedContext] = Field(default_factory=list)
 
 
 class Failure(BaseModel):

@@ -7,8 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybridctx.openai_backend import OpenAISettings
 from hybridctx.schema import Ordering
 from hybridctx.sources import MAX_FILE_BYTES
+from hybridctx.vllm_backend import VLLMSettings
+
+Strategy = Literal["direct", "synthesis", "self_route"]
 
 
 def default_cache_dir() -> Path:
@@ -68,17 +72,36 @@ class Settings(BaseModel):
         0.8, gt=0.0, le=1.0, description="Word 3-gram Jaccard at which passages count as near copies; None: off"
     )
     max_new_tokens: int = Field(200, ge=1)
+    strategy: Strategy = Field(
+        "direct", description="How `ask` answers: direct; synthesis (list the facts with their passages, then "
+        "answer; map-reduce over windows when the material exceeds the window); self_route (direct at "
+        "budget_tokens, escalating to synthesis over the model's whole window when the documents seem not to say)",
+    )
+    max_windows: int = Field(8, ge=1, description="Map-reduce: at most this many windows per question")
+    backend: VLLMSettings | OpenAISettings | None = Field(
+        None, discriminator="kind", description="The generating model: None for the embedded one, or vLLM "
+        "settings, or an OpenAI-compatible server's",
+    )
     context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
     generator_threads: int | None = Field(None, description="CPU threads of the embedded model")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     show_progress: bool = True
 
+    @property
+    def window_tokens(self) -> int:
+        """The generating model's context window."""
+        if isinstance(self.backend, VLLMSettings):
+            return self.backend.max_model_len
+        if isinstance(self.backend, OpenAISettings):
+            return self.backend.context_window
+        return self.context_window
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
-        if self.budget_tokens > self.context_window:
-            raise ValueError("budget_tokens must fit in context_window")
+        if self.budget_tokens > self.window_tokens:
+            raise ValueError(f"budget_tokens must fit in the model's context window ({self.window_tokens})")
         if self.dense_weight + self.lexical_weight == 0:
             raise ValueError("dense_weight and lexical_weight cannot both be 0")
         if self.max_new_tokens >= self.budget_tokens:

@@ -107,20 +107,25 @@ class TokenOffsets:
 
 
 class HFTokenizer:
-    """A Hugging Face `tokenizers` tokenizer loaded from a local `tokenizer.json`."""
+    """A Hugging Face `tokenizers` tokenizer loaded from a local `tokenizer.json`.
 
-    def __init__(self, tokenizer_json: Path) -> None:
+    `add_special_tokens=True` counts what a model server reads for a plain prompt (e.g. a BOS
+    token); the chunker counts text alone.
+    """
+
+    def __init__(self, tokenizer_json: Path, add_special_tokens: bool = False) -> None:
         from tokenizers import Tokenizer
 
         self._tok = Tokenizer.from_file(str(tokenizer_json))
         self._tok.no_truncation()
         self._tok.no_padding()
+        self._special = add_special_tokens
 
     def count(self, text: str) -> int:
-        return len(self._tok.encode(text, add_special_tokens=False).ids)
+        return len(self._tok.encode(text, add_special_tokens=self._special).ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=self._special)]
 
     def offsets(self, text: str) -> TokenOffsets:
         segments = _line_segments(text)

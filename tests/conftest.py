@@ -80,9 +80,10 @@ def open_pipe(tmp_path, embedder, backend):
 
     opened = []
 
-    def make(name: str = "kb", **overrides):
+    def make(name: str = "kb", generator=None, **overrides):
+        """`generator`: a backend other than the embedded model's."""
         overrides.setdefault("show_progress", False)
-        pipe = Pipeline.open(tmp_path / name, embedder=embedder, backend=backend, **overrides)
+        pipe = Pipeline.open(tmp_path / name, embedder=embedder, backend=generator or backend, **overrides)
         opened.append(pipe)
         return pipe
 

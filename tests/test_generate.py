@@ -71,13 +71,13 @@ def test_prompt_longer_than_the_window_is_refused(backend):
 
 @pytest.mark.slow
 def test_embedded_model_is_assembled_once_into_the_cache(tmp_path):
-    from hybridctx.generate import EMBEDDED_MODEL_FILE, prepare_embedded_model
+    from hybridctx.models import EMBEDDED_GGUF, embedded_gguf
 
-    path = prepare_embedded_model(tmp_path)
-    assert path == tmp_path / "models" / EMBEDDED_MODEL_FILE
+    path = embedded_gguf(tmp_path)
+    assert path == tmp_path / "models" / EMBEDDED_GGUF
     assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 200_000_000
     stamp = path.stat().st_mtime_ns
-    assert prepare_embedded_model(tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert embedded_gguf(tmp_path) == path and path.stat().st_mtime_ns == stamp
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 
 

