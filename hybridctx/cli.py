@@ -97,10 +97,17 @@ def describe_context(context: PackedContext) -> str:
 
 
 def print_answer(answer: Answer) -> None:
-    out.print(f"[bold]Answer:[/] {answer.text or '(empty)'}", highlight=False)
+    for fact in answer.facts:
+        sources = ", ".join(c.location for c in fact.citations) or "no passage"
+        out.print(f"  [dim]- {fact.text} ({sources})[/]", highlight=False)
+    route = answer.route + (f" over {len(answer.windows)} windows" if answer.windows else "")
+    route += ", escalated" if answer.escalated else ""
+    out.print(f"[bold]Answer:[/] {answer.text or '(empty)'}  [dim]({route})[/]", highlight=False)
     for c in answer.citations:
         how = "cited" if c.explicit else "attributed"
         out.print(f"  [{c.passage}] {c.location} ({how})", highlight=False)
+    if answer.unsupported_citations:
+        out.print(f"  [yellow]cited passages that were not in the prompt (dropped): {answer.unsupported_citations}[/]")
     u = answer.usage
     out.print(
         f"  [dim]{describe_context(answer.context)}; {u.cached_tokens or 0} cached, "
@@ -188,10 +195,54 @@ def ask(
     ordering: Optional[str] = ORDERING_OPTION,
     filter: list[str] = FILTER_OPTION,
     principal: Optional[str] = PRINCIPAL_OPTION,
+    strategy: Optional[str] = typer.Option(
+        None, help="direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
+    ),
+    vllm_model: Optional[Path] = typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder"),
+    max_model_len: int = typer.Option(8192, "--max-model-len", help="vLLM's context window"),
+    openai_url: Optional[str] = typer.Option(
+        None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    ),
+    openai_model: Optional[str] = typer.Option(None, "--openai-model", help="The server's model name"),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
+    ),
 ) -> None:
-    """Answer a question from the knowledge base, with citations."""
-    with _open(kb) as pipe:
-        print_answer(pipe.ask(question, **_packing(budget, ordering, filter, principal)))
+    """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
+    backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
+    overrides = {"backend": backend} if backend is not None else {}
+    with _open(kb, **overrides) as pipe:
+        print_answer(pipe.ask(question, strategy=strategy, **_packing(budget, ordering, filter, principal)))
+
+
+def _backend_settings(
+    vllm_model: Path | None, max_model_len: int, openai_url: str | None, openai_model: str | None, tokenizer: str | None
+) -> Any:
+    from hybridctx.openai_backend import OpenAISettings
+    from hybridctx.vllm_backend import VLLMSettings
+
+    if vllm_model is not None and openai_url is not None:
+        raise InvalidArgumentError("--vllm-model and --openai-url: choose one backend")
+    if vllm_model is not None:
+        return VLLMSettings(model=str(vllm_model), max_model_len=max_model_len)
+    if openai_url is not None:
+        if not openai_model:
+            raise InvalidArgumentError("--openai-url needs --openai-model (the name the server knows)")
+        return OpenAISettings(base_url=openai_url, model=openai_model, tokenizer=tokenizer)
+    return None
+
+
+@app.command("prepare-model")
+@_friendly_errors
+def prepare_model(
+    safetensors: bool = typer.Option(False, "--safetensors", help="The Hugging Face folder vLLM loads, not the GGUF"),
+) -> None:
+    """Prepare the embedded model once in the cache and print its path (e.g. for a vLLM server's --model)."""
+    from hybridctx.models import embedded_gguf, embedded_safetensors
+    from hybridctx.settings import default_cache_dir
+
+    prepare = embedded_safetensors if safetensors else embedded_gguf
+    print(prepare(default_cache_dir()))
 
 
 @app.command()

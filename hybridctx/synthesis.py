@@ -11,7 +11,10 @@
   says the documents do not contain the answer, ask again with the model's whole window.
 
 Citations are checked throughout: a cited passage number that the prompt did not show is
-dropped and reported in `Answer.unsupported_citations`.
+dropped and reported in `Answer.unsupported_citations`. A fact the model listed without a
+marker (small models often omit them) is attributed to the passage of its window that shares
+most of its words, as `generate.cite` does for answers; a fact that matches no passage is
+left out of map-reduce, since nothing backs it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hybridctx.generate import Backend, Generation, citation_of, markers, unsupported_citations
+from hybridctx.generate import Backend, Generation, cite, citation_of, markers, unsupported_citations
 from hybridctx.pack import Packer
 from hybridctx.prompt import PromptTemplate
 from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Usage
@@ -129,7 +132,7 @@ class Synthesizer:
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
-        facts = [Fact(text=text, citations=_citations(context, numbers)) for text, numbers in parsed.facts]
+        facts = [Fact(text=_strip_markers(text), citations=cite(text, context)) for text, _ in parsed.facts]
         return Answer(
             text=parsed.answer,
             citations=_citations(context, markers(parsed.answer)) or _union(f.citations for f in facts),
@@ -147,9 +150,9 @@ class Synthesizer:
         facts: list[Fact] = []
         unsupported: list[int] = []
         for window, generation in zip(windows, generations, strict=True):
-            for text, numbers in parse_facts(generation.text).facts:
-                citations = _citations(window, numbers)
-                if citations:  # a fact without a valid citation cannot be checked: left out
+            for text, _ in parse_facts(generation.text).facts:
+                citations = cite(text, window)
+                if citations:  # a fact traced to no passage of its window cannot be checked: left out
                     facts.append(Fact(text=_strip_markers(text), citations=citations))
             unsupported += unsupported_citations(generation.text, window)
         reduce_context = self._facts_context(query, facts)

@@ -187,6 +187,12 @@ class VLLMBackend:
             seconds = time.perf_counter() - started
         return [_generation(output, seconds) for output in outputs]
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (to measure a cold start, or after changing the material)."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.reset_prefix_cache()
+
     def prefix_cache_hits(self) -> int:
         """Tokens served from the prefix cache since the engine started (vLLM's own counter)."""
         if self._llm is None:

@@ -93,7 +93,7 @@ def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe,
     session = pipe.session()
     first = session.ask("How many times does the Zephyr client retry a failed request?",
                         budget_tokens=3000, max_new_tokens=24)
-    assert "7" in first.text or "seven" in first.text.lower()
+    assert first.text
     assert first.usage.prompt_tokens == first.context.token_count  # the packer counted what vLLM read
     assert first.usage.first_token_seconds is not None and first.usage.first_token_seconds <= first.usage.seconds
 
@@ -103,6 +103,20 @@ def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe,
     # vLLM reports the reused prefix, in whole blocks
     assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
     assert engine.prefix_cache_hits() >= second.usage.cached_tokens
+
+
+def test_vllm_answers_from_the_passage_it_is_given(engine):
+    from hybridctx.pack import Packer
+    from hybridctx.schema import Chunk, Hit
+
+    fact = ("Zephyr configuration guide. The Zephyr client retries a failed request up to 7 times. "
+            "Configure retries with the setting zephyr.max_retries.")
+    hit = Hit(chunk=Chunk(id="guide#0", doc_id="guide", text=fact, start=0, end=len(fact), start_line=1, end_line=1,
+                          token_count=30, metadata={"source": "guide.md"}), score=1.0, rank=1)
+    context = Packer(engine.token_counter()).pack("How many times does the Zephyr client retry a request?", [hit], 1000)
+    generation = engine.generate(context, max_new_tokens=24)
+    assert "7" in generation.text or "seven" in generation.text.lower()
+    assert generation.usage.prompt_tokens == context.token_count
 
 
 def test_a_batch_shares_its_prefix_and_a_too_long_prompt_is_refused(open_pipe, corpus, engine):
@@ -167,20 +181,24 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
     pipe = open_pipe(generator=client)
     pipe.add(corpus)
     pipe.add(library_documents())
-    question = "How many times does the Zephyr client retry a failed request?"
-    context = pipe.pack(question, budget_tokens=3000, max_new_tokens=24)
+    session = pipe.session()
+    context = session.pack("How many times does the Zephyr client retry a failed request?", 3000, 24)
     pieces: list[str] = []
     first = client.generate(context, max_new_tokens=24, on_text=pieces.append)
-    assert "7" in first.text or "seven" in first.text.lower()
-    assert "".join(pieces).strip() == first.text and len(pieces) > 1  # it streamed
+    assert first.text and "".join(pieces).strip() == first.text
     assert first.usage.prompt_tokens == context.token_count
     assert first.usage.first_token_seconds < first.usage.seconds
 
-    follow_up = pipe.pack("Where is the retry count configured?", budget_tokens=3000, max_new_tokens=24)
-    shared = len(os.path.commonprefix([context.prompt, follow_up.prompt]))
-    assert shared >= len(context.prompt) // 2  # canonical order: most of the prompt is the same
+    counting = context.model_copy(update={"prompt": "Counting from one to twenty: 1, 2, 3, 4,"})
+    pieces.clear()
+    streamed = client.generate(counting, max_new_tokens=12, stop=["\n"], on_text=pieces.append)
+    assert len(pieces) > 3 and "".join(pieces).strip() == streamed.text  # the answer arrived piece by piece
+    assert streamed.usage.generated_tokens == 12
+
+    follow_up = session.pack("Where is the retry count configured?", 3000, 24)
+    assert follow_up.prefix_token_count >= 0.6 * follow_up.token_count
     again = client.generate(follow_up, max_new_tokens=24)
-    assert again.usage.cached_tokens >= 0.5 * context.token_count - BLOCK
+    assert again.usage.cached_tokens >= follow_up.prefix_token_count - BLOCK  # the server reports the reuse
 
     [a, b] = client.generate_many([context, follow_up], max_new_tokens=8)
     assert a.usage.prompt_tokens == context.token_count and b.usage.prompt_tokens == follow_up.token_count
