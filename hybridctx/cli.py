@@ -1,4 +1,4 @@
-"""The `hybridctx` command line: index, search, pack, ask, demo.
+"""The `hybridctx` command line: index, search, pack, ask, eval, mcp, compact, demo.
 
 Exit codes: 0 success; 1 indexing finished but some items failed (listed); 2 bad input or
 an unusable knowledge base (message on stderr, no traceback).
@@ -257,6 +257,56 @@ def mcp(
     from hybridctx_connectors.mcp import serve
 
     serve(str(kb), principal=principal, http=http, allow_add=allow_add)
+
+
+def _csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[Any] | None:
+    if value is None:
+        return None
+    try:
+        return [convert(part.strip()) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"{option} {value!r}: expected a comma-separated list") from None
+
+
+@app.command("eval")
+@_friendly_errors
+def evaluate(
+    quick: bool = typer.Option(False, "--quick", help="Small haystacks and budgets: a few minutes on a CPU"),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks (default: all)"),
+    lengths: Optional[str] = typer.Option(None, help="Haystack lengths in tokens, e.g. 8000,32000,128000"),
+    budgets: Optional[str] = typer.Option(None, help="Prompt budgets compared, e.g. 4000,16000,64000"),
+    depths: Optional[str] = typer.Option(None, help="Single-needle depths, e.g. 0,0.5,1"),
+    haystack: Optional[Path] = typer.Option(None, help="A folder of your own documents as the haystack"),
+    answers: bool = typer.Option(False, "--answers", help="Also ask the embedded model (answer level)"),
+    answer_budgets: Optional[str] = typer.Option(None, "--answer-budgets", help="Budgets of answer-level runs"),
+    seed: int = typer.Option(0),
+    out_dir: Path = typer.Option(Path("eval-results"), "--out", help="Where results.json and the plots go"),
+) -> None:
+    """Needle, multi-needle, hard-distractor and RULER-style evaluations of top-5 RAG, long-context
+    stuffing and hybridctx at the same budgets; a table, results.json and plots."""
+    from pydantic import ValidationError
+
+    from hybridctx.evals import EvalConfig, report, run_eval
+
+    given = {
+        "tasks": _csv(tasks, str, "--tasks"), "lengths": _csv(lengths, int, "--lengths"),
+        "budgets": _csv(budgets, int, "--budgets"), "depths": _csv(depths, float, "--depths"),
+        "answer_budgets": _csv(answer_budgets, int, "--answer-budgets"), "haystack": haystack,
+    }
+    overrides = {key: value for key, value in given.items() if value is not None}
+    try:
+        config = (EvalConfig.quick if quick else EvalConfig)(answers=answers, seed=seed, **overrides)
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"eval: {exc}") from exc
+    if haystack is not None and not haystack.is_dir():
+        raise InvalidArgumentError(f"--haystack {haystack}: not a folder")
+    result = run_eval(config)
+    out.print(report.table(result, "context"))
+    if config.answers:
+        out.print(report.table(result, "answer"))
+    for path in report.write(result, out_dir):
+        out.print(f"wrote {path}", highlight=False)
+    out.print(f"[dim]{len(result.records)} measurements in {result.seconds:.0f} s[/]")
 
 
 @app.command()

@@ -1,0 +1,204 @@
+"""Run the evaluation: plant every task's facts into haystacks of the chosen lengths, then
+measure, for each strategy at each token budget, whether the facts reach the prompt
+(context level, no LLM) and, optionally, whether the model's answer names them (answer level).
+
+Strategies, all at the same token budget:
+- `top5`: classic RAG, the 5 best chunks (hybrid retrieval) packed.
+- `stuffing`: the first tokens of the haystack, as a long-context-only system reads it.
+- `hybridctx`: generous hybrid recall packed by hybridctx (or the whole corpus when it fits).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from hybridctx.evals.tasks import (
+    GENERATORS, TASKS, Case, TaskName, TaskRandom, aggregation_case, cut_haystack, plant_at_depths,
+)
+from hybridctx.haystack import paul_graham_essays
+from hybridctx.pipeline import Pipeline
+from hybridctx.schema import Chunk, Document, Hit, PackedContext
+from hybridctx.sources import iter_documents
+
+StrategyName = Literal["top5", "stuffing", "hybridctx"]
+STRATEGIES: tuple[StrategyName, ...] = ("top5", "stuffing", "hybridctx")
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskName] = Field(default_factory=lambda: list(TASKS))
+    lengths: list[int] = Field([8_000, 32_000, 128_000], description="Haystack lengths, in the reader's tokens")
+    budgets: list[int] = Field([4_000, 16_000, 64_000], description="Prompt budgets compared")
+    depths: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], description="Needle depths of the single-needle task")
+    strategies: list[StrategyName] = Field(default_factory=lambda: list(STRATEGIES))
+    answers: bool = Field(False, description="Also ask the model (answer level)")
+    answer_budgets: list[int] = Field([2_000], description="Budgets for answer-level runs (the model's window)")
+    answer_tokens: int = Field(64, ge=1)
+    k: int = Field(1000, ge=1, description="hybridctx's generous recall")
+    seed: int = 0
+    haystack: Path | None = Field(None, description="A folder of the user's documents; default: Paul Graham's essays")
+
+    @classmethod
+    def quick(cls, **overrides) -> EvalConfig:
+        """A few minutes on a CPU: small haystacks, three depths."""
+        return cls(**{"lengths": [2_000, 8_000], "budgets": [1_000, 4_000], "depths": [0.0, 0.5, 1.0],
+                      "answer_budgets": [1_000], **overrides})
+
+
+class Record(BaseModel):
+    """One measurement: a case, under one strategy and budget, in a haystack of one length."""
+
+    task: TaskName
+    question: str
+    length: int
+    budget: int
+    strategy: StrategyName
+    depths: list[float]
+    context_score: float
+    prompt_tokens: int
+    needle_positions: list[float | None] = Field(description="Where each needle sits in the prompt, 0..1; None: absent")
+    answer_score: float | None = None
+    distractor_score: float | None = None
+    answer: str | None = None
+    seconds: float = 0.0
+
+
+class EvalResult(BaseModel):
+    config: EvalConfig
+    records: list[Record]
+    seconds: float
+
+
+def run_eval(config: EvalConfig, pipeline_factory=None, show_progress: bool = True) -> EvalResult:
+    """Run `config`. `pipeline_factory(folder) -> Pipeline` makes the KB of each haystack
+    (default: `Pipeline.open(folder, k=config.k)` with the embedded models)."""
+    started = time.perf_counter()
+    factory = pipeline_factory or (lambda folder: Pipeline.open(folder, show_progress=False, k=config.k))
+    source = _source_documents(config.haystack)
+    rng = TaskRandom(config.seed)
+    records: list[Record] = []
+    per_length = sum(len(config.depths) if t == "needle" else 1 for t in config.tasks)
+    with tempfile.TemporaryDirectory(prefix="hybridctx-eval-") as tmp, tqdm(
+        total=per_length * len(config.lengths), desc="eval", unit="case", disable=not show_progress
+    ) as bar:
+        for length in config.lengths:
+            # One KB per haystack: all fact tasks planted together (each one's facts are noise to
+            # the others), and the word list of the aggregation task on its own.
+            fact_cases = [c for t in config.tasks if t != "aggregation" for c in GENERATORS[t](rng, config.depths)]
+            jobs = ([fact_cases] if fact_cases else []) + ([[]] if "aggregation" in config.tasks else [])
+            for index, cases in enumerate(jobs):
+                pipe = factory(Path(tmp) / f"kb-{length}-{index}")
+                try:
+                    counter = pipe.packer.counter
+                    if cases:
+                        documents = _planted_haystack(source, counter, length, cases)
+                    else:
+                        case, document = aggregation_case(rng, counter, length)
+                        documents, cases = [document], [case]
+                    pipe.add(documents)
+                    for case in cases:
+                        records += _measure(pipe, case, documents, length, config)
+                        bar.update(1)
+                finally:
+                    pipe.close()
+    return EvalResult(config=config, records=records, seconds=time.perf_counter() - started)
+
+
+def _source_documents(folder: Path | None) -> list[Document]:
+    if folder is None:
+        return paul_graham_essays()
+    return [d for d in iter_documents(folder, 32 * 1024 * 1024) if isinstance(d, Document)]
+
+
+def _planted_haystack(source: list[Document], counter, length: int, cases: list[Case]) -> list[Document]:
+    haystack = cut_haystack(source, counter, length)
+    sentences = [(s, d) for c in cases for s, d in zip(c.needles, c.depths)]
+    sentences += [(s, random.Random(s).random()) for c in cases for s in c.distractors]
+    return plant_at_depths(haystack, sentences)
+
+
+def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, config: EvalConfig) -> list[Record]:
+    records = []
+    for budget in config.budgets:
+        for strategy in config.strategies:
+            context = _context(pipe, strategy, case.question, haystack, budget)
+            records.append(_record(case, length, budget, strategy, context))
+    if config.answers:
+        for budget in config.answer_budgets:
+            for strategy in config.strategies:
+                started = time.perf_counter()
+                context = _context(pipe, strategy, case.question, haystack, budget, config.answer_tokens)
+                answer = pipe.generate(context, max_new_tokens=config.answer_tokens)
+                record = _record(case, length, budget, strategy, context)
+                records.append(record.model_copy(update={
+                    "answer": answer.text, "answer_score": case.answer_score(answer.text),
+                    "distractor_score": case.distractor_score(answer.text) if case.distractor_values else None,
+                    "seconds": time.perf_counter() - started,
+                }))
+    return records
+
+
+def _context(
+    pipe: Pipeline, strategy: StrategyName, question: str, haystack: list[Document], budget: int, reserve: int = 0
+) -> PackedContext:
+    if strategy == "top5":
+        return pipe.pack(question, budget, hits=pipe.retrieve(question, k=5), max_new_tokens=reserve)
+    if strategy == "stuffing":
+        return _stuffed(pipe, question, haystack, budget, reserve)
+    return pipe.pack(question, budget, max_new_tokens=reserve)  # generous recall (settings.k), or the whole corpus
+
+
+def _stuffed(pipe: Pipeline, question: str, haystack: list[Document], budget: int, reserve: int) -> PackedContext:
+    """The haystack's first tokens as one passage, cut to fill the budget."""
+    text = "\n\n".join(d.text for d in haystack)
+    counter = pipe.packer.counter
+    skeleton = counter.count(pipe.packer.template.render(question, [])) + 64  # header and joins, generously
+    cut = cut_haystack([Document(id="haystack", text=text)], counter, budget - reserve - skeleton)[0].text
+    chunk = Chunk(id="haystack#0", doc_id="haystack", text=cut, start=0, end=len(cut), start_line=1,
+                  end_line=cut.count("\n") + 1, token_count=0, metadata={"source": "haystack"})
+    return pipe.packer.pack(question, [Hit(chunk=chunk, score=1.0, rank=1)], budget, reserve_tokens=reserve)
+
+
+def _record(case: Case, length: int, budget: int, strategy: StrategyName, context: PackedContext) -> Record:
+    prompt = " ".join(context.prompt.split())
+    positions = []
+    for needle in case.needles:
+        at = prompt.find(" ".join(needle.split()))
+        positions.append(None if at < 0 else round(at / max(1, len(prompt)), 3))
+    return Record(
+        task=case.task, question=case.question, length=length, budget=budget, strategy=strategy,
+        depths=case.depths, context_score=case.context_score(context.prompt), prompt_tokens=context.token_count,
+        needle_positions=positions,
+    )
+
+
+def summary(result: EvalResult, level: Literal["context", "answer"] = "context") -> dict[tuple[str, str, int], float]:
+    """Mean score per (task, strategy, budget), at the largest haystack length."""
+    longest = max(result.config.lengths)
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for r in result.records:
+        score = r.context_score if level == "context" else r.answer_score
+        if r.length == longest and score is not None and (level == "answer") == (r.answer is not None):
+            groups.setdefault((r.task, r.strategy, r.budget), []).append(score)
+    return {key: sum(v) / len(v) for key, v in groups.items()}
+
+
+def sweep(result: EvalResult, strategy: str, budget: int, level: Literal["context", "answer"] = "context"
+          ) -> dict[tuple[float, int], float]:
+    """Single-needle score per (depth, haystack length): the needle heatmap's cells."""
+    cells: dict[tuple[float, int], list[float]] = {}
+    for r in result.records:
+        score = r.context_score if level == "context" else r.answer_score
+        if (r.task == "needle" and r.strategy == strategy and r.budget == budget and score is not None
+                and (level == "answer") == (r.answer is not None)):
+            cells.setdefault((r.depths[0], r.length), []).append(score)
+    return {key: sum(v) / len(v) for key, v in cells.items()}
+
