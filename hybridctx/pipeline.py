@@ -121,7 +121,10 @@ class Pipeline:
 
     @cached_property
     def packer(self) -> Packer:
-        return Packer(self.backend.token_counter(), near_duplicate_threshold=self.settings.near_duplicate_threshold)
+        return Packer(
+            self.backend.token_counter(), near_duplicate_threshold=self.settings.near_duplicate_threshold,
+            follow_up_share=self.settings.follow_up_share,
+        )
 
     @cached_property
     def synthesizer(self) -> Synthesizer:

@@ -71,6 +71,10 @@ class Settings(BaseModel):
     near_duplicate_threshold: float | None = Field(
         0.8, gt=0.0, le=1.0, description="Word 3-gram Jaccard at which passages count as near copies; None: off"
     )
+    follow_up_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="In a session, the share of the window kept for follow-ups' new passages: "
+        "the rest, the first question's passages, stays a cached prefix (lower: more reuse, less new room)",
+    )
     max_new_tokens: int = Field(200, ge=1)
     strategy: Strategy = Field(
         "direct", description="How `ask` answers: direct; synthesis (list the facts with their passages, then "

@@ -19,8 +19,9 @@ def table(result: EvalResult, level: Level = "context") -> Table:
     """Mean score per task and strategy (rows) and budget (columns), at the longest haystack."""
     scores = summary(result, level)
     budgets = sorted({b for _, _, b in scores})
+    lengths = [r.length for r in result.records if (level == "answer") == (r.answer is not None)]
     title = (f"{'Needles in the prompt' if level == 'context' else 'Values in the answer'} "
-             f"(haystack of {max(result.config.lengths):,} tokens)")
+             f"(haystack of {max(lengths, default=0):,} tokens)")
     grid = Table(title=title)
     grid.add_column("task")
     grid.add_column("strategy")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,7 @@ class EvalConfig(BaseModel):
     strategies: list[StrategyName] = Field(default_factory=lambda: list(STRATEGIES))
     answers: bool = Field(False, description="Also ask the model (answer level)")
     answer_budgets: list[int] = Field([2_000], description="Budgets for answer-level runs (the model's window)")
+    answer_lengths: list[int] | None = Field(None, description="Haystack lengths of answer-level runs; None: all")
     answer_tokens: int = Field(64, ge=1)
     k: int = Field(1000, ge=1, description="hybridctx's generous recall")
     seed: int = 0
@@ -131,7 +133,7 @@ def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, 
         for strategy in config.strategies:
             context = _context(pipe, strategy, case.question, haystack, budget)
             records.append(_record(case, length, budget, strategy, context))
-    if config.answers:
+    if config.answers and (config.answer_lengths is None or length in config.answer_lengths):
         for budget in config.answer_budgets:
             for strategy in config.strategies:
                 started = time.perf_counter()
@@ -158,13 +160,19 @@ def _context(
 
 def _stuffed(pipe: Pipeline, question: str, haystack: list[Document], budget: int, reserve: int) -> PackedContext:
     """The haystack's first tokens as one passage, cut to fill the budget."""
-    text = "\n\n".join(d.text for d in haystack)
     counter = pipe.packer.counter
     skeleton = counter.count(pipe.packer.template.render(question, [])) + 64  # header and joins, generously
-    cut = cut_haystack([Document(id="haystack", text=text)], counter, budget - reserve - skeleton)[0].text
+    room = (budget - reserve - skeleton) // 64 * 64  # rounded, so that the cut is shared by the questions
+    cut = _cut(tuple(d.text for d in haystack), counter, room)
     chunk = Chunk(id="haystack#0", doc_id="haystack", text=cut, start=0, end=len(cut), start_line=1,
                   end_line=cut.count("\n") + 1, token_count=0, metadata={"source": "haystack"})
     return pipe.packer.pack(question, [Hit(chunk=chunk, score=1.0, rank=1)], budget, reserve_tokens=reserve)
+
+
+@lru_cache(maxsize=64)
+def _cut(texts: tuple[str, ...], counter, tokens: int) -> str:
+    """The first `tokens` of the texts joined (cached: every question of a haystack asks it)."""
+    return cut_haystack([Document(id="haystack", text="\n\n".join(texts))], counter, tokens)[0].text
 
 
 def _record(case: Case, length: int, budget: int, strategy: StrategyName, context: PackedContext) -> Record:
@@ -181,12 +189,15 @@ def _record(case: Case, length: int, budget: int, strategy: StrategyName, contex
 
 
 def summary(result: EvalResult, level: Literal["context", "answer"] = "context") -> dict[tuple[str, str, int], float]:
-    """Mean score per (task, strategy, budget), at the largest haystack length."""
-    longest = max(result.config.lengths)
+    """Mean score per (task, strategy, budget), at the longest haystack measured at that level."""
+    measured = [r for r in result.records if (level == "answer") == (r.answer is not None)]
+    if not measured:
+        return {}
+    longest = max(r.length for r in measured)
     groups: dict[tuple[str, str, int], list[float]] = {}
-    for r in result.records:
+    for r in measured:
         score = r.context_score if level == "context" else r.answer_score
-        if r.length == longest and score is not None and (level == "answer") == (r.answer is not None):
+        if r.length == longest and score is not None:
             groups.setdefault((r.task, r.strategy, r.budget), []).append(score)
     return {key: sum(v) / len(v) for key, v in groups.items()}
 

