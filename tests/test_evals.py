@@ -37,6 +37,11 @@ def test_haystacks_are_cut_to_length_at_paragraph_ends(tokenizer):
     total = sum(tokenizer.count(d.text) for d in cut)
     assert 1500 - tokenizer.count(ESSAY[:500]) - 2 <= total <= 1500
     assert all(d.text.endswith(ESSAY[:500]) for d in cut)  # whole paragraphs only
+    # One paragraph longer than the haystack: cut at a word end instead of giving up.
+    [words] = cut_haystack([Document(id="one", text=ESSAY)], tokenizer, 300)
+    assert 290 <= tokenizer.count(words.text) <= 300 and ESSAY.startswith(words.text + " ")
+    with pytest.raises(InvalidArgumentError, match="haystack length 1"):
+        cut_haystack([Document(id="long", text="Supercalifragilistic " * 3)], tokenizer, 1)
 
 
 def test_generators_are_seeded_and_make_hard_tasks():

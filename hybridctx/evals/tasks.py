@@ -227,7 +227,8 @@ GENERATORS: dict[str, Callable[[TaskRandom, Sequence[float]], list[Case]]] = {
 
 # -- haystacks ---------------------------------------------------------------------------------
 def cut_haystack(documents: Sequence[Document], counter: TokenCounter, length: int) -> list[Document]:
-    """The first `length` tokens of the documents, in order, cut at a paragraph end."""
+    """The first `length` tokens of the documents, in order, cut at a paragraph end (at a word
+    end when not even the first paragraph fits)."""
     taken: list[Document] = []
     left = length
     for document in documents:
@@ -236,20 +237,27 @@ def cut_haystack(documents: Sequence[Document], counter: TokenCounter, length: i
             taken.append(document)
             left -= tokens
             continue
-        paragraphs = document.text.split("\n\n")
-        low, high = 0, len(paragraphs)
-        while low < high:  # the most paragraphs that fit
-            mid = (low + high + 1) // 2
-            if counter.count("\n\n".join(paragraphs[:mid])) <= left:
-                low = mid
-            else:
-                high = mid - 1
-        if low:
-            taken.append(document.model_copy(update={"text": "\n\n".join(paragraphs[:low])}))
+        text = _longest_prefix(document.text.split("\n\n"), "\n\n", counter, left)
+        if not text and not taken:
+            text = _longest_prefix(document.text.split(" "), " ", counter, left)
+        if text:
+            taken.append(document.model_copy(update={"text": text}))
         break
     if not taken:
-        raise InvalidArgumentError(f"haystack length {length}: too short for the first document")
+        raise InvalidArgumentError(f"haystack length {length}: too short for the first word")
     return taken
+
+
+def _longest_prefix(pieces: list[str], separator: str, counter: TokenCounter, tokens: int) -> str:
+    """The most leading pieces, joined, that count at most `tokens` (binary search)."""
+    low, high = 0, len(pieces)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if counter.count(separator.join(pieces[:mid])) <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return separator.join(pieces[:low])
 
 
 def plant_at_depths(documents: Sequence[Document], sentences: Sequence[tuple[str, float]]) -> list[Document]:
