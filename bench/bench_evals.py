@@ -18,11 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from hybridctx import Pipeline  # noqa: E402
-from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
 from hybridctx.evals import EvalConfig, report, run_eval  # noqa: E402
-from hybridctx.generate import LlamaCppBackend  # noqa: E402
-from hybridctx.settings import default_cache_dir  # noqa: E402
+from hybridctx.settings import Settings  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -33,14 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     config = EvalConfig.quick(answers=True) if args.quick else EvalConfig(
         answers=True, answer_budgets=[2_000, 8_000], answer_lengths=[32_000], answer_tokens=48)
-    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
-    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=8192)
-
-    def factory(folder: Path) -> Pipeline:
-        return Pipeline.open(folder, embedder=embedder, backend=backend, k=config.k, show_progress=False)
-
-    result = run_eval(config, pipeline_factory=factory)
-    backend.close()
+    result = run_eval(config, settings=Settings(context_window=8192))  # room for the 8k answer budget
     console = Console(width=160)
     console.print(report.table(result, "context"))
     console.print(report.table(result, "answer"))

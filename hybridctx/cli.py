@@ -160,6 +160,16 @@ def search(
 
 BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")
 ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")
+# Which model answers (ask, eval): the embedded one unless one of these is given.
+VLLM_MODEL_OPTION = typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")
+MAX_MODEL_LEN_OPTION = typer.Option(8192, "--max-model-len", help="vLLM's context window")
+OPENAI_URL_OPTION = typer.Option(
+    None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+)
+OPENAI_MODEL_OPTION = typer.Option(None, "--openai-model", help="The server's model name")
+TOKENIZER_OPTION = typer.Option(
+    None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
+)
 
 
 def _packing(budget: int | None, ordering: str | None, filters: list[str], principal: str | None) -> dict[str, Any]:
@@ -198,15 +208,11 @@ def ask(
     strategy: Optional[str] = typer.Option(
         None, help="direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
     ),
-    vllm_model: Optional[Path] = typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder"),
-    max_model_len: int = typer.Option(8192, "--max-model-len", help="vLLM's context window"),
-    openai_url: Optional[str] = typer.Option(
-        None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
-    ),
-    openai_model: Optional[str] = typer.Option(None, "--openai-model", help="The server's model name"),
-    tokenizer: Optional[str] = typer.Option(
-        None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
-    ),
+    vllm_model: Optional[Path] = VLLM_MODEL_OPTION,
+    max_model_len: int = MAX_MODEL_LEN_OPTION,
+    openai_url: Optional[str] = OPENAI_URL_OPTION,
+    openai_model: Optional[str] = OPENAI_MODEL_OPTION,
+    tokenizer: Optional[str] = TOKENIZER_OPTION,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
     backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
@@ -277,30 +283,45 @@ def evaluate(
     budgets: Optional[str] = typer.Option(None, help="Prompt budgets compared, e.g. 4000,16000,64000"),
     depths: Optional[str] = typer.Option(None, help="Single-needle depths, e.g. 0,0.5,1"),
     haystack: Optional[Path] = typer.Option(None, help="A folder of your own documents as the haystack"),
-    answers: bool = typer.Option(False, "--answers", help="Also ask the embedded model (answer level)"),
+    answers: bool = typer.Option(False, "--answers", help="Also ask the model (answer level): the embedded one, or --vllm-model / --openai-url"),
     answer_budgets: Optional[str] = typer.Option(None, "--answer-budgets", help="Budgets of answer-level runs"),
+    answer_lengths: Optional[str] = typer.Option(
+        None, "--answer-lengths", help="Haystack lengths of answer-level runs (default: all)"
+    ),
     seed: int = typer.Option(0),
     out_dir: Path = typer.Option(Path("eval-results"), "--out", help="Where results.json and the plots go"),
+    vllm_model: Optional[Path] = VLLM_MODEL_OPTION,
+    max_model_len: int = MAX_MODEL_LEN_OPTION,
+    openai_url: Optional[str] = OPENAI_URL_OPTION,
+    openai_model: Optional[str] = OPENAI_MODEL_OPTION,
+    tokenizer: Optional[str] = TOKENIZER_OPTION,
 ) -> None:
     """Needle, multi-needle, hard-distractor and RULER-style evaluations of top-5 RAG, long-context
     stuffing and hybridctx at the same budgets; a table, results.json and plots."""
     from pydantic import ValidationError
 
     from hybridctx.evals import EvalConfig, report, run_eval
+    from hybridctx.evals.tasks import TASKS
+    from hybridctx.settings import Settings
 
     given = {
         "tasks": _csv(tasks, str, "--tasks"), "lengths": _csv(lengths, int, "--lengths"),
         "budgets": _csv(budgets, int, "--budgets"), "depths": _csv(depths, float, "--depths"),
-        "answer_budgets": _csv(answer_budgets, int, "--answer-budgets"), "haystack": haystack,
+        "answer_budgets": _csv(answer_budgets, int, "--answer-budgets"),
+        "answer_lengths": _csv(answer_lengths, int, "--answer-lengths"), "haystack": haystack,
     }
     overrides = {key: value for key, value in given.items() if value is not None}
+    unknown = [t for t in overrides.get("tasks", []) if t not in TASKS]
+    if unknown:
+        raise InvalidArgumentError(f"--tasks: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
     try:
         config = (EvalConfig.quick if quick else EvalConfig)(answers=answers, seed=seed, **overrides)
     except ValidationError as exc:
         raise InvalidArgumentError(f"eval: {exc}") from exc
     if haystack is not None and not haystack.is_dir():
         raise InvalidArgumentError(f"--haystack {haystack}: not a folder")
-    result = run_eval(config)
+    backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
+    result = run_eval(config, settings=Settings(backend=backend) if backend is not None else None)
     out.print(report.table(result, "context"))
     if config.answers:
         out.print(report.table(result, "answer"))

@@ -23,8 +23,10 @@ from hybridctx.models import embedded_gguf
 from hybridctx.schema import Citation, PackedContext, Usage
 from hybridctx.tokens import TokenCounter, count_in_threads
 
-# A base (not instruction-tuned) model continues text: stop where a new section would start.
-DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "<end_of_turn>")  # at most 4: OpenAI's limit
+# A base (not instruction-tuned) model continues text: stop where a new section would start,
+# including a passage delimiter it echoes. At most 4 sequences (OpenAI's limit); an
+# instruction-tuned model's end-of-turn token is its end of sequence, where engines stop anyway.
+DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "</passage")
 
 
 @dataclass

@@ -31,6 +31,25 @@ from hybridctx.tokens import HFTokenizer
 from hybridctx.vllm_backend import VLLMBackend, VLLMSettings
 
 
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedding model the settings name (it loads on first use)."""
+    return SentenceTransformerEmbedder(
+        settings.embedding_model, device=settings.device, batch_size=settings.embedding_batch_size
+    )
+
+
+def build_backend(settings: Settings) -> Backend:
+    """The generating backend the settings describe: vLLM, an OpenAI-compatible server, or the
+    embedded model (each starts its model on first use)."""
+    if isinstance(settings.backend, VLLMSettings):
+        return VLLMBackend(settings.backend)
+    if isinstance(settings.backend, OpenAISettings):
+        return OpenAICompatibleBackend(settings.backend)
+    return LlamaCppBackend(
+        cache_dir=settings.cache_dir, context_window=settings.context_window, threads=settings.generator_threads
+    )
+
+
 class Pipeline:
     """A persistent knowledge base with the stages that fill and query it.
 
@@ -84,10 +103,7 @@ class Pipeline:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            s = self.settings
-            self._embedder = SentenceTransformerEmbedder(
-                s.embedding_model, device=s.device, batch_size=s.embedding_batch_size
-            )
+            self._embedder = build_embedder(self.settings)
         return self._embedder
 
     @cached_property
@@ -98,15 +114,7 @@ class Pipeline:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            s = self.settings
-            if isinstance(s.backend, VLLMSettings):
-                self._backend = VLLMBackend(s.backend)
-            elif isinstance(s.backend, OpenAISettings):
-                self._backend = OpenAICompatibleBackend(s.backend)
-            else:
-                self._backend = LlamaCppBackend(
-                    cache_dir=s.cache_dir, context_window=s.context_window, threads=s.generator_threads
-                )
+            self._backend = build_backend(self.settings)
         return self._backend
 
     @cached_property

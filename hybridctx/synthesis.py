@@ -59,7 +59,7 @@ FACTS_TEMPLATE = PromptTemplate(
     ),
 )
 # Facts come one per line: stop at a new question or passage, not at a line end.
-FACTS_STOP = ("\nQuestion:", "\n\n\n", "<passage", "<end_of_turn>")
+FACTS_STOP = ("\nQuestion:", "\n\n\n", "<passage", "</passage")
 
 _REFUSAL = re.compile(
     r"\b(?:documents?|passages?|context|text)\s+(?:do|does)\s*(?:not|n't)\s+(?:say|contain|mention|state|include)"

@@ -137,3 +137,6 @@ def test_cli_eval_quick_at_a_small_size_and_its_bad_input(tmp_path):
     assert bad.returncode == 2 and "--lengths 'big'" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--tasks", "haystacks"], capture_output=True, text=True)
     assert bad.returncode == 2 and "haystacks" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--answers", "--answer-lengths", "8k"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--answer-lengths '8k'" in bad.stderr

@@ -24,8 +24,9 @@ from hybridctx.evals.tasks import (
     GENERATORS, TASKS, Case, TaskName, TaskRandom, aggregation_case, cut_haystack, plant_at_depths,
 )
 from hybridctx.haystack import paul_graham_essays
-from hybridctx.pipeline import Pipeline
+from hybridctx.pipeline import Pipeline, build_backend, build_embedder
 from hybridctx.schema import Chunk, Document, Hit, PackedContext
+from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
 
 StrategyName = Literal["top5", "stuffing", "hybridctx"]
@@ -79,11 +80,26 @@ class EvalResult(BaseModel):
     seconds: float
 
 
-def run_eval(config: EvalConfig, pipeline_factory=None, show_progress: bool = True) -> EvalResult:
-    """Run `config`. `pipeline_factory(folder) -> Pipeline` makes the KB of each haystack
-    (default: `Pipeline.open(folder, k=config.k)` with the embedded models)."""
+def run_eval(
+    config: EvalConfig, pipeline_factory=None, show_progress: bool = True, settings: Settings | None = None
+) -> EvalResult:
+    """Run `config`. `pipeline_factory(folder) -> Pipeline` makes the KB of each haystack; by
+    default each is opened with `settings` (the defaults: the embedded models) and `k=config.k`,
+    all sharing one embedding model and one backend, which is closed at the end."""
+    if pipeline_factory is not None:
+        return _run(config, pipeline_factory, show_progress)
+    shared = (settings or Settings()).model_copy(update={"k": config.k, "show_progress": False})
+    embedder, backend = build_embedder(shared), build_backend(shared)
+    try:
+        return _run(config, lambda folder: Pipeline(folder, shared, embedder=embedder, backend=backend), show_progress)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+
+def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:
     started = time.perf_counter()
-    factory = pipeline_factory or (lambda folder: Pipeline.open(folder, show_progress=False, k=config.k))
     source = _source_documents(config.haystack)
     rng = TaskRandom(config.seed)
     records: list[Record] = []
