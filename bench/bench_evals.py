@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,6 +41,8 @@ def main() -> None:
             shutil.copy(path, HERE / f"evals_{path.name}")
     longest = max(config.lengths)
     write_section("evals", [
+        f"## Evaluations: needle, multi-needle, hard distractors, RULER tasks ({date.today()})",
+        "",
         f"**Context level** (`bench/bench_evals.py`, `hybridctx eval` with the defaults): the share of planted "
         f"facts in the prompt, per task, at a {longest:,}-token haystack of Paul Graham's essays (tokens of the "
         "embedded model), for each strategy at each budget. hybridctx retrieves k=1,000 candidates. Seed 0; "

