@@ -38,6 +38,7 @@ from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
 from hybridctx.haystack import paul_graham_essays, plant  # noqa: E402
 from hybridctx.models import embedded_safetensors  # noqa: E402
+from hybridctx.schema import PackedContext  # noqa: E402
 from hybridctx.settings import default_cache_dir  # noqa: E402
 from hybridctx.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
 
@@ -103,9 +104,12 @@ FOLLOW_UPS = [
 
 def bench_cache(kb: Path, embedder, engine: VLLMBackend, budget: int) -> list[str]:
     rows = []
-    runs = [("session, canonical order, follow_up_share 0.2", 0.2, True),
-            ("session, canonical order, follow_up_share 0.1", 0.1, True),
-            ("no session, relevance order", 0.2, False)]
+    runs = [("session, canonical order, follow_up_share 0.1 (default)", 0.1, True),
+            ("session, canonical order, follow_up_share 0.2", 0.2, True),
+            ("no session, relevance order", 0.1, False)]
+    # Start the engine before the runs, so that each one starts from a running engine and a reset cache.
+    engine.generate(PackedContext(query="warm-up", prompt="Warm-up.", chunks=[], token_count=3, budget_tokens=WINDOW,
+                                  prefix_token_count=0), max_new_tokens=1)
     for label, share, in_session in runs:
         pipe = Pipeline.open(kb, embedder=embedder, backend=engine, k=400, follow_up_share=share, show_progress=False)
         engine.reset_prefix_cache()

@@ -410,7 +410,7 @@ def main() -> None:
     lines += [f"| {label} | {statistics.mean(r):.3f} | {session_coverage[label]:.2f} |" for label, r in cache.items()]
     lines += [
         "",
-        "`follow_up_share` (canonical + session; the default is 0.2):",
+        "`follow_up_share` (canonical + session; the default is 0.1):",
         "",
         "| follow_up_share | shared prefix ratio | share of a fresh pack's chunks the follow-up prompt shows |",
         "|---|---|---|",

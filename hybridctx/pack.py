@@ -120,7 +120,7 @@ class Packer:
         counter: TokenCounter,
         template: PromptTemplate | None = None,
         near_duplicate_threshold: float | None = 0.8,
-        follow_up_share: float = 0.2,
+        follow_up_share: float = 0.1,
     ) -> None:
         """`follow_up_share`: the share of the window a session keeps for follow-ups. The first
         question of a session fills the rest, and those passages stay, the session's cached

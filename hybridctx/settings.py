@@ -72,8 +72,9 @@ class Settings(BaseModel):
         0.8, gt=0.0, le=1.0, description="Word 3-gram Jaccard at which passages count as near copies; None: off"
     )
     follow_up_share: float = Field(
-        0.2, ge=0.0, le=1.0, description="In a session, the share of the window kept for follow-ups' new passages: "
-        "the rest, the first question's passages, stays a cached prefix (lower: more reuse, less new room)",
+        0.1, ge=0.0, le=1.0, description="In a session, the share of the window kept for follow-ups' new passages: "
+        "the rest, the first question's passages, stays a cached prefix (lower: more reuse, less new room; "
+        "raise it for windows of a few thousand tokens)",
     )
     max_new_tokens: int = Field(200, ge=1)
     strategy: Strategy = Field(
