@@ -72,17 +72,19 @@ def write(result: EvalResult, folder: Path) -> list[Path]:
 def _heatmaps(plt, result: EvalResult, budget: int, level: Level, path: Path) -> Path:
     strategies = result.config.strategies
     depths = sorted(result.config.depths)
-    lengths = sorted(result.config.lengths)
+    sweeps = {strategy: sweep(result, strategy, budget, level) for strategy in strategies}
+    lengths = sorted({n for cells in sweeps.values() for _, n in cells})  # those measured at this level
     figure, axes = plt.subplots(1, len(strategies), figsize=(4 * len(strategies), 3.6), squeeze=False)
-    for axis, strategy in zip(axes[0], strategies):
-        cells = sweep(result, strategy, budget, level)
+    for index, (axis, strategy) in enumerate(zip(axes[0], strategies)):
+        cells = sweeps[strategy]
         grid = [[cells.get((d, n), float("nan")) for n in lengths] for d in depths]
         image = axis.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
         axis.set_title(f"{strategy}, {budget:,}-token budget")
         axis.set_xticks(range(len(lengths)), [f"{n // 1000}k" for n in lengths])
         axis.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
         axis.set_xlabel("haystack length (tokens)")
-        axis.set_ylabel("needle depth")
+        if index == 0:
+            axis.set_ylabel("needle depth")
     figure.colorbar(image, ax=axes[0].tolist(), label="needle in prompt" if level == "context" else "answer correct")
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -100,6 +102,7 @@ def _coverage(plt, result: EvalResult, path: Path) -> Path:
             means.append(sum(values) / len(values) if values else float("nan"))
         axis.plot(budgets, means, marker="o", label=strategy)
     axis.set_xscale("log")
+    axis.minorticks_off()  # only the budgets' own ticks
     axis.set_xticks(budgets, [f"{b // 1000}k" for b in budgets])
     axis.set_ylim(0, 1.05)
     axis.set_xlabel("prompt budget (tokens)")
