@@ -10,7 +10,7 @@ from typing import Literal
 from rich.table import Table
 
 from hybridctx.errors import ModelUnavailableError
-from hybridctx.evals.runner import EvalResult, summary, sweep
+from hybridctx.evals.runner import EvalResult, measured, summary, sweep
 
 Level = Literal["context", "answer"]
 
@@ -19,7 +19,7 @@ def table(result: EvalResult, level: Level = "context") -> Table:
     """Mean score per task and strategy (rows) and budget (columns), at the longest haystack."""
     scores = summary(result, level)
     budgets = sorted({b for _, _, b in scores})
-    lengths = [r.length for r in result.records if (level == "answer") == (r.answer is not None)]
+    lengths = [r.length for r in measured(result, level)]
     title = (f"{'Needles in the prompt' if level == 'context' else 'Values in the answer'} "
              f"(haystack of {max(lengths, default=0):,} tokens)")
     grid = Table(title=title)

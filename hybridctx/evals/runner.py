@@ -204,14 +204,19 @@ def _record(case: Case, length: int, budget: int, strategy: StrategyName, contex
     )
 
 
+def measured(result: EvalResult, level: Literal["context", "answer"]) -> list[Record]:
+    """The records of one level: answer-level ones are those with an answer."""
+    return [r for r in result.records if (level == "answer") == (r.answer is not None)]
+
+
 def summary(result: EvalResult, level: Literal["context", "answer"] = "context") -> dict[tuple[str, str, int], float]:
     """Mean score per (task, strategy, budget), at the longest haystack measured at that level."""
-    measured = [r for r in result.records if (level == "answer") == (r.answer is not None)]
-    if not measured:
+    records = measured(result, level)
+    if not records:
         return {}
-    longest = max(r.length for r in measured)
+    longest = max(r.length for r in records)
     groups: dict[tuple[str, str, int], list[float]] = {}
-    for r in measured:
+    for r in records:
         score = r.context_score if level == "context" else r.answer_score
         if r.length == longest and score is not None:
             groups.setdefault((r.task, r.strategy, r.budget), []).append(score)
@@ -222,10 +227,9 @@ def sweep(result: EvalResult, strategy: str, budget: int, level: Literal["contex
           ) -> dict[tuple[float, int], float]:
     """Single-needle score per (depth, haystack length): the needle heatmap's cells."""
     cells: dict[tuple[float, int], list[float]] = {}
-    for r in result.records:
+    for r in measured(result, level):
         score = r.context_score if level == "context" else r.answer_score
-        if (r.task == "needle" and r.strategy == strategy and r.budget == budget and score is not None
-                and (level == "answer") == (r.answer is not None)):
+        if r.task == "needle" and r.strategy == strategy and r.budget == budget and score is not None:
             cells.setdefault((r.depths[0], r.length), []).append(score)
     return {key: sum(v) / len(v) for key, v in cells.items()}
 
