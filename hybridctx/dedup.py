@@ -1,13 +1,14 @@
 """Duplicate detection for the packer: exact copies by a hash of the normalised text, near
-copies by MinHash LSH (datasketch) over word 3-grams.
+copies by MinHash LSH (datasketch's permutations and band layout) over word 3-grams.
 
 Shingles are hashed deterministically (not with Python's salted `hash`), so the same
 candidates give the same decisions (and the same prompt, which prefix caching needs) in
-every process. Shingles, MinHash signatures (datasketch's affine32 permutations), LSH band
-keys (datasketch's optimal bands and rows) and exact keys are computed for a whole batch of
-texts in a few numpy operations (`DuplicateFilter.prepare`); the band tables are plain
-dicts. Per-text numpy and MinHash calls, and then datasketch's per-key band hashing in
-`MinHashLSH.insert`/`query` (40% of a warm pack), dominated the packer's time.
+every process, and a text's exact key and MinHash signature can be worked out once, at
+index time, and stored with its chunk (`sketch_batch`). Shingles, signatures, band keys and
+exact keys are computed for a whole batch of texts in a few numpy operations; shingles only
+for the texts an LSH band proposes for an exact comparison. The band tables are plain dicts:
+per-text numpy and MinHash calls, and datasketch's per-key band hashing, dominated the
+packer's time.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
 # (UTF-8 continuation and lead bytes), so a word is what `\w+` finds in most texts.
 _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1), ord("_"), *range(128, 256)]] = True
+# datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
+_PERMUTATIONS = tuple(p.astype(np.uint32) for p in MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations)
 _POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
 
-def exact_key(text: str) -> str:
+def exact_key(text: str) -> bytes:
     """Equal for texts that differ only in whitespace."""
-    return hashlib.blake2b(" ".join(text.split()).encode("utf-8", "replace"), digest_size=16).hexdigest()
+    return hashlib.blake2b(" ".join(text.split()).encode("utf-8", "replace"), digest_size=16).digest()
 
 
 def shingles(text: str) -> np.ndarray:
@@ -78,14 +81,31 @@ def shingle_batch(texts: Sequence[str]) -> list[np.ndarray]:
     return [values[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sketch:
-    """What dedup needs of one text: its shingles, its LSH band keys (None without words or
-    with near duplicates off) and its exact key."""
+    """What dedup needs of one text: its exact key, its MinHash signature (None: no words), and,
+    once worked out, its LSH band keys and its shingles (for exact comparisons)."""
 
-    shingles: np.ndarray
-    bands: tuple[int, ...] | None
-    exact: str
+    exact: bytes
+    signature: np.ndarray | None
+    bands: tuple[int, ...] | None = None
+    shingles: np.ndarray | None = None
+
+
+def sketch_batch(texts: Sequence[str]) -> list[Sketch]:
+    """Exact keys, MinHash signatures and shingles of these texts, in one batch."""
+    batch = shingle_batch(texts)
+    sizes = np.array([len(h) for h in batch])
+    signatures = np.zeros((len(texts), _NUM_PERM), dtype=np.uint32)
+    if sizes.any():
+        hashes = np.concatenate(batch)
+        permuted = hashes[:, None] * _PERMUTATIONS[0] + _PERMUTATIONS[1]  # wraps mod 2^32, as datasketch's affine32
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
+        signatures[sizes > 0] = np.minimum.reduceat(permuted, starts, axis=0)
+    return [
+        Sketch(exact_key(text), signature if size else None, shingles=hashes)
+        for text, hashes, signature, size in zip(texts, batch, signatures, sizes, strict=True)
+    ]
 
 
 class DuplicateFilter:
@@ -99,44 +119,49 @@ class DuplicateFilter:
 
     def __init__(self, threshold: float | None = 0.8, sketches: dict | None = None) -> None:
         """`sketches`: where to keep the sketches of texts met, by text (pass a bounded dict
-        shared between filters, so the same chunks are not sketched again for each question)."""
+        shared between filters of one threshold, so the same chunks are not sketched again for
+        each question; a packer also puts the sketches stored at index time there)."""
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise InvalidArgumentError(f"near_duplicate_threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
-        self._exact: dict[str, str] = {}
-        self._keys: dict[str, str] = {}
+        self._exact: dict[bytes, str] = {}
+        self._keys: dict[str, bytes] = {}
         self._tables: list[defaultdict[int, list[str]]] = []  # per band: band key -> kept keys
         if threshold is not None:
             bands, self._rows = _lsh_bands(min(threshold * _LSH_REACH, 0.9))
             self._tables = [defaultdict(list) for _ in range(bands)]
-            # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
-            a, b = MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations
-            used = bands * self._rows  # the LSH reads only these
-            self._a, self._b = a[:used].astype(np.uint32), b[:used].astype(np.uint32)
         self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
-        self._shingles: dict[str, np.ndarray] = {}
+        self._texts: dict[str, str] = {}  # kept key -> its text (near duplicates on)
         self._sketches: dict[str, Sketch] = {} if sketches is None else sketches
 
     def prepare(self, texts: Sequence[str]) -> None:
-        """Sketch these texts in one batch, ahead of `exact_copy_of`/`near_copy_of`/`add` on them."""
-        texts = [t for t in dict.fromkeys(texts) if t not in self._sketches]
-        if not texts:
+        """Sketch these texts (and find their band keys) in one batch, ahead of
+        `exact_copy_of`/`near_copy_of`/`add` on them."""
+        texts = list(dict.fromkeys(texts))
+        new = [t for t in texts if t not in self._sketches]
+        if self.threshold is None:  # exact keys are all it needs
+            for text in new:
+                self._sketches[text] = Sketch(exact_key(text), None)
             return
-        if self.threshold is None:
-            for text in texts:
-                self._sketches[text] = Sketch(np.empty(0, dtype=np.uint32), None, exact_key(text))
-            return
-        batch = shingle_batch(texts)
-        sizes = np.array([len(h) for h in batch])
-        signatures = np.zeros((len(texts), len(self._a)), dtype=np.uint32)
-        if sizes.any():
-            hashes = np.concatenate(batch)
-            permuted = hashes[:, None] * self._a + self._b  # wraps mod 2^32, as datasketch's affine32
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
-            signatures[sizes > 0] = np.minimum.reduceat(permuted, starts, axis=0)
-        bands = _band_keys(signatures, len(self._tables), self._rows).tolist()
-        for text, hashes, band, size in zip(texts, batch, bands, sizes, strict=True):
-            self._sketches[text] = Sketch(hashes, tuple(band) if size else None, exact_key(text))
+        for text, sketch in zip(new, sketch_batch(new) if new else [], strict=True):
+            self._sketches[text] = sketch
+        sketches = [self._sketches[t] for t in texts]
+        unbanded = [s for s in sketches if self._lacks_bands(s)]
+        if unbanded:
+            keys = _band_keys(np.stack([s.signature for s in unbanded]), len(self._tables), self._rows)
+            for sketch, bands in zip(unbanded, keys.tolist(), strict=True):
+                sketch.bands = tuple(bands)
+        # The texts LSH will compare exactly (those sharing a band with a kept text or with another
+        # of these), and those kept texts, are shingled now in one batch rather than one by one.
+        seen: dict[int, str] = {}
+        compared: dict[str, None] = {}
+        for text, sketch in zip(texts, sketches, strict=True):
+            for table, band in zip(self._tables, sketch.bands or ()):
+                kept = table.get(band)
+                if kept or band in seen:
+                    compared.update(dict.fromkeys([text, seen.get(band, text), *(self._texts[k] for k in kept or ())]))
+                seen[band] = text
+        self._add_shingles(list(compared))
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(self._sketch(text).exact)
@@ -157,13 +182,15 @@ class DuplicateFilter:
         if sketch.bands is None:
             return None
         candidates = {key for table, band in zip(self._tables, sketch.bands) for key in table.get(band, ())}
+        candidates = sorted(key for key in candidates if not ignore(key))  # sorted: the same decision in every process
+        if not candidates:
+            return None
+        self._add_shingles([text, *(self._texts[key] for key in candidates)])
         best, best_similarity = None, 0.0
-        for key in sorted(candidates):  # sorted: the same decision in every process
-            if ignore(key):
-                continue
-            similarity = _jaccard(sketch.shingles, self._shingles[key])
+        for key in candidates:
+            similarity = _jaccard(sketch.shingles, self._shingles(key))
             if similarity < self.threshold:  # type: ignore[operator]
-                nearby = [self._shingles[k] for k in around(key) if k in self._shingles]
+                nearby = [self._shingles(k) for k in around(key) if k in self._texts]
                 similarity = max(similarity, _containment(sketch.shingles, np.unique(np.concatenate(nearby))))
             if similarity >= self.threshold and similarity > best_similarity:  # type: ignore[operator]
                 best, best_similarity = key, similarity
@@ -176,7 +203,7 @@ class DuplicateFilter:
         self._keys[key] = sketch.exact
         self._exact.setdefault(sketch.exact, key)
         if sketch.bands is not None:
-            self._shingles[key] = sketch.shingles
+            self._texts[key] = text
             self._band_keys[key] = sketch.bands
             for table, band in zip(self._tables, sketch.bands):
                 table[band].append(key)
@@ -186,14 +213,32 @@ class DuplicateFilter:
         digest = self._keys.pop(key, None)
         if digest is not None and self._exact.get(digest) == key:
             del self._exact[digest]
-        self._shingles.pop(key, None)
+        self._texts.pop(key, None)
         for table, band in zip(self._tables, self._band_keys.pop(key, ())):
             table[band].remove(key)
 
     def _sketch(self, text: str) -> Sketch:
-        if text not in self._sketches:
+        sketch = self._sketches.get(text)
+        if sketch is None or self._lacks_bands(sketch):
             self.prepare([text])
-        return self._sketches[text]
+            sketch = self._sketches[text]
+        return sketch
+
+    def _lacks_bands(self, sketch: Sketch) -> bool:
+        return self.threshold is not None and sketch.bands is None and sketch.signature is not None
+
+    def _shingles(self, key: str) -> np.ndarray:
+        text = self._texts[key]
+        self._add_shingles([text])
+        return self._sketch(text).shingles  # type: ignore[return-value]
+
+    def _add_shingles(self, texts: Sequence[str]) -> None:
+        """Shingle, in one batch, those of these texts whose sketch came without shingles
+        (stored at index time)."""
+        lacking = [self._sketch(t) for t in texts]
+        lacking = [(t, s) for t, s in zip(texts, lacking, strict=True) if s.shingles is None]
+        for (_, sketch), hashes in zip(lacking, shingle_batch([t for t, _ in lacking]) if lacking else [], strict=True):
+            sketch.shingles = hashes
 
 
 def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:

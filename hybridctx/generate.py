@@ -72,6 +72,8 @@ class LlamaTokenCounter:
 
     def __init__(self, llama: Any) -> None:
         self._llama = llama
+        path = Path(llama.model_path)
+        self.key = f"gguf:{path.name}:{path.stat().st_size}"  # a GGUF's file name and size name its vocabulary
 
     def count(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))

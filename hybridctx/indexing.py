@@ -2,7 +2,10 @@
 
 Unchanged documents (same content hash) are skipped; changed ones replace their old
 chunks. New chunks are embedded and committed in groups of about `commit_every_chunks`,
-so an interrupted run keeps what it committed and a re-run finishes the rest.
+so an interrupted run keeps what it committed and a re-run finishes the rest. With a
+`facts` function (the packer's `chunk_facts`), each chunk is stored with what the packer
+needs to know of it (its duplicate keys and its tokens for the reading model), so that
+packing does no tokenizing.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +24,7 @@ from hybridctx.chunk import Chunker
 from hybridctx.embed import Embedder
 from hybridctx.errors import UnreadableDocumentError
 from hybridctx.kb import KnowledgeBase, KnowledgeBaseWriter
-from hybridctx.schema import AddReport, Chunk, Document, Failure
+from hybridctx.schema import AddReport, Chunk, ChunkFacts, Document, Failure
 
 _EMBED_STEP = 256  # texts per embed call: small enough for a smooth progress bar
 
@@ -64,10 +67,12 @@ class Indexer:
         embedder: Embedder,
         commit_every_chunks: int = 4096,
         show_progress: bool = True,
+        facts: Callable[[Sequence[str]], list[ChunkFacts]] | None = None,
     ) -> None:
         self.kb = kb
         self.chunker = chunker
         self.embedder = embedder
+        self.facts = facts
         self.commit_every_chunks = commit_every_chunks
         self.show_progress = show_progress
 
@@ -134,13 +139,18 @@ class Indexer:
                 parts.append(self.embedder.embed(texts[start : start + step]))
                 chunk_bar.update(len(parts[-1]))
             vectors = np.concatenate(parts) if parts else np.zeros((0, self.embedder.dimension), np.float32)
+        facts = None
+        if self.facts is not None:
+            with timer.stage("pack facts"):
+                facts = self.facts(texts)
         with timer.stage("write"):
             offset = 0
             for p in pending:
+                end = offset + len(p.chunks)
                 writer.replace_document(
-                    p.document, p.content_hash, p.chunks, vectors[offset : offset + len(p.chunks)]
+                    p.document, p.content_hash, p.chunks, vectors[offset:end], facts[offset:end] if facts else None
                 )
-                offset += len(p.chunks)
+                offset = end
             writer.commit()
         report.chunks_added += len(texts)
         report.tokens_added += sum(c.token_count for p in pending for c in p.chunks)

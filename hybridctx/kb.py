@@ -40,7 +40,7 @@ from hybridctx.errors import (
 )
 from hybridctx.index import FaissIndex
 from hybridctx.lexical import LexicalIndex
-from hybridctx.schema import Chunk, Document
+from hybridctx.schema import Chunk, ChunkFacts, Document
 from hybridctx.segments import SegmentedIndex, SegmentInfo
 from hybridctx.store import ChunkStore
 
@@ -240,10 +240,11 @@ class KnowledgeBaseWriter:
             self._in_transaction = True
 
     def replace_document(
-        self, document: Document, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray
+        self, document: Document, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray,
+        facts: Sequence[ChunkFacts] | None = None,
     ) -> None:
         self._begin()
-        removed, added = self._store.replace_document(document, content_hash, chunks)
+        removed, added = self._store.replace_document(document, content_hash, chunks, facts)
         self._lexical.stage(add=zip(added, (c.text for c in chunks), strict=True), remove=removed)
         self._removed += removed
         self._added_ids += added

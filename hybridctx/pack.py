@@ -16,6 +16,13 @@ into one passage in their original order. Passages are then ordered by a policy:
 A `PackSession` keeps the passages of earlier turns in place and appends what a follow-up
 adds, so each follow-up only pays for new tokens.
 
+What the packer needs to know of each chunk (its tokens as a passage body in the reading
+model's tokenizer, its exact key and MinHash signature) is worked out at index time
+(`chunk_facts`), stored with the chunk, and comes back with it from retrieval
+(`Chunk.facts`), so that even a packer's first window does no tokenizing or hashing of the
+chunks. Chunks without stored facts (hits from elsewhere, a KB indexed for another reader)
+are counted and sketched as the scan reaches them, and remembered for the next question.
+
 Budgets are exact in the reading model's tokens without tokenizing the prompt twice: the
 prompt is `head + (header + body)... + tail`; each body is counted once, when its
 candidate is considered, each header when the passages are numbered, and the tokens by which
@@ -26,16 +33,19 @@ packer. Small prompts are also recounted whole, as a check.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from hybridctx.dedup import DuplicateFilter
+import numpy as np
+
+from hybridctx.dedup import DuplicateFilter, Sketch, sketch_batch
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.prompt import PromptTemplate
-from hybridctx.schema import Chunk, DroppedCandidate, Hit, Ordering, PackedContext, Passage
+from hybridctx.schema import Chunk, ChunkFacts, DroppedCandidate, Hit, Ordering, PackedContext, Passage
 from hybridctx.tokens import CachedCounter, RecentValues, TokenCounter
 
 ORDERINGS: tuple[Ordering, ...] = ("canonical", "relevance", "edges")
@@ -82,22 +92,29 @@ class _Span:
 
 
 class _DocSpans:
-    """The spans one document shows, kept sorted: they never overlap, so the ones near a
-    chunk are found by bisection (a window shows many spans of a long document)."""
+    """The spans one document shows, kept sorted: they never overlap, so their starts and
+    their ends are both sorted, and the ones near a chunk are found by bisection (a window
+    shows many spans of a long document)."""
 
     def __init__(self) -> None:
         self.spans: list[_Span] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
 
     def add(self, span: _Span) -> None:
-        bisect.insort(self.spans, span, key=lambda s: s.start)
+        i = bisect.bisect_left(self._starts, span.start)
+        self.spans.insert(i, span)
+        self._starts.insert(i, span.start)
+        self._ends.insert(i, span.end)
 
     def remove(self, span: _Span) -> None:
-        self.spans = [s for s in self.spans if s is not span]
+        i = [s is span for s in self.spans].index(True)
+        del self.spans[i], self._starts[i], self._ends[i]
 
     def near(self, start: int, end: int) -> list[_Span]:
         """Spans overlapping [start, end) or at most _MAX_JOIN_GAP characters away from it."""
-        low = bisect.bisect_left(self.spans, start - _MAX_JOIN_GAP, key=lambda s: s.end)
-        high = bisect.bisect_right(self.spans, end + _MAX_JOIN_GAP, key=lambda s: s.start)
+        low = bisect.bisect_left(self._ends, start - _MAX_JOIN_GAP)
+        high = bisect.bisect_right(self._starts, end + _MAX_JOIN_GAP)
         return self.spans[low:high]
 
 
@@ -130,13 +147,41 @@ class Packer:
             raise InvalidArgumentError(f"follow_up_share must be in [0, 1], got {follow_up_share}")
         DuplicateFilter(near_duplicate_threshold)  # validates the threshold now, not on first pack
         self.counter = CachedCounter(counter)
+        self._body_tokens = RecentValues(limit=200_000)  # chunk text -> tokens of its quoted body
         self._sketches = RecentValues(limit=100_000)  # MinHash sketches of recent chunk texts
         self.template = template or PromptTemplate()
         self.near_duplicate_threshold = near_duplicate_threshold
         self.follow_up_share = follow_up_share
+        self.reader = reader_id(counter, self.template)
         self._head_tokens = counter.count(self.template.head)
         self.joins = self._measure_joins()
         self._header_estimates: dict[tuple[str, int, int], int] = {}
+
+    def chunk_facts(self, texts: Sequence[str]) -> list[ChunkFacts]:
+        """What packing needs to know of each chunk text, to be stored with it at index time:
+        `sketch_facts`, and its tokens as a passage body when the counter names its tokenizer."""
+        facts = sketch_facts(texts)
+        if self.reader is None:
+            return facts
+        tokens = self.counter.counter.count_many([self.template.body(t.strip()) for t in texts])
+        return [replace(f, reader=self.reader, tokens=n) for f, n in zip(facts, tokens, strict=True)]
+
+    def _recall(self, hits: Sequence[Hit]) -> None:
+        """Take what the knowledge base stored about these chunks (`Chunk.facts`) and this packer
+        does not know yet."""
+        bodies: dict[str, int] = {}
+        sketches: dict[str, Sketch] = {}
+        for hit in hits:
+            text, facts = hit.chunk.text, hit.chunk.facts
+            if facts is None or facts.chars != len(text):  # none stored, or the text was changed since
+                continue
+            if facts.reader == self.reader and facts.reader is not None and text not in self._body_tokens:
+                bodies[text] = facts.tokens  # type: ignore[assignment]
+            if text not in self._sketches:
+                signature = None if facts.signature is None else np.frombuffer(facts.signature, dtype="<u4")
+                sketches[text] = Sketch(facts.exact, signature)
+        self._body_tokens.remember(bodies)
+        self._sketches.remember(sketches)
 
     def session(self) -> PackSession:
         return PackSession(duplicates=self.duplicate_filter())
@@ -175,6 +220,7 @@ class Packer:
         if skeleton > limit:
             raise BudgetTooSmallError(limit, skeleton)
 
+        self._recall(hits)
         state = session if session is not None else self.session()
         room = limit - skeleton
         if session is not None and not state.spans:  # a session's first question: keep room for follow-ups
@@ -226,7 +272,14 @@ class Packer:
 
     # -- counting ----------------------------------------------------------------------------
     def body_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.counter.count_many([self.template.body(t.strip()) for t in texts])
+        """Tokens of each chunk text quoted as a passage body, remembered by text."""
+        known = self._body_tokens
+        new = [t for t in dict.fromkeys(texts) if t not in known]
+        if new:
+            bodies = [self.template.body(t.strip()) for t in new]
+            for text, n in zip(new, self.counter.counter.count_many(bodies), strict=True):
+                known[text] = n
+        return [known[t] for t in texts]
 
     def piece_tokens(
         self, passages: Sequence[Passage], spans: Sequence[_Span], rendered: Sequence[str], state: PackSession
@@ -239,18 +292,22 @@ class Packer:
         pieces = iter(self.counter.count_many([piece for piece, c in zip(rendered, whole) if not c]))
         return [next(headers) + state.body_tokens[c.id] + self.joins["header"] if c else next(pieces) for c in whole]
 
-    def header_estimate(self, source: str, number_digits: int, line_digits: int) -> int:
-        """Tokens of a header for `source` (with joins), with the largest passage and line
-        numbers of so many digits: an estimate that errs high, counted once per key."""
-        key = (source, number_digits, line_digits)
-        if key not in self._header_estimates:
-            line = 10**line_digits - 1
-            sample = Passage(number=10**number_digits - 1, doc_id="d", source=source, text="", start=0, end=0,
-                             start_line=line, end_line=line, chunk_ids=[])
-            self._header_estimates[key] = (
-                self.counter.count(self.template.header(sample)) + self.joins["header"] + self.joins["passage"]
-            )
-        return self._header_estimates[key]
+    def header_estimates(self, keys: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Tokens of a header (with joins) for each (source, digits of the passage number,
+        digits of the line numbers), with the largest numbers of so many digits: an estimate
+        that errs high, counted once per key."""
+        estimates = self._header_estimates
+        new = [key for key in dict.fromkeys(keys) if key not in estimates]
+        if new:
+            samples = [
+                Passage(number=10**digits - 1, doc_id="d", source=source, text="", start=0, end=0,
+                        start_line=10**lines - 1, end_line=10**lines - 1, chunk_ids=[])
+                for source, digits, lines in new
+            ]
+            counts = self.counter.count_many([self.template.header(sample) for sample in samples])
+            for key, n in zip(new, counts, strict=True):
+                estimates[key] = n + self.joins["header"] + self.joins["passage"]
+        return [estimates[key] for key in keys]
 
     def _total(self, tail_tokens: int, pieces: list[int]) -> int:
         j = self.joins
@@ -371,8 +428,10 @@ class _Selection:
             if not self.number_digits:
                 passages = len(self.session.spans) + self.room / (statistics.median(bodies) + 16)
                 self.number_digits = len(str(math.ceil(passages)))
-            for j, chunk, body in zip(batch, chunks, bodies, strict=True):
-                header = self.packer.header_estimate(chunk.source, self.number_digits, len(str(chunk.end_line)))
+            headers = self.packer.header_estimates(
+                [(c.source, self.number_digits, len(str(c.end_line))) for c in chunks]
+            )
+            for j, chunk, body, header in zip(batch, chunks, bodies, headers, strict=True):
                 self.costs_alone[j] = (body, header)
                 self.session.body_tokens[chunk.id] = body
                 self.chars_per_token = max(self.chars_per_token, len(chunk.text) / max(1, body))
@@ -492,6 +551,29 @@ class _Selection:
 
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
         self.dropped.append(DroppedCandidate(chunk_id=chunk.id, reason=reason, kept=kept))
+
+
+def sketch_facts(texts: Sequence[str]) -> list[ChunkFacts]:
+    """The reader-independent facts of chunk texts: exact keys and MinHash signatures."""
+    return [
+        ChunkFacts(
+            exact=s.exact, signature=None if s.signature is None else s.signature.astype("<u4").tobytes(),
+            reader=None, tokens=None, chars=len(text),
+        )
+        for s, text in zip(sketch_batch(texts), texts, strict=True)
+    ]
+
+
+def reader_id(counter: TokenCounter, template: PromptTemplate) -> int | None:
+    """A 64-bit name for the counts a packer makes: its counter's tokenizer (`counter.key`)
+    and how its template quotes a body. None when the counter does not name its tokenizer:
+    its counts are then never stored."""
+    key = getattr(counter, "key", None)
+    if key is None:
+        return None
+    probe = template.body("Probe <passage id=\"1\"> text </passage> <|im_start|> end")
+    digest = hashlib.blake2b(f"{key}\n{type(template).__qualname__}\n{probe}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)  # SQLite integers are signed 64-bit
 
 
 def _remember(state: PackSession, spans: list[_Span]) -> None:

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,14 @@ from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
-from hybridctx.errors import InvalidArgumentError
+from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 from hybridctx.generate import Backend, LlamaCppBackend, cite, unsupported_citations
 from hybridctx.indexing import Indexer
 from hybridctx.kb import KnowledgeBase
-from hybridctx.pack import Packer, PackSession
+from hybridctx.pack import Packer, PackSession, sketch_facts
 from hybridctx.retrieve import DenseRetriever, HybridRetriever, LexicalRetriever, Retriever
 from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
-from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext
+from hybridctx.schema import AddReport, Answer, ChunkFacts, Hit, Ordering, PackedContext
 from hybridctx.settings import Settings, Strategy
 from hybridctx.sources import Item, iter_documents
 from hybridctx.synthesis import FACTS_TEMPLATE, Synthesizer, self_route
@@ -149,8 +150,18 @@ class Pipeline:
             self.kb, self.chunker, self.embedder,
             commit_every_chunks=self.settings.commit_every_chunks,
             show_progress=self.settings.show_progress,
+            facts=self._chunk_facts(),
         )
         return indexer.add(documents)
+
+    def _chunk_facts(self) -> Callable[[Sequence[str]], list[ChunkFacts]]:
+        """What the indexer stores for the packer with each chunk: with its tokens for the
+        generating model, unless that model's tokenizer is not at hand (packing counts then)."""
+        try:
+            return self.packer.chunk_facts
+        except ModelUnavailableError as exc:
+            warnings.warn(f"chunks are stored without their token counts ({exc}); packing will count them", stacklevel=3)
+            return sketch_facts
 
     def delete(self, doc_ids: str | Sequence[str]) -> int:
         """Delete documents by id; returns the number of chunks removed."""

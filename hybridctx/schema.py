@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 
 
 class Document(BaseModel):
@@ -25,6 +26,22 @@ class Document(BaseModel):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkFacts:
+    """What the packer needs to know of a chunk, worked out once at index time and stored with
+    it, so that packing a window of thousands of chunks neither tokenizes nor hashes them:
+    its exact-duplicate key, its MinHash signature (None: the text has no words), the tokens
+    it takes as a prompt passage's body for one reader (`reader` names the tokenizer and
+    template; None: not counted), and the length of the text they are facts of. A plain
+    dataclass: a window reads thousands of them."""
+
+    exact: bytes
+    signature: bytes | None
+    reader: int | None
+    tokens: int | None
+    chars: int
+
+
 class Chunk(BaseModel):
     """A piece of a document; `start`/`end` are character offsets, lines are 1-based and inclusive."""
 
@@ -39,6 +56,9 @@ class Chunk(BaseModel):
     end_line: int
     token_count: int
     metadata: dict[str, Any] = Field(default_factory=dict)
+    facts: SkipValidation[ChunkFacts | None] = Field(
+        None, exclude=True, repr=False, description="Set by the knowledge base: what the packer needs to know of this text"
+    )
 
     @property
     def source(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
-from hybridctx.schema import Chunk, Document
+from hybridctx.schema import Chunk, ChunkFacts, Document
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS chunks (
     token_count INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+-- What the packer needs of each chunk, worked out at index time (schema.ChunkFacts); chunks
+-- of a KB made before it simply have none, and the packer works them out itself.
+CREATE TABLE IF NOT EXISTS chunk_facts (
+    vector_id INTEGER PRIMARY KEY REFERENCES chunks(vector_id) ON DELETE CASCADE,
+    exact BLOB NOT NULL,
+    signature BLOB,
+    reader INTEGER,
+    tokens INTEGER
+);
 -- Deleted vectors still inside a dense index segment (segments.py): searches skip them.
 CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 -- Lets every query ask "does any document have an ACL?" without scanning the table.
@@ -153,9 +162,11 @@ class ChunkStore:
         return row[0] if row else None
 
     def replace_document(
-        self, document: Document, content_hash: str, chunks: Sequence[Chunk]
+        self, document: Document, content_hash: str, chunks: Sequence[Chunk],
+        facts: Sequence[ChunkFacts] | None = None,
     ) -> tuple[list[int], list[int]]:
-        """Store `document` and its chunks in place of any earlier version.
+        """Store `document` and its chunks (with what the packer needs to know of each, if
+        given) in place of any earlier version.
 
         Returns the vector ids removed and the vector ids given to the new chunks.
         """
@@ -187,6 +198,11 @@ class ChunkStore:
                 (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count),
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
+        if facts is not None:
+            self._db.executemany(
+                "INSERT INTO chunk_facts(vector_id, exact, signature, reader, tokens) VALUES (?, ?, ?, ?, ?)",
+                [(vector_id, f.exact, f.signature, f.reader, f.tokens) for vector_id, f in zip(added, facts, strict=True)],
+            )
         return removed, added
 
     def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
@@ -209,15 +225,17 @@ class ChunkStore:
             batch = ids[offset : offset + 500]
             rows = self._db.execute(
                 'SELECT c.vector_id, c.id, c.doc_id, c.text, c.start, c."end", c.start_line,'
-                " c.end_line, c.token_count, d.metadata FROM chunks c JOIN documents d"
-                f" ON d.id = c.doc_id WHERE c.vector_id IN ({','.join('?' * len(batch))})",
+                " c.end_line, c.token_count, d.metadata, f.exact, f.signature, f.reader, f.tokens"
+                " FROM chunks c JOIN documents d ON d.id = c.doc_id LEFT JOIN chunk_facts f"
+                f" ON f.vector_id = c.vector_id WHERE c.vector_id IN ({','.join('?' * len(batch))})",
                 batch,
             )
             for row in rows:
+                facts = None if row[10] is None else ChunkFacts(*row[10:], chars=len(row[3]))
                 found[row[0]] = Chunk(
                     id=row[1], doc_id=row[2], text=row[3], start=row[4], end=row[5],
                     start_line=row[6], end_line=row[7], token_count=row[8],
-                    metadata=json.loads(row[9]),
+                    metadata=json.loads(row[9]), facts=facts,
                 )
         return found
 

@@ -8,6 +8,7 @@ tiktoken's encodings for OpenAI-style models.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -28,6 +29,10 @@ _SEGMENT_CHARS = 100_000
 
 @runtime_checkable
 class TokenCounter(Protocol):
+    """Counts tokens as one model reads them. A counter may also name its tokenizer in a `key`
+    attribute (a string equal only for identical tokenizers): counts made at index time are
+    then stored with the chunks and reused by every later packer with the same key."""
+
     def count(self, text: str) -> int:
         """Number of tokens `text` takes as the model reads it."""
         ...
@@ -65,6 +70,14 @@ class RecentValues(dict):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
+        self._trim()
+
+    def remember(self, items: dict) -> None:
+        """Set many at once (faster than one by one)."""
+        super().update(items)
+        self._trim()
+
+    def _trim(self) -> None:
         if len(self) > self.limit:
             for old in list(islice(self, len(self) // 4)):
                 del self[old]
@@ -76,6 +89,7 @@ class CachedCounter:
 
     def __init__(self, counter: TokenCounter, limit: int = 200_000) -> None:
         self.counter = counter
+        self.key = getattr(counter, "key", None)
         self._counts = RecentValues(limit)
 
     def count(self, text: str) -> int:
@@ -84,8 +98,10 @@ class CachedCounter:
     def count_many(self, texts: Sequence[str]) -> list[int]:
         known = {t: self._counts[t] for t in texts if t in self._counts}
         new = [t for t in dict.fromkeys(texts) if t not in known]
-        for text, n in zip(new, self.counter.count_many(new) if new else [], strict=True):
-            known[text] = self._counts[text] = n
+        if new:
+            counted = dict(zip(new, self.counter.count_many(new), strict=True))
+            self._counts.remember(counted)
+            known.update(counted)
         return [known[t] for t in texts]
 
 
@@ -120,6 +136,8 @@ class HFTokenizer:
         self._tok.no_truncation()
         self._tok.no_padding()
         self._special = add_special_tokens
+        digest = hashlib.sha256(Path(tokenizer_json).read_bytes()).hexdigest()[:32]
+        self.key = f"hf:{digest}:{'special' if add_special_tokens else 'plain'}"
 
     def count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=self._special).ids)
@@ -172,6 +190,7 @@ class TiktokenCounter:
         except ImportError as exc:
             raise ModelUnavailableError("counting OpenAI-style tokens needs bpe-openai: pip install 'hybridctx[openai]'") from exc
         self.name = encoding
+        self.key = f"tiktoken:{encoding}"
         self._tokenizer = tokenizer_for_encoding(encoding)
 
     def count(self, text: str) -> int:
