@@ -23,6 +23,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from hybridctx.errors import InvalidArgumentError
+from hybridctx.schema import ChunkFacts
 
 _SHINGLE_WORDS = 3
 _NUM_PERM = 32
@@ -156,12 +157,28 @@ class DuplicateFilter:
         seen: dict[int, str] = {}
         compared: dict[str, None] = {}
         for text, sketch in zip(texts, sketches, strict=True):
+            if sketch.shingles is not None:
+                continue
             for table, band in zip(self._tables, sketch.bands or ()):
                 kept = table.get(band)
                 if kept or band in seen:
                     compared.update(dict.fromkeys([text, seen.get(band, text), *(self._texts[k] for k in kept or ())]))
                 seen[band] = text
         self._add_shingles(list(compared))
+
+    def remember(self, stored: dict[str, ChunkFacts]) -> None:
+        """Take the sketches stored at index time, by text, for texts not sketched yet; their
+        band keys are found in one batch."""
+        stored = {t: f for t, f in stored.items() if t not in self._sketches}
+        sketches = {t: Sketch(f.exact, None, shingles=np.frombuffer(f.shingles, dtype="<u4")) for t, f in stored.items()}
+        signed = [t for t, f in stored.items() if f.signature is not None]
+        if signed and self.threshold is not None:
+            signatures = np.frombuffer(b"".join(stored[t].signature for t in signed), dtype="<u4")  # type: ignore[misc]
+            signatures = signatures.reshape(-1, _NUM_PERM)
+            keys = _band_keys(signatures, len(self._tables), self._rows)
+            for text, signature, bands in zip(signed, signatures, keys.tolist(), strict=True):
+                sketches[text].signature, sketches[text].bands = signature, tuple(bands)
+        self._sketches.update(sketches)
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(self._sketch(text).exact)

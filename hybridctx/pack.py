@@ -17,7 +17,7 @@ A `PackSession` keeps the passages of earlier turns in place and appends what a 
 adds, so each follow-up only pays for new tokens.
 
 What the packer needs to know of each chunk (its tokens as a passage body in the reading
-model's tokenizer, its exact key and MinHash signature) is worked out at index time
+model's tokenizer, its exact key, MinHash signature and shingles) is worked out at index time
 (`chunk_facts`), stored with the chunk, and comes back with it from retrieval
 (`Chunk.facts`), so that even a packer's first window does no tokenizing or hashing of the
 chunks. Chunks without stored facts (hits from elsewhere, a KB indexed for another reader)
@@ -40,9 +40,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 
-from hybridctx.dedup import DuplicateFilter, Sketch, sketch_batch
+from hybridctx.dedup import DuplicateFilter, sketch_batch
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.prompt import PromptTemplate
 from hybridctx.schema import Chunk, ChunkFacts, DroppedCandidate, Hit, Ordering, PackedContext, Passage
@@ -166,11 +165,11 @@ class Packer:
         tokens = self.counter.counter.count_many([self.template.body(t.strip()) for t in texts])
         return [replace(f, reader=self.reader, tokens=n) for f, n in zip(facts, tokens, strict=True)]
 
-    def _recall(self, hits: Sequence[Hit]) -> None:
-        """Take what the knowledge base stored about these chunks (`Chunk.facts`) and this packer
-        does not know yet."""
+    def _recall(self, hits: Sequence[Hit]) -> dict[str, ChunkFacts]:
+        """Take the token counts the knowledge base stored with these chunks (`Chunk.facts`)
+        that this packer does not know yet; return the facts of those not sketched yet, by text."""
         bodies: dict[str, int] = {}
-        sketches: dict[str, Sketch] = {}
+        sketches: dict[str, ChunkFacts] = {}
         for hit in hits:
             text, facts = hit.chunk.text, hit.chunk.facts
             if facts is None or facts.chars != len(text):  # none stored, or the text was changed since
@@ -178,10 +177,9 @@ class Packer:
             if facts.reader == self.reader and facts.reader is not None and text not in self._body_tokens:
                 bodies[text] = facts.tokens  # type: ignore[assignment]
             if text not in self._sketches:
-                signature = None if facts.signature is None else np.frombuffer(facts.signature, dtype="<u4")
-                sketches[text] = Sketch(facts.exact, signature)
-        self._body_tokens.remember(bodies)
-        self._sketches.remember(sketches)
+                sketches[text] = facts
+        self._body_tokens.update(bodies)
+        return sketches
 
     def session(self) -> PackSession:
         return PackSession(duplicates=self.duplicate_filter())
@@ -220,12 +218,13 @@ class Packer:
         if skeleton > limit:
             raise BudgetTooSmallError(limit, skeleton)
 
-        self._recall(hits)
+        stored_sketches = self._recall(hits)
         state = session if session is not None else self.session()
         room = limit - skeleton
         if session is not None and not state.spans:  # a session's first question: keep room for follow-ups
             room = int(room * (1 - self.follow_up_share))
         selection = _Selection(self, state, hits, room)
+        selection.duplicates.remember(stored_sketches)
         selection.run()
         passages, spans, rendered, pieces, token_count = self._fit(selection, ordering, tail, tail_tokens, limit, skeleton)
 
@@ -554,11 +553,11 @@ class _Selection:
 
 
 def sketch_facts(texts: Sequence[str]) -> list[ChunkFacts]:
-    """The reader-independent facts of chunk texts: exact keys and MinHash signatures."""
+    """The reader-independent facts of chunk texts: exact keys, MinHash signatures and shingles."""
     return [
         ChunkFacts(
             exact=s.exact, signature=None if s.signature is None else s.signature.astype("<u4").tobytes(),
-            reader=None, tokens=None, chars=len(text),
+            shingles=s.shingles.astype("<u4").tobytes(), reader=None, tokens=None, chars=len(text),  # type: ignore[union-attr]
         )
         for s, text in zip(sketch_batch(texts), texts, strict=True)
     ]

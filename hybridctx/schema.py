@@ -30,13 +30,14 @@ class Document(BaseModel):
 class ChunkFacts:
     """What the packer needs to know of a chunk, worked out once at index time and stored with
     it, so that packing a window of thousands of chunks neither tokenizes nor hashes them:
-    its exact-duplicate key, its MinHash signature (None: the text has no words), the tokens
-    it takes as a prompt passage's body for one reader (`reader` names the tokenizer and
-    template; None: not counted), and the length of the text they are facts of. A plain
-    dataclass: a window reads thousands of them."""
+    its exact-duplicate key, its MinHash signature (None: the text has no words) and word
+    3-gram hashes (dedup.py), the tokens it takes as a prompt passage's body for one reader
+    (`reader` names the tokenizer and template; None: not counted), and the length of the
+    text they are facts of. A plain dataclass: a window reads thousands of them."""
 
     exact: bytes
     signature: bytes | None
+    shingles: bytes
     reader: int | None
     tokens: int | None
     chars: int

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS chunk_facts (
     vector_id INTEGER PRIMARY KEY REFERENCES chunks(vector_id) ON DELETE CASCADE,
     exact BLOB NOT NULL,
     signature BLOB,
+    shingles BLOB NOT NULL,
     reader INTEGER,
     tokens INTEGER
 );
@@ -200,8 +201,9 @@ class ChunkStore:
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
         if facts is not None:
             self._db.executemany(
-                "INSERT INTO chunk_facts(vector_id, exact, signature, reader, tokens) VALUES (?, ?, ?, ?, ?)",
-                [(vector_id, f.exact, f.signature, f.reader, f.tokens) for vector_id, f in zip(added, facts, strict=True)],
+                "INSERT INTO chunk_facts(vector_id, exact, signature, shingles, reader, tokens) VALUES (?, ?, ?, ?, ?, ?)",
+                [(vector_id, f.exact, f.signature, f.shingles, f.reader, f.tokens)
+                 for vector_id, f in zip(added, facts, strict=True)],
             )
         return removed, added
 
@@ -225,7 +227,7 @@ class ChunkStore:
             batch = ids[offset : offset + 500]
             rows = self._db.execute(
                 'SELECT c.vector_id, c.id, c.doc_id, c.text, c.start, c."end", c.start_line,'
-                " c.end_line, c.token_count, d.metadata, f.exact, f.signature, f.reader, f.tokens"
+                " c.end_line, c.token_count, d.metadata, f.exact, f.signature, f.shingles, f.reader, f.tokens"
                 " FROM chunks c JOIN documents d ON d.id = c.doc_id LEFT JOIN chunk_facts f"
                 f" ON f.vector_id = c.vector_id WHERE c.vector_id IN ({','.join('?' * len(batch))})",
                 batch,

@@ -72,7 +72,7 @@ class RecentValues(dict):
         super().__setitem__(key, value)
         self._trim()
 
-    def remember(self, items: dict) -> None:
+    def update(self, items: dict) -> None:  # type: ignore[override]
         """Set many at once (faster than one by one)."""
         super().update(items)
         self._trim()
@@ -100,7 +100,7 @@ class CachedCounter:
         new = [t for t in dict.fromkeys(texts) if t not in known]
         if new:
             counted = dict(zip(new, self.counter.count_many(new), strict=True))
-            self._counts.remember(counted)
+            self._counts.update(counted)
             known.update(counted)
         return [known[t] for t in texts]
 
