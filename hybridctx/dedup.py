@@ -127,29 +127,41 @@ class DuplicateFilter:
         self.threshold = threshold
         self._exact: dict[bytes, str] = {}
         self._keys: dict[str, bytes] = {}
-        self._tables: list[defaultdict[int, list[str]]] = []  # per band: band key -> kept keys
-        if threshold is not None:
-            bands, self._rows = _lsh_bands(min(threshold * _LSH_REACH, 0.9))
-            self._tables = [defaultdict(list) for _ in range(bands)]
+        self._bands, self._rows = _lsh_bands(min((threshold or 1.0) * _LSH_REACH, 0.9))
+        self._table: defaultdict[int, list[str]] = defaultdict(list)  # band key (of any band) -> kept keys
         self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
         self._texts: dict[str, str] = {}  # kept key -> its text (near duplicates on)
         self._sketches: dict[str, Sketch] = {} if sketches is None else sketches
+        self._stored: dict[str, ChunkFacts] = {}
+
+    def remember(self, stored: dict[str, ChunkFacts]) -> None:
+        """Facts stored at index time, by text: `prepare` reads their sketches from them
+        rather than hashing the texts."""
+        self._stored = stored
 
     def prepare(self, texts: Sequence[str]) -> None:
         """Sketch these texts (and find their band keys) in one batch, ahead of
         `exact_copy_of`/`near_copy_of`/`add` on them."""
         texts = list(dict.fromkeys(texts))
         new = [t for t in texts if t not in self._sketches]
+        stored = [t for t in new if t in self._stored]
         if self.threshold is None:  # exact keys are all it needs
             for text in new:
-                self._sketches[text] = Sketch(exact_key(text), None)
+                self._sketches[text] = Sketch(self._stored[text].exact if text in self._stored else exact_key(text), None)
             return
-        for text, sketch in zip(new, sketch_batch(new) if new else [], strict=True):
+        hashed = [t for t in new if t not in self._stored]
+        for text, sketch in zip(hashed, sketch_batch(hashed) if hashed else [], strict=True):
             self._sketches[text] = sketch
+        signed = [self._stored[t] for t in stored if self._stored[t].signature is not None]
+        signatures = iter(np.frombuffer(b"".join(f.signature for f in signed), dtype="<u4").reshape(-1, _NUM_PERM))  # type: ignore[misc]
+        for text in stored:
+            facts = self._stored[text]
+            signature = None if facts.signature is None else next(signatures)
+            self._sketches[text] = Sketch(facts.exact, signature, shingles=np.frombuffer(facts.shingles, dtype="<u4"))
         sketches = [self._sketches[t] for t in texts]
         unbanded = [s for s in sketches if self._lacks_bands(s)]
         if unbanded:
-            keys = _band_keys(np.stack([s.signature for s in unbanded]), len(self._tables), self._rows)
+            keys = _band_keys(np.stack([s.signature for s in unbanded]), self._bands, self._rows)
             for sketch, bands in zip(unbanded, keys.tolist(), strict=True):
                 sketch.bands = tuple(bands)
         # The texts LSH will compare exactly (those sharing a band with a kept text or with another
@@ -159,26 +171,12 @@ class DuplicateFilter:
         for text, sketch in zip(texts, sketches, strict=True):
             if sketch.shingles is not None:
                 continue
-            for table, band in zip(self._tables, sketch.bands or ()):
-                kept = table.get(band)
+            for band in sketch.bands or ():
+                kept = self._table.get(band)
                 if kept or band in seen:
                     compared.update(dict.fromkeys([text, seen.get(band, text), *(self._texts[k] for k in kept or ())]))
                 seen[band] = text
         self._add_shingles(list(compared))
-
-    def remember(self, stored: dict[str, ChunkFacts]) -> None:
-        """Take the sketches stored at index time, by text, for texts not sketched yet; their
-        band keys are found in one batch."""
-        stored = {t: f for t, f in stored.items() if t not in self._sketches}
-        sketches = {t: Sketch(f.exact, None, shingles=np.frombuffer(f.shingles, dtype="<u4")) for t, f in stored.items()}
-        signed = [t for t, f in stored.items() if f.signature is not None]
-        if signed and self.threshold is not None:
-            signatures = np.frombuffer(b"".join(stored[t].signature for t in signed), dtype="<u4")  # type: ignore[misc]
-            signatures = signatures.reshape(-1, _NUM_PERM)
-            keys = _band_keys(signatures, len(self._tables), self._rows)
-            for text, signature, bands in zip(signed, signatures, keys.tolist(), strict=True):
-                sketches[text].signature, sketches[text].bands = signature, tuple(bands)
-        self._sketches.update(sketches)
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(self._sketch(text).exact)
@@ -198,7 +196,10 @@ class DuplicateFilter:
         sketch = self._sketch(text)
         if sketch.bands is None:
             return None
-        candidates = {key for table, band in zip(self._tables, sketch.bands) for key in table.get(band, ())}
+        shared = self._table.keys() & sketch.bands  # one C-level pass: most texts share no band
+        if not shared:
+            return None
+        candidates = {key for band in shared for key in self._table[band]}
         candidates = sorted(key for key in candidates if not ignore(key))  # sorted: the same decision in every process
         if not candidates:
             return None
@@ -222,8 +223,8 @@ class DuplicateFilter:
         if sketch.bands is not None:
             self._texts[key] = text
             self._band_keys[key] = sketch.bands
-            for table, band in zip(self._tables, sketch.bands):
-                table[band].append(key)
+            for band in sketch.bands:
+                self._table[band].append(key)
 
     def remove(self, key: str) -> None:
         """Forget a kept text (a session evicted its passage)."""
@@ -231,8 +232,11 @@ class DuplicateFilter:
         if digest is not None and self._exact.get(digest) == key:
             del self._exact[digest]
         self._texts.pop(key, None)
-        for table, band in zip(self._tables, self._band_keys.pop(key, ())):
-            table[band].remove(key)
+        for band in self._band_keys.pop(key, ()):
+            kept = self._table[band]
+            kept.remove(key)
+            if not kept:
+                del self._table[band]
 
     def _sketch(self, text: str) -> Sketch:
         sketch = self._sketches.get(text)
@@ -259,9 +263,10 @@ class DuplicateFilter:
 
 
 def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One 64-bit key per band of each signature (rows x 32 bits folded; a rare collision only
-    adds a candidate, which the exact comparison then rejects)."""
-    keys = np.zeros((len(signatures), bands), dtype=np.uint64)
+    """One 64-bit key per band of each signature (rows x 32 bits folded, seeded with the band's
+    number so that keys of different bands differ and can share one table; a rare collision
+    only adds a candidate, which the exact comparison then rejects)."""
+    keys = np.tile(np.arange(bands, dtype=np.uint64) * _MIX[1], (len(signatures), 1))
     for row in range(rows):
         keys = keys * _MIX[0] ^ signatures[:, row : bands * rows : rows].astype(np.uint64)
     return keys
@@ -274,12 +279,20 @@ def _lsh_bands(threshold: float) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
+def _common(a: np.ndarray, b: np.ndarray) -> int:
+    """How many hashes two sorted arrays of unique hashes share (by bisection: no sort)."""
+    if not a.size or not b.size:
+        return 0
+    at = np.minimum(np.searchsorted(b, a), b.size - 1)
+    return int(np.count_nonzero(b[at] == a))
+
+
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard similarity of two sorted arrays of unique hashes."""
-    common = np.intersect1d(a, b, assume_unique=True).size
+    common = _common(a, b)
     return common / (a.size + b.size - common)
 
 
 def _containment(a: np.ndarray, b: np.ndarray) -> float:
     """The share of `a`'s hashes that are in `b` (both sorted and unique)."""
-    return np.intersect1d(a, b, assume_unique=True).size / a.size
+    return _common(a, b) / a.size

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from hybridctx.dedup import DuplicateFilter, sketch_batch
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.prompt import PromptTemplate
-from hybridctx.schema import Chunk, ChunkFacts, DroppedCandidate, Hit, Ordering, PackedContext, Passage
+from hybridctx.schema import Chunk, ChunkFacts, Hit, Ordering, PackedContext, Passage
 from hybridctx.tokens import CachedCounter, RecentValues, TokenCounter
 
 ORDERINGS: tuple[Ordering, ...] = ("canonical", "relevance", "edges")
@@ -245,7 +245,7 @@ class Packer:
             reserved_tokens=reserve_tokens,
             prefix_token_count=prefix_tokens,
             ordering=ordering,
-            dropped=selection.dropped,
+            dropped=[{"chunk_id": c, "reason": r, "kept": k} for c, r, k in selection.dropped],  # validated in one go
         )
 
     def _fit(
@@ -359,7 +359,7 @@ class _Selection:
         self.room = room
         self.chosen: list[_Span] = []
         self.costs: list[int] = []
-        self.dropped: list[DroppedCandidate] = []
+        self.dropped: list[tuple[str, str, str | None]] = []  # (chunk id, reason, kept chunk id)
         self.over_budget: list[int] = []  # hit indices, for a top-up once the exact count is known
         # What the prompt shows so far, by document, and the chunks behind it.
         self.shown: dict[str, _DocSpans] = defaultdict(_DocSpans)
@@ -376,6 +376,7 @@ class _Selection:
         self.chars_per_token = 0.0  # the most seen so far; 0 until something is counted
         self.stale: list[_Span] = []
         self.stale = self._stale_spans()
+        self.stale_cost = sum(self.session_costs[id(s)] for s in self.stale)  # room they would free
         for span in reversed(session.spans):  # the window shrank since the last turn
             if self.used <= room:
                 break
@@ -458,7 +459,7 @@ class _Selection:
     # -- decisions ----------------------------------------------------------------------------
     def _consider(self, i: int, hit: Hit) -> None:
         chunk = hit.chunk
-        left = self.room - self.used + sum(self.session_costs[id(s)] for s in self.stale)
+        left = self.room - self.used + self.stale_cost
         nearby = self.shown[chunk.doc_id].near(chunk.start, chunk.end) if chunk.doc_id in self.shown else []
         if not nearby and not self._may_fit(i, left):  # the common case once the window is full
             self._over_budget(i)
@@ -506,6 +507,7 @@ class _Selection:
         """Make room for a fresh passage by evicting stale follow-up passages, last first."""
         while self.used + cost > self.room and self.stale:
             span = self.stale.pop()
+            self.stale_cost -= self.session_costs[id(span)]
             if id(span) not in self.evicted:
                 self._evict(span)
         return self.used + cost <= self.room
@@ -515,7 +517,7 @@ class _Selection:
         the `slack` tokens still free; True if any was added."""
         retry = self.over_budget
         self.over_budget = []
-        self.dropped = [d for d in self.dropped if d.reason != "over_budget"]
+        self.dropped = [d for d in self.dropped if d[1] != "over_budget"]
         self.used = self.room - slack
         added = len(self.chosen)
         for n, i in enumerate(retry):
@@ -549,7 +551,7 @@ class _Selection:
         self._drop(self.hits[i].chunk, "over_budget")
 
     def _drop(self, chunk: Chunk, reason: str, kept: str | None = None) -> None:
-        self.dropped.append(DroppedCandidate(chunk_id=chunk.id, reason=reason, kept=kept))
+        self.dropped.append((chunk.id, reason, kept))
 
 
 def sketch_facts(texts: Sequence[str]) -> list[ChunkFacts]:
