@@ -120,6 +120,15 @@ def text_document(text: str) -> Document:
     return Document(id=f"text:{digest}", text=text, metadata={"source": f"text:{digest}"})
 
 
+def _is_existing_path(text: str) -> bool:
+    """Whether a text names an existing file or folder; a long text is no path (the OS refuses
+    names of more than 255 bytes rather than answering no)."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):  # name too long; an embedded NUL
+        return False
+
+
 def _looks_like_path(text: str) -> bool:
     return (
         "\n" not in text
@@ -164,7 +173,7 @@ def iter_documents(items: Item | Iterable[Item], max_file_bytes: int = MAX_FILE_
     for item in items:
         if isinstance(item, (Document, Source)):
             resolved.append(item)
-        elif isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).exists()):
+        elif isinstance(item, os.PathLike) or (isinstance(item, str) and _is_existing_path(item)):
             resolved.append(PathSource([item], max_file_bytes=max_file_bytes))
         elif isinstance(item, str) and _looks_like_path(item):
             raise SourceNotFoundError(item)

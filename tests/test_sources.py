@@ -57,6 +57,14 @@ def test_items_mix_documents_texts_and_paths(tmp_path):
     assert failure.reason == "empty text"
 
 
+def test_long_texts_and_texts_with_nul_are_texts_not_paths():
+    """The OS refuses a file name of more than 255 bytes (or with a NUL) instead of saying it does not exist."""
+    long_line = "The Zephyr client retries a failed request up to 7 times. " * 10
+    texts = [long_line, long_line + "\n\nSecond paragraph.", "a NUL \x00 in the text"]
+    produced = list(iter_documents(texts))
+    assert [p.text for p in produced] == texts
+
+
 def test_missing_paths_and_odd_items_are_refused_up_front(tmp_path):
     with pytest.raises(SourceNotFoundError, match="missing.md"):
         iter_documents(["missing.md"])
