@@ -152,12 +152,14 @@ class DuplicateFilter:
         hashed = [t for t in new if t not in self._stored]
         for text, sketch in zip(hashed, sketch_batch(hashed) if hashed else [], strict=True):
             self._sketches[text] = sketch
-        signed = [self._stored[t] for t in stored if self._stored[t].signature is not None]
-        signatures = iter(np.frombuffer(b"".join(f.signature for f in signed), dtype="<u4").reshape(-1, _NUM_PERM))  # type: ignore[misc]
         for text in stored:
             facts = self._stored[text]
-            signature = None if facts.signature is None else next(signatures)
-            self._sketches[text] = Sketch(facts.exact, signature, shingles=np.frombuffer(facts.shingles, dtype="<u4"))
+            self._sketches[text] = Sketch(facts.exact, None, shingles=np.frombuffer(facts.shingles, dtype="<u4"))
+        signed = [t for t in stored if self._stored[t].signature is not None]
+        if signed:  # the stored signatures, read as one array
+            signatures = np.frombuffer(b"".join(self._stored[t].signature for t in signed), dtype="<u4")  # type: ignore[misc]
+            for text, signature in zip(signed, signatures.reshape(-1, _NUM_PERM), strict=True):
+                self._sketches[text].signature = signature
         sketches = [self._sketches[t] for t in texts]
         unbanded = [s for s in sketches if self._lacks_bands(s)]
         if unbanded:
@@ -205,14 +207,26 @@ class DuplicateFilter:
             return None
         self._add_shingles([text, *(self._texts[key] for key in candidates)])
         best, best_similarity = None, 0.0
+        mine = sketch.shingles
         for key in candidates:
-            similarity = _jaccard(sketch.shingles, self._shingles(key))
+            theirs = self._shingles(key)
+            common = _common(mine, theirs)
+            similarity = common / (mine.size + theirs.size - common)  # Jaccard
             if similarity < self.threshold:  # type: ignore[operator]
-                nearby = [self._shingles(k) for k in around(key) if k in self._texts]
-                similarity = max(similarity, _containment(sketch.shingles, np.unique(np.concatenate(nearby))))
+                similarity = max(similarity, self._containment(mine, key, common, around(key)))
             if similarity >= self.threshold and similarity > best_similarity:  # type: ignore[operator]
                 best, best_similarity = key, similarity
         return best
+
+    def _containment(self, mine: np.ndarray, key: str, common: int, nearby: Sequence[str]) -> float:
+        """The share of `mine` in the union of the kept texts `nearby` (`key`, which shares
+        `common` of them, and its neighbours): exact when it reaches the threshold, else a bound
+        below it (the sum of the parts; the union is only built when that could reach it)."""
+        members = [k for k in nearby if k in self._texts]
+        parts = sum(common if k == key else _common(mine, self._shingles(k)) for k in members)
+        if len(members) < 2 or parts < self.threshold * mine.size:  # type: ignore[operator]
+            return parts / mine.size
+        return _common(mine, np.unique(np.concatenate([self._shingles(k) for k in members]))) / mine.size
 
     def add(self, key: str, text: str) -> None:
         if key in self._keys:
@@ -286,13 +300,3 @@ def _common(a: np.ndarray, b: np.ndarray) -> int:
     at = np.minimum(np.searchsorted(b, a), b.size - 1)
     return int(np.count_nonzero(b[at] == a))
 
-
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sorted arrays of unique hashes."""
-    common = _common(a, b)
-    return common / (a.size + b.size - common)
-
-
-def _containment(a: np.ndarray, b: np.ndarray) -> float:
-    """The share of `a`'s hashes that are in `b` (both sorted and unique)."""
-    return _common(a, b) / a.size
