@@ -197,10 +197,11 @@ def stored_hits(path: Path, hits: list[Hit], packer: Packer) -> tuple[list[Hit],
 
 
 def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -> list[tuple]:
-    """One `pack` call. Cold: a fresh packer's first call (median of 3 fresh packers), reading the
-    chunks' facts from the store as `Pipeline.pack` does, and with nothing stored (hits from
-    elsewhere: every chunk counted and sketched in the call). Warm: the median of repeated packs
-    by one packer, which remembers counts and sketches, as over consecutive questions."""
+    """One `pack` call. Cold: a fresh packer's first call (median of 5 fresh packers), on the
+    chunks as retrieval returns them from a real store, with what `Pipeline.add` stored for the
+    packer; and on the same chunks without it (hits from elsewhere: every chunk counted and
+    sketched in the call). Warm: the median of repeated packs by one packer, which remembers
+    counts and sketches, as over consecutive questions."""
     rows = []
     candidates = speed_candidates(20_000, rng)
     for number, (name, counter) in enumerate(counters.items()):
@@ -214,8 +215,8 @@ def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -
                 context = packer.pack(query, hits, budget)
                 return time.perf_counter() - started, context
 
-            stored = [first_pack(from_kb[:n]) for _ in range(3)]
-            bare = [first_pack(candidates[:n]) for _ in range(3)]
+            stored = [first_pack(from_kb[:n]) for _ in range(5)]
+            bare = [first_pack(candidates[:n]) for _ in range(5)]
             assert stored[0][1].prompt == bare[0][1].prompt  # the stored facts change nothing but the time
             packer, hits = Packer(counter), from_kb[:n]  # type: ignore[arg-type]
             seconds = []
@@ -240,14 +241,15 @@ def write_speed(speed: list[tuple]) -> None:
         f"## Context packer: speed ({date.today().isoformat()})",
         "",
         f"Machine: {os.cpu_count()} CPU cores, no GPU. `bench/bench_packer.py --speed` (also part of the full run). "
-        "Real standard-library chunks of 256 MiniLM tokens, 5% exact and 10% near copies, random ranks, in a "
-        "real chunk store with the facts `Pipeline.add` stores for the packer (each chunk's tokens as a passage "
-        "body for this reader, its exact key and MinHash signature). One `Packer.pack` call: dedup + merge + "
-        "order + exact count. **Cold**: a fresh packer's first call, reading the facts from the store as "
-        "`Pipeline.pack` does (median of 3 fresh packers); *nothing stored*: the same with hits the store does "
-        "not know, every chunk counted and sketched during the call. **Warm**: median of repeated calls by one "
-        "packer, which remembers counts and sketches, as over consecutive questions. Index-time cost: working "
-        "out the facts when the chunks are added. This machine runs a 10M-iteration Python loop in "
+        "Real standard-library chunks of 256 MiniLM tokens, 5% exact and 10% near copies, random ranks, as "
+        "retrieval returns them from a real chunk store: carrying what `Pipeline.add` stored for the packer "
+        "(`Chunk.facts`: each chunk's tokens as a passage body for this reader, its exact key, MinHash signature "
+        "and shingles). One `Packer.pack` call: dedup + merge + order + exact count. **Cold**: a fresh packer's "
+        "first call (median of 5 fresh packers); *nothing stored*: the same chunks without their facts (hits "
+        "from elsewhere), every chunk counted and sketched during the call. **Warm**: median of repeated calls "
+        "by one packer, which remembers counts and sketches, as over consecutive questions. Index-time cost: "
+        "working out the facts when the chunks are added. Timings on this VM vary by up to 2x from one minute "
+        "to the next (a plain Python loop does too); this machine runs a 10M-iteration Python loop in "
         f"{python_loop_seconds():.2f} s, for comparison with other machines:",
         "",
         "| reader's tokenizer | candidates | budget | cold | warm | cold, nothing stored | duplicates dropped "

@@ -3,12 +3,11 @@ copies by MinHash LSH (datasketch's permutations and band layout) over word 3-gr
 
 Shingles are hashed deterministically (not with Python's salted `hash`), so the same
 candidates give the same decisions (and the same prompt, which prefix caching needs) in
-every process, and a text's exact key and MinHash signature can be worked out once, at
-index time, and stored with its chunk (`sketch_batch`). Shingles, signatures, band keys and
-exact keys are computed for a whole batch of texts in a few numpy operations; shingles only
-for the texts an LSH band proposes for an exact comparison. The band tables are plain dicts:
-per-text numpy and MinHash calls, and datasketch's per-key band hashing, dominated the
-packer's time.
+every process, and a text's sketch (exact key, shingles, MinHash signature) can be worked
+out once, at index time, and stored with its chunk (`sketch_batch`, `remember`). Sketches
+and band keys are computed for a whole batch of texts in a few numpy operations, and the
+band table is a plain dict probed by one set intersection: per-text numpy and MinHash calls,
+and datasketch's per-key band hashing, dominated the packer's time.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from hybridctx.schema import ChunkFacts
 _SHINGLE_WORDS = 3
 _NUM_PERM = 32
 _SEED = 1
+_SKETCH_STEP = 512  # texts sketched at once: bounds the memory of a large index-time batch
 # LSH proposes candidates from this share of the threshold up (a copy split across two kept
 # chunks has about half their Jaccard); exact Jaccard and containment then decide.
 _LSH_REACH = 0.4
@@ -38,6 +38,7 @@ _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1), ord("_"), *range(128, 256)]] = True
 # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
 _PERMUTATIONS = tuple(p.astype(np.uint32) for p in MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations)
+_NO_SHINGLES = np.empty(0, dtype=np.uint32)  # with near duplicates off, nothing compares them
 _POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
 
@@ -84,17 +85,23 @@ def shingle_batch(texts: Sequence[str]) -> list[np.ndarray]:
 
 @dataclass
 class Sketch:
-    """What dedup needs of one text: its exact key, its MinHash signature (None: no words), and,
-    once worked out, its LSH band keys and its shingles (for exact comparisons)."""
+    """What dedup needs of one text: its exact key, its shingles (for exact comparisons), its
+    MinHash signature (None: no words, or near duplicates off) and, once a filter worked them
+    out, its LSH band keys."""
 
     exact: bytes
+    shingles: np.ndarray
     signature: np.ndarray | None
     bands: tuple[int, ...] | None = None
-    shingles: np.ndarray | None = None
 
 
 def sketch_batch(texts: Sequence[str]) -> list[Sketch]:
-    """Exact keys, MinHash signatures and shingles of these texts, in one batch."""
+    """Exact keys, MinHash signatures and shingles of these texts, in batches of a bounded size
+    (the permutation step holds 32 numbers per shingle)."""
+    return [s for start in range(0, len(texts), _SKETCH_STEP) for s in _sketch_step(texts[start : start + _SKETCH_STEP])]
+
+
+def _sketch_step(texts: Sequence[str]) -> list[Sketch]:
     batch = shingle_batch(texts)
     sizes = np.array([len(h) for h in batch])
     signatures = np.zeros((len(texts), _NUM_PERM), dtype=np.uint32)
@@ -104,7 +111,7 @@ def sketch_batch(texts: Sequence[str]) -> list[Sketch]:
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
         signatures[sizes > 0] = np.minimum.reduceat(permuted, starts, axis=0)
     return [
-        Sketch(exact_key(text), signature if size else None, shingles=hashes)
+        Sketch(exact_key(text), hashes, signature if size else None)
         for text, hashes, signature, size in zip(texts, batch, signatures, sizes, strict=True)
     ]
 
@@ -127,7 +134,7 @@ class DuplicateFilter:
         self.threshold = threshold
         self._exact: dict[bytes, str] = {}
         self._keys: dict[str, bytes] = {}
-        self._bands, self._rows = _lsh_bands(min((threshold or 1.0) * _LSH_REACH, 0.9))
+        self._bands, self._rows = (0, 0) if threshold is None else _lsh_bands(min(threshold * _LSH_REACH, 0.9))
         self._table: defaultdict[int, list[str]] = defaultdict(list)  # band key (of any band) -> kept keys
         self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
         self._texts: dict[str, str] = {}  # kept key -> its text (near duplicates on)
@@ -147,14 +154,15 @@ class DuplicateFilter:
         stored = [t for t in new if t in self._stored]
         if self.threshold is None:  # exact keys are all it needs
             for text in new:
-                self._sketches[text] = Sketch(self._stored[text].exact if text in self._stored else exact_key(text), None)
+                exact = self._stored[text].exact if text in self._stored else exact_key(text)
+                self._sketches[text] = Sketch(exact, _NO_SHINGLES, None)
             return
         hashed = [t for t in new if t not in self._stored]
         for text, sketch in zip(hashed, sketch_batch(hashed) if hashed else [], strict=True):
             self._sketches[text] = sketch
         for text in stored:
             facts = self._stored[text]
-            self._sketches[text] = Sketch(facts.exact, None, shingles=np.frombuffer(facts.shingles, dtype="<u4"))
+            self._sketches[text] = Sketch(facts.exact, np.frombuffer(facts.shingles, dtype="<u4"), None)
         signed = [t for t in stored if self._stored[t].signature is not None]
         if signed:  # the stored signatures, read as one array
             signatures = np.frombuffer(b"".join(self._stored[t].signature for t in signed), dtype="<u4")  # type: ignore[misc]
@@ -166,19 +174,6 @@ class DuplicateFilter:
             keys = _band_keys(np.stack([s.signature for s in unbanded]), self._bands, self._rows)
             for sketch, bands in zip(unbanded, keys.tolist(), strict=True):
                 sketch.bands = tuple(bands)
-        # The texts LSH will compare exactly (those sharing a band with a kept text or with another
-        # of these), and those kept texts, are shingled now in one batch rather than one by one.
-        seen: dict[int, str] = {}
-        compared: dict[str, None] = {}
-        for text, sketch in zip(texts, sketches, strict=True):
-            if sketch.shingles is not None:
-                continue
-            for band in sketch.bands or ():
-                kept = self._table.get(band)
-                if kept or band in seen:
-                    compared.update(dict.fromkeys([text, seen.get(band, text), *(self._texts[k] for k in kept or ())]))
-                seen[band] = text
-        self._add_shingles(list(compared))
 
     def exact_copy_of(self, text: str) -> str | None:
         return self._exact.get(self._sketch(text).exact)
@@ -205,7 +200,6 @@ class DuplicateFilter:
         candidates = sorted(key for key in candidates if not ignore(key))  # sorted: the same decision in every process
         if not candidates:
             return None
-        self._add_shingles([text, *(self._texts[key] for key in candidates)])
         best, best_similarity = None, 0.0
         mine = sketch.shingles
         for key in candidates:
@@ -263,17 +257,7 @@ class DuplicateFilter:
         return self.threshold is not None and sketch.bands is None and sketch.signature is not None
 
     def _shingles(self, key: str) -> np.ndarray:
-        text = self._texts[key]
-        self._add_shingles([text])
-        return self._sketch(text).shingles  # type: ignore[return-value]
-
-    def _add_shingles(self, texts: Sequence[str]) -> None:
-        """Shingle, in one batch, those of these texts whose sketch came without shingles
-        (stored at index time)."""
-        lacking = [self._sketch(t) for t in texts]
-        lacking = [(t, s) for t, s in zip(texts, lacking, strict=True) if s.shingles is None]
-        for (_, sketch), hashes in zip(lacking, shingle_batch([t for t, _ in lacking]) if lacking else [], strict=True):
-            sketch.shingles = hashes
+        return self._sketch(self._texts[key]).shingles
 
 
 def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:

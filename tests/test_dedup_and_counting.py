@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridctx.dedup import DuplicateFilter, shingle_batch, shingles
+from hybridctx.dedup import DuplicateFilter, exact_key, shingle_batch, shingles, sketch_batch
 from hybridctx.tokens import CachedCounter, RecentValues, TiktokenCounter, count_in_threads
 
 TEXTS = [
@@ -37,6 +37,17 @@ def test_a_batch_shingles_each_text_as_it_would_alone():
     assert len(batch[1]) == 0 and len(batch[5]) == 0  # no words, no shingles
     assert len(batch[2]) == 1 and len(batch[3]) == 2  # fewer than three words: the words themselves
     assert np.array_equal(batch[0], batch[7])  # punctuation and case do not change the shingles
+
+
+def test_a_large_batch_sketches_each_text_as_it_would_alone():
+    """Index-time sketching goes in bounded steps; the steps must not change a sketch."""
+    texts = [f"Record {i}: the pump at station {i % 7} was serviced on day {i % 31}." for i in range(1100)] + TEXTS
+    for batch, text in zip(sketch_batch(texts), texts, strict=True):
+        alone = sketch_batch([text])[0]
+        assert batch.exact == alone.exact == exact_key(text)
+        assert np.array_equal(batch.shingles, alone.shingles)
+        assert (batch.signature is None) == (alone.signature is None) == (not text.split())
+        assert batch.signature is None or np.array_equal(batch.signature, alone.signature)
 
 
 def test_shingles_ignore_case_but_not_words():
