@@ -2,7 +2,8 @@
 
 Measures, on this machine:
   * speed: 2,000 candidates into a 128k budget and 20,000 into a 1M budget (dedup included),
-    counting with tiktoken (OpenAI-style reader) and with the embedded model's GGUF tokenizer;
+    for three readers' tokenizers (tiktoken, an HF tokenizer as vLLM's, the GGUF's via
+    llama.cpp), with the chunk facts a knowledge base stores and without (`--speed`: this alone);
   * coverage: on the Paul Graham essays haystack with planted multi-needle facts and hard
     distractors, the fraction of true needles in the packed prompt at 4k/16k/64k budgets,
     versus a classic top-5 pack;
@@ -14,7 +15,7 @@ Measures, on this machine:
   * orderings against each other: answer accuracy of the embedded model per ordering.
 Prints the figures, writes them into bench/RESULTS.md and plots next to it.
 
-    make bench-packer        # or: .venv/bin/python bench/bench_packer.py [--skip-model]
+    .venv/bin/python bench/bench_packer.py [--skip-model | --speed]     # also part of `make bench`
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
 from hybridctx.generate import LlamaCppBackend
 from hybridctx.haystack import paul_graham_essays, plant
+from hybridctx.models import embedded_safetensors
 from hybridctx.pack import ORDERINGS, Packer
 from hybridctx.schema import Hit, PackedContext
 from hybridctx.store import ChunkStore
@@ -424,9 +426,14 @@ def main() -> None:
     rng = random.Random(1)
     tiktoken = TiktokenCounter("cl100k_base")
     gguf_backend = LlamaCppBackend(cache_dir=Settings().cache_dir)
+    readers = {
+        "tiktoken cl100k": tiktoken,
+        "Gemma, HF tokenizers (as vLLM)": HFTokenizer(embedded_safetensors(Settings().cache_dir) / "tokenizer.json",
+                                                      add_special_tokens=True),
+        "Gemma GGUF (llama.cpp)": gguf_backend.token_counter(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        speed = bench_speed({"tiktoken cl100k": tiktoken, "Gemma GGUF (llama.cpp)": gguf_backend.token_counter()},
-                            random.Random(1), Path(tmp))
+        speed = bench_speed(readers, random.Random(1), Path(tmp))
     gguf_backend.close()
     write_speed(speed)
     if args.speed:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Document(BaseModel):
@@ -57,7 +58,7 @@ class Chunk(BaseModel):
     end_line: int
     token_count: int
     metadata: dict[str, Any] = Field(default_factory=dict)
-    facts: SkipValidation[ChunkFacts | None] = Field(
+    facts: SkipJsonSchema[SkipValidation[ChunkFacts | None]] = Field(
         None, exclude=True, repr=False, description="Set by the knowledge base: what the packer needs to know of this text"
     )
 

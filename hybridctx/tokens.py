@@ -143,7 +143,8 @@ class HFTokenizer:
         return len(self._tok.encode(text, add_special_tokens=self._special).ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=self._special)]
+        # encode_batch_fast skips the character offsets, which counting does not need: twice as fast.
+        return [len(e.ids) for e in self._tok.encode_batch_fast(list(texts), add_special_tokens=self._special)]
 
     def offsets(self, text: str) -> TokenOffsets:
         segments = _line_segments(text)

@@ -127,3 +127,9 @@ def test_cached_counter_counts_each_text_once(tiktoken_counter):
     assert first == [tiktoken_counter.count("alpha beta"), tiktoken_counter.count("gamma")] * 1 + [first[0]]
     assert second == [first[1], tiktoken_counter.count("delta epsilon")]
     assert calls == [["alpha beta", "gamma"], ["delta epsilon"]]
+
+
+def test_hf_counts_in_a_batch_equal_a_full_encoding(tokenizer):
+    """count_many skips the offsets (encode_batch_fast); the counts must not change."""
+    texts = [*TEXTS, "[CLS] [SEP] [MASK] special-looking", "word " * 3000, '<passage id="7" lines="1-9">\n']
+    assert tokenizer.count_many(texts) == [len(tokenizer._tok.encode(t, add_special_tokens=False).ids) for t in texts]
