@@ -40,7 +40,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-
 from hybridctx.dedup import DuplicateFilter, sketch_batch
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.prompt import PromptTemplate
@@ -274,10 +273,9 @@ class Packer:
         """Tokens of each chunk text quoted as a passage body, remembered by text."""
         known = self._body_tokens
         new = [t for t in dict.fromkeys(texts) if t not in known]
-        if new:
+        if new:  # counted by the counter itself: remembered here by chunk text, not by body
             bodies = [self.template.body(t.strip()) for t in new]
-            for text, n in zip(new, self.counter.counter.count_many(bodies), strict=True):
-                known[text] = n
+            known.update(dict(zip(new, self.counter.counter.count_many(bodies), strict=True)))
         return [known[t] for t in texts]
 
     def piece_tokens(
@@ -559,7 +557,7 @@ def sketch_facts(texts: Sequence[str]) -> list[ChunkFacts]:
     return [
         ChunkFacts(
             exact=s.exact, signature=None if s.signature is None else s.signature.astype("<u4").tobytes(),
-            shingles=s.shingles.astype("<u4").tobytes(), reader=None, tokens=None, chars=len(text),  # type: ignore[union-attr]
+            shingles=s.shingles.astype("<u4").tobytes(), reader=None, tokens=None, chars=len(text),
         )
         for s, text in zip(sketch_batch(texts), texts, strict=True)
     ]
