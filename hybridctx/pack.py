@@ -33,11 +33,14 @@ packer. Small prompts are also recounted whole, as a check.
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import math
 import statistics
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from hybridctx.dedup import DuplicateFilter, sketch_batch
@@ -55,6 +58,34 @@ _RECOUNT_BELOW = 8192
 _TOP_UP_ABOVE = 0.004
 # Candidates are counted in batches of this many, as the scan reaches them.
 _COUNT_BATCH = 32
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # packs in progress, in all threads
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while packs run (in any thread), and restore it
+    as the caller had it when the last one ends. A window allocates thousands of objects that
+    survive, which sets off full collections: each walks every object of the process (the
+    hits, the packer's memory, the application's), and they took a third of a 1M-token pack.
+    Packing makes no reference cycles of its own; any the process makes meanwhile are
+    collected when the collector is back."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 @dataclass
@@ -187,6 +218,7 @@ class Packer:
         """A fresh filter sharing this packer's memory of sketched texts."""
         return DuplicateFilter(self.near_duplicate_threshold, sketches=self._sketches)
 
+    @gc_paused()
     def pack(
         self,
         query: str,
@@ -217,11 +249,11 @@ class Packer:
         if skeleton > limit:
             raise BudgetTooSmallError(limit, skeleton)
 
-        stored_sketches = self._recall(hits)
         state = session if session is not None else self.session()
         room = limit - skeleton
         if session is not None and not state.spans:  # a session's first question: keep room for follow-ups
             room = int(room * (1 - self.follow_up_share))
+        stored_sketches = self._recall(hits)
         selection = _Selection(self, state, hits, room)
         selection.duplicates.remember(stored_sketches)
         selection.run()

@@ -3,7 +3,9 @@ exact budgets, deduplication, merged neighbours, orderings, sessions and safe de
 
 from __future__ import annotations
 
+import gc
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -293,3 +295,47 @@ def test_the_gguf_tokenizer_counts_a_large_batch_in_threads_as_one_by_one(llama_
     texts = [h.chunk.text for h in real_hits[:300]]
     assert sum(map(len, texts)) > 100_000
     assert llama_counter.count_many(texts) == [llama_counter.count(t) for t in texts]
+
+
+# -- the garbage collector ----------------------------------------------------------------------
+class GcWatching:
+    """A counter that notes whether Python's garbage collector was on while it counted."""
+
+    def __init__(self, counter):
+        self.counter = counter
+        self.seen: list[bool] = []
+
+    def count(self, text):
+        return self.count_many([text])[0]
+
+    def count_many(self, texts):
+        self.seen.append(gc.isenabled())
+        return self.counter.count_many(texts)
+
+
+def test_packing_pauses_the_garbage_collector_and_gives_it_back_as_it_was(tiktoken_counter):
+    watching = GcWatching(tiktoken_counter)
+    packer = Packer(watching)
+    watching.seen.clear()
+    assert gc.isenabled()
+    packer.pack("What is in passage 3?", make_hits(60), 1500)
+    assert watching.seen and not any(watching.seen)  # paused while packing
+    assert gc.isenabled()
+    with pytest.raises(BudgetTooSmallError):
+        packer.pack("What is in passage 3? " * 50, make_hits(5), 300)
+    assert gc.isenabled()  # also after an error
+    gc.disable()
+    try:
+        packer.pack("What is in passage 3?", make_hits(60), 1500)
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_packs_in_many_threads_give_the_collector_back_when_the_last_ends(tiktoken_counter):
+    packer = Packer(tiktoken_counter)
+    hits = make_hits(300)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        contexts = list(pool.map(lambda i: packer.pack(f"What is in passage {i}?", hits, 2000 + i), range(24)))
+    assert all(c.token_count <= 2000 + i for i, c in enumerate(contexts))
+    assert gc.isenabled()
