@@ -196,8 +196,8 @@ class DuplicateFilter:
         shared = self._table.keys() & sketch.bands  # one C-level pass: most texts share no band
         if not shared:
             return None
-        candidates = {key for band in shared for key in self._table[band]}
-        candidates = sorted(key for key in candidates if not ignore(key))  # sorted: the same decision in every process
+        proposed = {key for band in shared for key in self._table[band]}
+        candidates = sorted(key for key in proposed if not ignore(key))  # sorted: the same decision in every process
         if not candidates:
             return None
         best, best_similarity = None, 0.0
