@@ -156,6 +156,28 @@ class Indexer:
         report.tokens_added += sum(c.token_count for p in pending for c in p.chunks)
 
 
+def refresh_facts(
+    kb: KnowledgeBase,
+    facts: Callable[[Sequence[str]], list[ChunkFacts]],
+    reader: int | None,
+    show_progress: bool = True,
+    step: int = 4096,
+) -> int:
+    """Store `facts` for the chunks that lack them (a KB indexed before hybridctx stored them)
+    or whose counts are for another reader than `reader`; returns how many. Each step commits:
+    an interrupted run keeps what it did, and a re-run does the rest."""
+    done = after = 0
+    with kb.writer() as writer, tqdm(
+        total=kb.store.count_lacking_facts(reader), desc="chunk facts", unit="chunk", disable=not show_progress
+    ) as bar:
+        while rows := kb.store.chunks_lacking_facts(reader, after, step):
+            vector_ids = [v for v, _ in rows]
+            writer.put_facts(vector_ids, facts([text for _, text in rows]))
+            after, done = vector_ids[-1], done + len(rows)
+            bar.update(len(rows))
+    return done
+
+
 def _timed(items: Iterable[Document | Failure], timer: _Timer, stage: str) -> Iterator[Document | Failure]:
     """Charge the time spent producing each item (reading files) to `stage`."""
     iterator = iter(items)

@@ -250,6 +250,15 @@ class KnowledgeBaseWriter:
         self._added_ids += added
         self._added_vectors.append(vectors)
 
+    def put_facts(self, vector_ids: Sequence[int], facts: Sequence[ChunkFacts]) -> None:
+        """Store the packer's facts for chunks already committed, in a transaction of their
+        own: they touch no index, so no new generation."""
+        if self._in_transaction:
+            raise RuntimeError("put_facts: commit the staged changes first")
+        self._store.begin()
+        self._store.put_facts(vector_ids, facts)
+        self._store.commit()
+
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         self._begin()
         removed = self._store.delete_documents(doc_ids)

@@ -19,7 +19,7 @@ from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 from hybridctx.generate import Backend, LlamaCppBackend, cite, unsupported_citations
-from hybridctx.indexing import Indexer
+from hybridctx.indexing import Indexer, refresh_facts
 from hybridctx.kb import KnowledgeBase
 from hybridctx.pack import Packer, PackSession, sketch_facts
 from hybridctx.retrieve import DenseRetriever, HybridRetriever, LexicalRetriever, Retriever
@@ -150,18 +150,26 @@ class Pipeline:
             self.kb, self.chunker, self.embedder,
             commit_every_chunks=self.settings.commit_every_chunks,
             show_progress=self.settings.show_progress,
-            facts=self._chunk_facts(),
+            facts=self._chunk_facts()[0],
         )
         return indexer.add(documents)
 
-    def _chunk_facts(self) -> Callable[[Sequence[str]], list[ChunkFacts]]:
-        """What the indexer stores for the packer with each chunk: with its tokens for the
-        generating model, unless that model's tokenizer is not at hand (packing counts then)."""
+    def refresh_facts(self) -> int:
+        """Store what the packer needs to know of each chunk (`Chunk.facts`) where it is missing
+        (a KB indexed before hybridctx stored it) or counted for another model than this
+        pipeline's, so that packing them does no tokenizing; returns how many chunks. `add`
+        stores it for what it adds; this is for a KB upgraded or given a new model."""
+        facts, reader = self._chunk_facts()
+        return refresh_facts(self.kb, facts, reader, show_progress=self.settings.show_progress)
+
+    def _chunk_facts(self) -> tuple[Callable[[Sequence[str]], list[ChunkFacts]], int | None]:
+        """What the indexer stores for the packer with each chunk, and the reader its counts are
+        for: the generating model's, unless its tokenizer is not at hand (packing counts then)."""
         try:
-            return self.packer.chunk_facts
+            return self.packer.chunk_facts, self.packer.reader
         except ModelUnavailableError as exc:
             warnings.warn(f"chunks are stored without their token counts ({exc}); packing will count them", stacklevel=3)
-            return sketch_facts
+            return sketch_facts, None
 
     def delete(self, doc_ids: str | Sequence[str]) -> int:
         """Delete documents by id; returns the number of chunks removed."""

@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
 
+_LACKING_FACTS = (
+    "FROM chunks c LEFT JOIN chunk_facts f ON f.vector_id = c.vector_id"
+    " WHERE c.vector_id > ? AND (f.vector_id IS NULL OR (? IS NOT NULL AND f.reader IS NOT ?))"
+)
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 _SCALARS = (str, int, float, bool)
 
@@ -200,12 +204,26 @@ class ChunkStore:
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
         if facts is not None:
-            self._db.executemany(
-                "INSERT INTO chunk_facts(vector_id, exact, signature, shingles, reader, tokens) VALUES (?, ?, ?, ?, ?, ?)",
-                [(vector_id, f.exact, f.signature, f.shingles, f.reader, f.tokens)
-                 for vector_id, f in zip(added, facts, strict=True)],
-            )
+            self.put_facts(added, facts)
         return removed, added
+
+    def put_facts(self, vector_ids: Sequence[int], facts: Sequence[ChunkFacts]) -> None:
+        """Store the packer's facts for these chunks, in place of any they had."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO chunk_facts(vector_id, exact, signature, shingles, reader, tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(v, f.exact, f.signature, f.shingles, f.reader, f.tokens) for v, f in zip(vector_ids, facts, strict=True)],
+        )
+
+    def chunks_lacking_facts(self, reader: int | None, after: int = 0, limit: int = -1) -> list[tuple[int, str]]:
+        """(vector id, text) of the chunks after vector id `after` that have no stored facts, or
+        (when `reader` is given) whose counts are another reader's, by vector id."""
+        return self._db.execute(
+            f"SELECT c.vector_id, c.text {_LACKING_FACTS} ORDER BY c.vector_id LIMIT ?", (after, reader, reader, limit)
+        ).fetchall()
+
+    def count_lacking_facts(self, reader: int | None) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) {_LACKING_FACTS}", (0, reader, reader)).fetchone()[0])
 
     def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
         """Delete documents and their chunks; returns the vector ids of the deleted chunks."""

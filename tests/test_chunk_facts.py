@@ -107,6 +107,24 @@ def test_facts_of_a_text_changed_after_retrieval_are_not_used(pipe, llama_counte
     assert longer.strip() in context.prompt
 
 
+def test_refresh_fills_in_the_facts_an_older_kb_or_another_model_lacks(pipe, llama_counter):
+    with sqlite3.connect(pipe.kb.store.path) as db:
+        db.execute("DELETE FROM chunk_facts WHERE vector_id % 3 = 0")  # as a KB made before facts were stored
+        db.execute("UPDATE chunk_facts SET reader = 12345, tokens = 1 WHERE vector_id % 3 = 1")  # another model's
+        lacking = db.execute("SELECT COUNT(*) FROM chunks WHERE vector_id % 3 != 2").fetchone()[0]
+    hits = pipe.retrieve(QUESTION, k=200)
+    assert any(h.chunk.facts is None for h in hits) and any(h.chunk.facts and h.chunk.facts.tokens == 1 for h in hits)
+    context = Packer(llama_counter).pack(QUESTION, hits, 1500)  # another model's counts are not taken
+    assert context.token_count == llama_counter.count(context.prompt) <= 1500
+
+    assert pipe.refresh_facts() == lacking > 0
+    assert pipe.refresh_facts() == 0  # nothing left to do
+    packer = Packer(llama_counter)
+    for hit in pipe.retrieve(QUESTION, k=200):
+        assert hit.chunk.facts.reader == packer.reader
+        assert hit.chunk.facts.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))
+
+
 def test_deleting_a_document_deletes_its_facts(pipe):
     def facts_rows():
         with sqlite3.connect(pipe.kb.store.path) as db:
