@@ -2,8 +2,9 @@
 
 Layout of a KB directory:
     manifest.json          format version, embedding model, dimension
-    chunks.sqlite          documents and chunks (store.py); its meta names the live generation
-                           and the dense index segments, dead_vectors the deleted vectors in them
+    chunks.sqlite          documents and chunks (store.py), with what the packer needs to know of
+                           each chunk (chunk_facts); its meta names the live generation and the
+                           dense index segments, dead_vectors the deleted vectors in them
     dense-<generation>-<n>.faiss   dense index segments (segments.py), never changed once written
     lexical/               the BM25 index (tantivy, lexical.py), marked with its generation
     write.lock             held by the one process writing
