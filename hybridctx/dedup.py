@@ -160,14 +160,12 @@ class DuplicateFilter:
         hashed = [t for t in new if t not in self._stored]
         for text, sketch in zip(hashed, sketch_batch(hashed) if hashed else [], strict=True):
             self._sketches[text] = sketch
+        signed = [self._stored[t].signature for t in stored if self._stored[t].signature is not None]
+        signatures = iter(np.frombuffer(b"".join(signed), dtype="<u4").reshape(-1, _NUM_PERM))  # read as one array
         for text in stored:
             facts = self._stored[text]
-            self._sketches[text] = Sketch(facts.exact, np.frombuffer(facts.shingles, dtype="<u4"), None)
-        signed = [t for t in stored if self._stored[t].signature is not None]
-        if signed:  # the stored signatures, read as one array
-            signatures = np.frombuffer(b"".join(self._stored[t].signature for t in signed), dtype="<u4")  # type: ignore[misc]
-            for text, signature in zip(signed, signatures.reshape(-1, _NUM_PERM), strict=True):
-                self._sketches[text].signature = signature
+            signature = None if facts.signature is None else next(signatures)
+            self._sketches[text] = Sketch(facts.exact, np.frombuffer(facts.shingles, dtype="<u4"), signature)
         sketches = [self._sketches[t] for t in texts]
         unbanded = [s for s in sketches if self._lacks_bands(s)]
         if unbanded:

@@ -149,13 +149,12 @@ class _DocSpans:
 
 @dataclass
 class PackSession:
-    """The passages shown so far in a conversation about the same material, with the token
-    counts already made for them."""
+    """The passages shown so far in a conversation about the same material, and the duplicate
+    filter that knows their texts."""
 
     spans: list[_Span] = field(default_factory=list)
     anchor: int = 0  # the first question's passages: kept as the session's fixed prefix
     duplicates: DuplicateFilter | None = None
-    body_tokens: dict[str, int] = field(default_factory=dict)  # chunk id -> count of its body
 
 
 class Packer:
@@ -192,8 +191,7 @@ class Packer:
         facts = sketch_facts(texts)
         if self.reader is None:
             return facts
-        tokens = self.counter.counter.count_many([self.template.body(t.strip()) for t in texts])
-        return [replace(f, reader=self.reader, tokens=n) for f, n in zip(facts, tokens, strict=True)]
+        return [replace(f, reader=self.reader, tokens=n) for f, n in zip(facts, self._count_bodies(texts), strict=True)]
 
     def _recall(self, hits: Sequence[Hit]) -> dict[str, ChunkFacts]:
         """Take the token counts the knowledge base stored with these chunks (`Chunk.facts`)
@@ -288,7 +286,7 @@ class Packer:
         while True:
             passages, spans = self._arrange(selection, ordering)
             rendered = [self.template.passage(p) for p in passages]
-            pieces = self.piece_tokens(passages, spans, rendered, selection.session)
+            pieces = self.piece_tokens(passages, spans, rendered)
             token_count = self._total(tail_tokens, pieces)
             if token_count <= _RECOUNT_BELOW:
                 token_count = self.counter.count(self.template.head + "".join(rendered) + tail)
@@ -305,21 +303,22 @@ class Packer:
         """Tokens of each chunk text quoted as a passage body, remembered by text."""
         known = self._body_tokens
         new = [t for t in dict.fromkeys(texts) if t not in known]
-        if new:  # counted by the counter itself: remembered here by chunk text, not by body
-            bodies = [self.template.body(t.strip()) for t in new]
-            known.update(dict(zip(new, self.counter.counter.count_many(bodies), strict=True)))
+        if new:
+            known.update(dict(zip(new, self._count_bodies(new), strict=True)))
         return [known[t] for t in texts]
 
-    def piece_tokens(
-        self, passages: Sequence[Passage], spans: Sequence[_Span], rendered: Sequence[str], state: PackSession
-    ) -> list[int]:
+    def _count_bodies(self, texts: Sequence[str]) -> list[int]:
+        """Counted by the counter itself, not its cache: they are remembered by chunk text."""
+        return self.counter.counter.count_many([self.template.body(t.strip()) for t in texts])
+
+    def piece_tokens(self, passages: Sequence[Passage], spans: Sequence[_Span], rendered: Sequence[str]) -> list[int]:
         """Exact tokens of each rendered passage: header + known body count for a whole
-        chunk, a full count for merged or partial passages."""
-        whole = [span.whole_chunk for span in spans]
-        whole = [c if c is not None and c.id in state.body_tokens else None for c in whole]
-        headers = iter(self.counter.count_many([self.template.header(p) for p, c in zip(passages, whole) if c]))
-        pieces = iter(self.counter.count_many([piece for piece, c in zip(rendered, whole) if not c]))
-        return [next(headers) + state.body_tokens[c.id] + self.joins["header"] if c else next(pieces) for c in whole]
+        chunk, a full count for merged or partial passages (and for a chunk whose count the
+        packer no longer remembers)."""
+        bodies = [None if (c := span.whole_chunk) is None else self._body_tokens.get(c.text) for span in spans]
+        headers = iter(self.counter.count_many([self.template.header(p) for p, n in zip(passages, bodies) if n is not None]))
+        pieces = iter(self.counter.count_many([piece for piece, n in zip(rendered, bodies) if n is None]))
+        return [next(pieces) if n is None else next(headers) + n + self.joins["header"] for n in bodies]
 
     def header_estimates(self, keys: Sequence[tuple[str, int, int]]) -> list[int]:
         """Tokens of a header (with joins) for each (source, digits of the passage number,
@@ -423,7 +422,7 @@ class _Selection:
     def _session_costs(self) -> list[int]:
         passages = [_passage_of(s, n) for n, s in enumerate(self.session.spans, start=1)]
         rendered = [self.packer.template.passage(p) for p in passages]
-        pieces = self.packer.piece_tokens(passages, self.session.spans, rendered, self.session)
+        pieces = self.packer.piece_tokens(passages, self.session.spans, rendered)
         return [n + self.packer.joins["passage"] for n in pieces]
 
     def _show(self, span: _Span) -> None:
@@ -463,7 +462,6 @@ class _Selection:
             )
             for j, chunk, body, header in zip(batch, chunks, bodies, headers, strict=True):
                 self.costs_alone[j] = (body, header)
-                self.session.body_tokens[chunk.id] = body
                 self.chars_per_token = max(self.chars_per_token, len(chunk.text) / max(1, body))
         return self.costs_alone[i]
 
@@ -608,13 +606,11 @@ def reader_id(counter: TokenCounter, template: PromptTemplate) -> int | None:
 
 
 def _remember(state: PackSession, spans: list[_Span]) -> None:
-    """Keep what the prompt shows for the session's next turn, and only the counts it needs."""
+    """Keep what the prompt shows for the session's next turn."""
     if not state.spans:
         state.anchor = len(spans)
     state.spans = spans
     state.anchor = min(state.anchor, len(spans))
-    shown = {c.id for s in spans for c in s.chunks}
-    state.body_tokens = {k: n for k, n in state.body_tokens.items() if k in shown}
 
 
 def _neighbours(a: Chunk, b: Chunk) -> bool:

@@ -13,7 +13,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -89,7 +89,6 @@ class CachedCounter:
 
     def __init__(self, counter: TokenCounter, limit: int = 200_000) -> None:
         self.counter = counter
-        self.key = getattr(counter, "key", None)
         self._counts = RecentValues(limit)
 
     def count(self, text: str) -> int:
@@ -136,8 +135,14 @@ class HFTokenizer:
         self._tok.no_truncation()
         self._tok.no_padding()
         self._special = add_special_tokens
-        digest = hashlib.sha256(Path(tokenizer_json).read_bytes()).hexdigest()[:32]
-        self.key = f"hf:{digest}:{'special' if add_special_tokens else 'plain'}"
+        self._file = Path(tokenizer_json)
+
+    @cached_property
+    def key(self) -> str:
+        """The tokenizer file's hash: read only when counts are to be stored or matched, not
+        for every tokenizer made (the chunker's needs none)."""
+        digest = hashlib.sha256(self._file.read_bytes()).hexdigest()[:32]
+        return f"hf:{digest}:{'special' if self._special else 'plain'}"
 
     def count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=self._special).ids)
