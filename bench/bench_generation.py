@@ -36,11 +36,11 @@ from _results import write_section  # noqa: E402
 from hybridctx import Pipeline  # noqa: E402
 from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
-from hybridctx.haystack import paul_graham_essays, plant  # noqa: E402
-from hybridctx.models import embedded_safetensors  # noqa: E402
+from hybridctx.evals.essays import paul_graham_essays, plant  # noqa: E402
+from hybridctx.generate.models import embedded_safetensors  # noqa: E402
 from hybridctx.schema import PackedContext  # noqa: E402
 from hybridctx.settings import default_cache_dir  # noqa: E402
-from hybridctx.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
+from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 
 WINDOW = 8192
 ANSWER_TOKENS = 160

@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 from _results import percentile, write_section
 
-from hybridctx.index import FaissIndex, index_spec
+from hybridctx.index.dense import FaissIndex, index_spec
 
 ROWS = Path(__file__).with_name("index_scaling.json")
 DIM = 384
@@ -60,7 +60,7 @@ def dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 SERVE = r"""
 import json, sys, time
 import faiss, numpy as np
-import hybridctx.index as hx
+import hybridctx.index.dense as hx
 faiss.omp_set_num_threads(2)
 path, queries_path = sys.argv[1], sys.argv[2]
 def rss_mb(field="VmRSS"):  # VmHWM: this process image's peak (ru_maxrss would count the forking parent)

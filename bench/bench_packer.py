@@ -3,7 +3,7 @@
 Measures, on this machine:
   * speed: 2,000 candidates into a 128k budget and 20,000 into a 1M budget (dedup included),
     for three readers' tokenizers (tiktoken, an HF tokenizer as vLLM's, the GGUF's via
-    llama.cpp), with the chunk facts a knowledge base stores and without (`--speed`: this alone);
+    llama.cpp), with the chunk profiles a knowledge base stores and without (`--speed`: this alone);
   * coverage: on the Paul Graham essays haystack with planted multi-needle facts and hard
     distractors, the fraction of true needles in the packed prompt at 4k/16k/64k budgets,
     versus a classic top-5 pack;
@@ -37,11 +37,11 @@ from hybridctx import Document, Pipeline, Settings
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
 from hybridctx.generate import LlamaCppBackend
-from hybridctx.haystack import paul_graham_essays, plant
-from hybridctx.models import embedded_safetensors
+from hybridctx.evals.essays import paul_graham_essays, plant
+from hybridctx.generate.models import embedded_safetensors
 from hybridctx.pack import ORDERINGS, Packer
 from hybridctx.schema import Hit, PackedContext
-from hybridctx.store import ChunkStore
+from hybridctx.index.store import ChunkStore
 from hybridctx.tokens import HFTokenizer, TiktokenCounter
 
 HERE = Path(__file__).parent
@@ -174,11 +174,11 @@ def speed_candidates(n: int, rng: random.Random) -> list[Hit]:
 
 def stored_hits(path: Path, hits: list[Hit], packer: Packer) -> tuple[list[Hit], float]:
     """These hits as a knowledge base returns them: their chunks written to a real chunk store
-    with the facts `Pipeline.add` stores for the packer (counted for `packer`'s reader), and read
-    back; and the milliseconds working out the facts took per 1,000 chunks."""
+    with the profiles `Pipeline.add` stores for the packer (counted for `packer`'s reader), and read
+    back; and the milliseconds working out the profiles took per 1,000 chunks."""
     chunks = [h.chunk for h in hits]
     started = time.perf_counter()
-    facts = packer.chunk_facts([c.text for c in chunks])
+    profiles = packer.chunk_profiles([c.text for c in chunks])
     milliseconds = (time.perf_counter() - started) * 1000
     by_doc: dict[str, list[int]] = {}
     for i, chunk in enumerate(chunks):
@@ -188,7 +188,7 @@ def stored_hits(path: Path, hits: list[Hit], packer: Packer) -> tuple[list[Hit],
     vector_ids = [0] * len(chunks)
     for doc_id, members in by_doc.items():
         document = Document(id=doc_id, text="", metadata={"source": chunks[members[0]].source})
-        _, added = store.replace_document(document, doc_id, [chunks[i] for i in members], [facts[i] for i in members])
+        _, added = store.replace_document(document, doc_id, [chunks[i] for i in members], [profiles[i] for i in members])
         for i, vector_id in zip(members, added, strict=True):
             vector_ids[i] = vector_id
     store.commit()
@@ -219,7 +219,7 @@ def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -
 
             stored = [first_pack(from_kb[:n]) for _ in range(5)]
             bare = [first_pack(candidates[:n]) for _ in range(5)]
-            assert stored[0][1].prompt == bare[0][1].prompt  # the stored facts change nothing but the time
+            assert stored[0][1].prompt == bare[0][1].prompt  # the stored profiles change nothing but the time
             packer, hits = Packer(counter), from_kb[:n]  # type: ignore[arg-type]
             seconds = []
             for _ in range(runs + 1):
@@ -234,7 +234,7 @@ def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -
             rows.append((name, n, budget, cold, cold_bare, warm, dups, index_ms))
             print(f"speed {name}: {n} -> {budget}: cold {cold * 1000:.0f} ms (nothing stored: {cold_bare * 1000:.0f} ms), "
                   f"warm {warm * 1000:.0f} ms ({ctx.token_count} tokens, {len(ctx.passages)} passages, "
-                  f"{dups} duplicates dropped); index-time facts {index_ms:.1f} ms per 1,000 chunks")
+                  f"{dups} duplicates dropped); index-time profiles {index_ms:.1f} ms per 1,000 chunks")
     return rows
 
 
@@ -245,17 +245,17 @@ def write_speed(speed: list[tuple]) -> None:
         f"Machine: {os.cpu_count()} CPU cores, no GPU. `bench/bench_packer.py --speed` (also part of the full run). "
         "Real standard-library chunks of 256 MiniLM tokens, 5% exact and 10% near copies, random ranks, as "
         "retrieval returns them from a real chunk store: carrying what `Pipeline.add` stored for the packer "
-        "(`Chunk.facts`: each chunk's tokens as a passage body for this reader, its exact key, MinHash signature "
+        "(`Chunk.profile`: each chunk's tokens as a passage body for this reader, its exact key, MinHash signature "
         "and shingles). One `Packer.pack` call: dedup + merge + order + exact count. **Cold**: a fresh packer's "
-        "first call (median of 5 fresh packers); *nothing stored*: the same chunks without their facts (hits "
+        "first call (median of 5 fresh packers); *nothing stored*: the same chunks without their profiles (hits "
         "from elsewhere), every chunk counted and sketched during the call. **Warm**: median of repeated calls "
         "by one packer, which remembers counts and sketches, as over consecutive questions. Index-time cost: "
-        "working out the facts when the chunks are added. Timings on this VM vary by up to 2x from one minute "
+        "working out the profiles when the chunks are added. Timings on this VM vary by up to 2x from one minute "
         "to the next (a plain Python loop does too); this machine runs a 10M-iteration Python loop in "
         f"{python_loop_seconds():.2f} s, for comparison with other machines:",
         "",
         "| reader's tokenizer | candidates | budget | cold | warm | cold, nothing stored | duplicates dropped "
-        "| index-time facts per 1,000 chunks |",
+        "| index-time profiles per 1,000 chunks |",
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {name} | {n:,} | {budget:,} | **{cold * 1000:.0f} ms** | **{warm * 1000:.0f} ms** | "

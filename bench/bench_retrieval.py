@@ -27,7 +27,7 @@ from _results import write_section
 
 from hybridctx import Pipeline
 from hybridctx.embed import SentenceTransformerEmbedder
-from hybridctx.haystack import paul_graham_essays, plant
+from hybridctx.evals.essays import paul_graham_essays, plant
 
 PLACES = {  # place: near-identical keys used as distractors
     "Orion lab": ["Orion lobby", "Orin lab"],

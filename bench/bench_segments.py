@@ -27,8 +27,8 @@ from _results import percentile, write_section
 from bench_index_scaling import dataset
 from tqdm import tqdm
 
-from hybridctx.index import FaissIndex
-from hybridctx.kb import KnowledgeBase
+from hybridctx.index.dense import FaissIndex
+from hybridctx.index.kb import KnowledgeBase
 from hybridctx.schema import Chunk, Document
 
 COMMIT = 4096

@@ -87,12 +87,12 @@ def print_hits(hits: list[Hit], snippet_chars: int = 160) -> None:
 
 
 def describe_context(context: PackedContext) -> str:
-    """One line: size, passages, route, and how many candidates were dropped for what."""
+    """One line: size, passages, recall, and how many candidates were dropped for what."""
     dropped = Counter(d.reason for d in context.dropped)
     left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(dropped.items()))
     return (
         f"{context.token_count} prompt tokens ({len(context.passages)} passages from {len(context.chunks)} chunks, "
-        f"{context.ordering} order, {context.route.replace('_', ' ')}, budget {context.budget_tokens}"
+        f"{context.ordering} order, {context.recall.replace('_', ' ')}, budget {context.budget_tokens}"
         f"{'; left out: ' + left_out if left_out else ''})"
     )
 
@@ -131,7 +131,7 @@ def index(
     """Index files and folders into a knowledge base (unchanged files are skipped)."""
     embedder = None
     if ray:
-        from hybridctx.ray_embed import RayEmbedder
+        from hybridctx.embed.ray import RayEmbedder
         from hybridctx.settings import Settings
 
         embedder = RayEmbedder(Settings().embedding_model, actors=ray_actors, gpus_per_actor=ray_gpus,
@@ -225,8 +225,8 @@ def ask(
 def _backend_settings(
     vllm_model: Path | None, max_model_len: int, openai_url: str | None, openai_model: str | None, tokenizer: str | None
 ) -> Any:
-    from hybridctx.openai_backend import OpenAISettings
-    from hybridctx.vllm_backend import VLLMSettings
+    from hybridctx.generate.openai_compatible import OpenAISettings
+    from hybridctx.generate.vllm import VLLMSettings
 
     if vllm_model is not None and openai_url is not None:
         raise InvalidArgumentError("--vllm-model and --openai-url: choose one backend")
@@ -245,7 +245,7 @@ def prepare_model(
     safetensors: bool = typer.Option(False, "--safetensors", help="The Hugging Face folder vLLM loads, not the GGUF"),
 ) -> None:
     """Prepare the embedded model once in the cache and print its path (e.g. for a vLLM server's --model)."""
-    from hybridctx.models import embedded_gguf, embedded_safetensors
+    from hybridctx.generate.models import embedded_gguf, embedded_safetensors
     from hybridctx.settings import default_cache_dir
 
     prepare = embedded_safetensors if safetensors else embedded_gguf

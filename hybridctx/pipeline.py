@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,19 @@ from pydantic import ValidationError
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
-from hybridctx.generate import Backend, LlamaCppBackend, cite, unsupported_citations
-from hybridctx.indexing import Indexer, refresh_facts
-from hybridctx.kb import KnowledgeBase
-from hybridctx.pack import Packer, PackSession, sketch_facts
-from hybridctx.retrieve import DenseRetriever, HybridRetriever, LexicalRetriever, Retriever
-from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
-from hybridctx.schema import AddReport, Answer, ChunkFacts, Hit, Ordering, PackedContext
-from hybridctx.settings import Settings, Strategy
+from hybridctx.generate import (
+    Backend, LlamaCppBackend, OpenAICompatibleBackend, OpenAISettings, Synthesizer, VLLMBackend, VLLMSettings, cite,
+    unsupported_citations,
+)
+from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
+from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
+from hybridctx.index.kb import KnowledgeBase
+from hybridctx.pack import Packer, PackSession, sketch_profiles
+from hybridctx.retrieve import Candidates, DenseRetriever, HybridRetriever, LexicalRetriever, Retriever, candidates
+from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
+from hybridctx.settings import Settings
 from hybridctx.sources import Item, iter_documents
-from hybridctx.synthesis import FACTS_TEMPLATE, Synthesizer, self_route
 from hybridctx.tokens import HFTokenizer
-from hybridctx.vllm_backend import VLLMBackend, VLLMSettings
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -150,26 +152,26 @@ class Pipeline:
             self.kb, self.chunker, self.embedder,
             commit_every_chunks=self.settings.commit_every_chunks,
             show_progress=self.settings.show_progress,
-            facts=self._chunk_facts()[0],
+            profile=self._profiler()[0],
         )
         return indexer.add(documents)
 
-    def refresh_facts(self) -> int:
-        """Store what the packer needs to know of each chunk (`Chunk.facts`) where it is missing
-        (a KB indexed before hybridctx stored it) or counted for another model than this
-        pipeline's, so that packing them does no tokenizing; returns how many chunks. `add`
-        stores it for what it adds; this is for a KB upgraded or given a new model."""
-        facts, reader = self._chunk_facts()
-        return refresh_facts(self.kb, facts, reader, show_progress=self.settings.show_progress)
+    def refresh_profiles(self) -> int:
+        """Store what the packer needs to know of each chunk (`Chunk.profile`) where it is
+        missing (a KB indexed before hybridctx stored it) or counted for another model than
+        this pipeline's, so that packing them does no tokenizing; returns how many chunks.
+        `add` stores it for what it adds; this is for a KB upgraded or given a new model."""
+        profile, reader = self._profiler()
+        return refresh_profiles(self.kb, profile, reader, show_progress=self.settings.show_progress)
 
-    def _chunk_facts(self) -> tuple[Callable[[Sequence[str]], list[ChunkFacts]], int | None]:
+    def _profiler(self) -> tuple[Profiler, ReaderId | None]:
         """What the indexer stores for the packer with each chunk, and the reader its counts are
         for: the generating model's, unless its tokenizer is not at hand (packing counts then)."""
         try:
-            return self.packer.chunk_facts, self.packer.reader
+            return self.packer.chunk_profiles, self.packer.reader
         except ModelUnavailableError as exc:
             warnings.warn(f"chunks are stored without their token counts ({exc}); packing will count them", stacklevel=3)
-            return sketch_facts, None
+            return sketch_profiles, None
 
     def delete(self, doc_ids: str | Sequence[str]) -> int:
         """Delete documents by id; returns the number of chunks removed."""
@@ -182,7 +184,7 @@ class Pipeline:
     def retrieve(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
     ) -> list[Hit]:
-        return self.retriever.retrieve(query, self.settings.k if k is None else k, filters, principal)
+        return self.retriever.retrieve(query, self.settings.k if k is None else k, _scope(filters, principal))
 
     def pack(
         self,
@@ -199,33 +201,25 @@ class Pipeline:
         """Pack a prompt of at most `budget_tokens - max_new_tokens` tokens (room is kept for the answer).
 
         Without `hits`: when everything the principal may read is small enough to fit, all of
-        it is packed (`route="whole_corpus"`, no retrieval loss); otherwise a generous
+        it is packed (`recall="whole_corpus"`, no retrieval loss); otherwise a generous
         retrieval (`settings.k`) is packed.
         """
-        s = self.settings
-        budget = s.budget_tokens if budget_tokens is None else budget_tokens
-        reserve = s.max_new_tokens if max_new_tokens is None else max_new_tokens
-        whole_corpus = False
-        if hits is None:
-            hits, whole_corpus = self._candidates(query, budget, filters, principal)
-        context = self.packer.pack(
-            query, hits, budget, reserve_tokens=reserve, ordering=ordering or s.ordering, session=session
-        )
-        if whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
-            context = context.model_copy(update={"route": "whole_corpus"})
-        return context
+        call = self._per_call(budget_tokens, max_new_tokens, ordering)
+        return self._pack(query, call, _scope(filters, principal), hits, session)
 
-    def _candidates(
-        self, query: str, budget: int, filters: Mapping[str, Any] | None, principal: str | None
-    ) -> tuple[list[Hit], bool]:
-        """A generous retrieval; everything the principal may read when it is about the budget's size."""
-        k = self.settings.k
-        chunks, tokens = self.kb.store.visible_size(filters, principal)
-        # Token counts are the embedding model's; the packer decides with the reader's.
-        whole_corpus = 0 < chunks and tokens <= 1.5 * budget
-        if whole_corpus:
-            k = max(k, chunks)
-        return self.retrieve(query, k=k, filters=filters, principal=principal), whole_corpus
+    def _pack(
+        self, query: str, call: _PerCall, scope: Scope, hits: Sequence[Hit] | None = None,
+        session: PackSession | None = None,
+    ) -> PackedContext:
+        found = self._candidates(query, call.budget_tokens, scope) if hits is None else Candidates(list(hits), False)
+        context = self.packer.pack(
+            query, found.hits, call.budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
+            session=session,
+        )
+        return context.model_copy(update={"recall": found.recall_of(context)})
+
+    def _candidates(self, query: str, budget_tokens: int, scope: Scope) -> Candidates:
+        return candidates(self.retriever, self.kb, query, self.settings.k, budget_tokens, scope)
 
     def ask(
         self,
@@ -247,28 +241,33 @@ class Pipeline:
         the model says the documents do not contain the answer, again by synthesis over the
         model's whole window (`Answer.escalated`).
         """
-        strategy = strategy or self.settings.strategy
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        call = self._per_call(budget_tokens, max_new_tokens, ordering, strategy)
+        scope = _scope(filters, principal)
+        return answer_by(
+            call.strategy,
+            direct=lambda: self.generate(
+                self._pack(query, call, scope), max_new_tokens=call.max_new_tokens, temperature=temperature
+            ),
+            synthesis=lambda budget: self.synthesizer.answer(
+                query, self._candidates(query, budget, scope).hits, budget, call.max_new_tokens,
+                max_windows=self.settings.max_windows, temperature=temperature,
+            ),
+            budget_tokens=call.budget_tokens,
+            window_tokens=self.backend.context_window,
+        )
 
-        def direct() -> Answer:
-            context = self.pack(
-                query, budget_tokens, filters=filters, principal=principal, ordering=ordering, max_new_tokens=max_new
-            )
-            return self.generate(context, max_new_tokens=max_new, temperature=temperature)
-
-        def synthesis(budget: int) -> Answer:
-            hits, _ = self._candidates(query, budget, filters, principal)
-            return self.synthesizer.answer(
-                query, hits, budget, max_new, max_windows=self.settings.max_windows, temperature=temperature
-            )
-
-        if strategy == "direct":
-            return direct()
-        if strategy == "synthesis":
-            return synthesis(self.settings.budget_tokens if budget_tokens is None else budget_tokens)
-        if strategy == "self_route":
-            return self_route(direct, lambda: synthesis(self.backend.context_window))
-        raise InvalidArgumentError(f"strategy must be direct, synthesis or self_route, got {strategy!r}")
+    def _per_call(
+        self, budget_tokens: int | None = None, max_new_tokens: int | None = None, ordering: Ordering | None = None,
+        strategy: Strategy | None = None,
+    ) -> _PerCall:
+        """A call's arguments, the settings' defaults where it gave none."""
+        s = self.settings
+        return _PerCall(
+            budget_tokens=s.budget_tokens if budget_tokens is None else budget_tokens,
+            max_new_tokens=s.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            ordering=ordering or s.ordering,
+            strategy=strategy or s.strategy,
+        )
 
     def session(
         self, filters: Mapping[str, Any] | None = None, principal: str | None = None, ordering: Ordering | None = None
@@ -276,12 +275,12 @@ class Pipeline:
         """A conversation about the same material: each follow-up keeps the passages already
         shown in place and appends what it adds, so the prompt prefix (and the model's KV
         cache of it) carries over and each question pays only for new tokens."""
-        return Session(self, filters, principal, ordering)
+        return Session(self, _scope(filters, principal), ordering)
 
     def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
-        generation = self.backend.generate(context, max_new_tokens=max_new, temperature=temperature)
+        call = self._per_call(max_new_tokens=max_new_tokens)
+        generation = self.backend.generate(context, max_new_tokens=call.max_new_tokens, temperature=temperature)
         return Answer(
             text=generation.text,
             citations=cite(generation.text, context),
@@ -306,9 +305,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.kb.close()
-        close_backend = getattr(self._backend, "close", None)
-        if self._owns_backend and close_backend is not None:
-            close_backend()
+        if self._owns_backend and self._backend is not None:
+            self._backend.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -317,23 +315,33 @@ class Pipeline:
         self.close()
 
 
+@dataclass(frozen=True)
+class _PerCall:
+    budget_tokens: int
+    max_new_tokens: int
+    ordering: Ordering
+    strategy: Strategy
+
+
+def _scope(filters: Mapping[str, Any] | None, principal: str | None) -> Scope:
+    try:
+        return Scope(filters=None if filters is None else dict(filters), principal=principal)
+    except (TypeError, ValueError, ValidationError) as exc:
+        raise InvalidArgumentError(f"filters must map metadata names to values, and principal be a string: {exc}") from exc
+
+
 class Session:
     """Follow-up questions sharing one growing prompt; made by `Pipeline.session()`."""
 
-    def __init__(
-        self, pipeline: Pipeline, filters: Mapping[str, Any] | None, principal: str | None, ordering: Ordering | None
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, scope: Scope, ordering: Ordering | None) -> None:
         self.pipeline = pipeline
-        self.filters = filters
-        self.principal = principal
+        self.scope = scope
         self.ordering = ordering
         self.state = pipeline.packer.session()
 
     def pack(self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None) -> PackedContext:
-        return self.pipeline.pack(
-            query, budget_tokens, filters=self.filters, principal=self.principal, ordering=self.ordering,
-            max_new_tokens=max_new_tokens, session=self.state,
-        )
+        call = self.pipeline._per_call(budget_tokens, max_new_tokens, self.ordering)
+        return self.pipeline._pack(query, call, self.scope, session=self.state)
 
     def ask(
         self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0

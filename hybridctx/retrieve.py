@@ -9,21 +9,25 @@ default: dense retrieval finds paraphrases, lexical retrieval finds rare exact t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from hybridctx.embed import Embedder
 from hybridctx.errors import EmptyQueryError, InvalidArgumentError
-from hybridctx.kb import KnowledgeBase
-from hybridctx.schema import Chunk, Hit
+from hybridctx.index.kb import KnowledgeBase
+from hybridctx.schema import Chunk, Hit, PackedContext, Recall, Scope
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
+# Everything a scope sees is packed whole when its embedding-model tokens are at most this
+# many times the budget (the reader's tokenizer may count the same text differently).
+WHOLE_CORPUS_SLACK = 1.5
+_EVERYTHING = Scope()
 
 
 class Retriever(Protocol):
-    def retrieve(
-        self, query: str, k: int, filters: Mapping[str, Any] | None = None, principal: str | None = None
-    ) -> list[Hit]: ...
+    def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:
+        """The `k` chunks `scope` sees that best match `query`, best first (rank 1)."""
+        ...
 
 
 def _check(query: str, k: int) -> None:
@@ -42,23 +46,19 @@ class DenseRetriever:
         self.kb = kb
         self.embedder = embedder
 
-    def retrieve(
-        self, query: str, k: int, filters: Mapping[str, Any] | None = None, principal: str | None = None
-    ) -> list[Hit]:
+    def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:
         _check(query, k)
         vector = self.embedder.embed([query])[0]
-        return _hits(self.kb.search(vector, k, filters, principal))
+        return _hits(self.kb.search(vector, k, scope))
 
 
 class LexicalRetriever:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
 
-    def retrieve(
-        self, query: str, k: int, filters: Mapping[str, Any] | None = None, principal: str | None = None
-    ) -> list[Hit]:
+    def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:
         _check(query, k)
-        return _hits(self.kb.search_lexical(query, k, filters, principal))
+        return _hits(self.kb.search_lexical(query, k, scope))
 
 
 class HybridRetriever:
@@ -79,17 +79,40 @@ class HybridRetriever:
         self.rankings = [(dense, dense_weight), (lexical, lexical_weight)]
         self.rrf_k = rrf_k
 
-    def retrieve(
-        self, query: str, k: int, filters: Mapping[str, Any] | None = None, principal: str | None = None
-    ) -> list[Hit]:
+    def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:
         _check(query, k)
         fused: dict[str, float] = {}
         chunks: dict[str, Chunk] = {}
         for retriever, weight in self.rankings:
             if weight == 0:
                 continue
-            for hit in retriever.retrieve(query, k, filters, principal):
+            for hit in retriever.retrieve(query, k, scope):
                 fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + weight / (self.rrf_k + hit.rank)
                 chunks[hit.chunk.id] = hit.chunk
         best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:k]
         return _hits([(chunks[chunk_id], fused[chunk_id]) for chunk_id in best])
+
+
+@dataclass
+class Candidates:
+    """What `pack` and `ask` start from, and whether it is everything the scope sees."""
+
+    hits: list[Hit]
+    whole_corpus: bool
+
+    def recall_of(self, context: PackedContext) -> Recall:
+        """"whole_corpus" if the whole corpus was retrieved and all of it fitted the window."""
+        if self.whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
+            return "whole_corpus"
+        return "retrieved"
+
+
+def candidates(
+    retriever: Retriever, kb: KnowledgeBase, query: str, k: int, budget_tokens: int, scope: Scope
+) -> Candidates:
+    """A generous retrieval of `k`; everything the scope sees when it is about the budget's
+    size (then nothing is lost to retrieval). Counting what the scope sees is one SQL
+    aggregate over its chunks: O(visible chunks) in SQLite, not in Python."""
+    chunks, tokens = kb.store.visible_size(scope)
+    whole_corpus = 0 < chunks and tokens <= WHOLE_CORPUS_SLACK * budget_tokens
+    return Candidates(retriever.retrieve(query, max(k, chunks) if whole_corpus else k, scope), whole_corpus)

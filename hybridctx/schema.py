@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -27,19 +27,24 @@ class Document(BaseModel):
         return value
 
 
+# The tokenizer and prompt template whose counts a profile holds: a 64-bit hash
+# (`hybridctx.pack.profiles.reader_id`), signed so that SQLite stores it as an integer.
+ReaderId = NewType("ReaderId", int)
+
+
 @dataclass(frozen=True, slots=True)
-class ChunkFacts:
+class ChunkProfile:
     """What the packer needs to know of a chunk, worked out once at index time and stored with
     it, so that packing a window of thousands of chunks neither tokenizes nor hashes them:
     its exact-duplicate key, its MinHash signature (None: the text has no words) and word
-    3-gram hashes (dedup.py), the tokens it takes as a prompt passage's body for one reader
-    (`reader` names the tokenizer and template; None: not counted), and the length of the
-    text they are facts of. A plain dataclass: a window reads thousands of them."""
+    3-gram hashes (pack/dedup.py), the tokens it takes as a prompt passage's body for one
+    reader (None: not counted), and the length of the text it profiles. A plain dataclass:
+    a window reads thousands of them."""
 
     exact: bytes
     signature: bytes | None
     shingles: bytes
-    reader: int | None
+    reader: ReaderId | None
     tokens: int | None
     chars: int
 
@@ -58,8 +63,9 @@ class Chunk(BaseModel):
     end_line: int
     token_count: int
     metadata: dict[str, Any] = Field(default_factory=dict)
-    facts: SkipJsonSchema[SkipValidation[ChunkFacts | None]] = Field(
-        None, exclude=True, repr=False, description="Set by the knowledge base: what the packer needs to know of this text"
+    profile: SkipJsonSchema[SkipValidation[ChunkProfile | None]] = Field(
+        None, exclude=True, repr=False,
+        description="Set by the knowledge base: what the packer needs to know of this text",
     )
 
     @property
@@ -113,16 +119,17 @@ class Passage(BaseModel):
 
 
 Ordering = Literal["canonical", "relevance", "edges"]
+Recall = Literal["retrieved", "whole_corpus"]
 
 
 class PackedContext(BaseModel):
     """The prompt sent to the model and an account of how it was built.
 
-    `token_count` is exact for the prompt and at most `budget_tokens - reserved_tokens`
-    (the room kept for the answer). `prefix_token_count` counts the tokens before the first
-    query-dependent one: the instructions, plus in a session the passages already shown.
-    `route` says whether everything the principal may read was packed ("whole_corpus") or a
-    retrieved selection ("retrieved").
+    `token_count` is exact for the prompt and at most `budget_tokens - max_new_tokens`
+    (`max_new_tokens`: the room kept for the answer). `prefix_token_count` counts the tokens
+    before the first query-dependent one: the instructions, plus in a session the passages
+    already shown. `recall` says whether everything the principal may read was packed
+    ("whole_corpus") or a retrieved selection ("retrieved").
     """
 
     query: str
@@ -131,10 +138,10 @@ class PackedContext(BaseModel):
     passages: list[Passage] = Field(default_factory=list)
     token_count: int
     budget_tokens: int
-    reserved_tokens: int = 0
+    max_new_tokens: int = 0
     prefix_token_count: int
     ordering: Ordering = "canonical"
-    route: Literal["retrieved", "whole_corpus"] = "retrieved"
+    recall: Recall = "retrieved"
     dropped: list[DroppedCandidate] = Field(default_factory=list)
 
     def passage(self, number: int) -> Passage | None:
@@ -166,6 +173,8 @@ class Fact(BaseModel):
 
 
 Route = Literal["direct", "synthesis", "map_reduce"]
+# How `ask` answers (`hybridctx.generate.synthesis.answer_by`); `Answer.route` says how it did.
+Strategy = Literal["direct", "synthesis", "self_route"]
 
 
 class Answer(BaseModel):
@@ -188,6 +197,18 @@ class Answer(BaseModel):
     facts: list[Fact] = Field(default_factory=list)
     unsupported_citations: list[int] = Field(default_factory=list)
     windows: list[PackedContext] = Field(default_factory=list)
+
+
+class Scope(BaseModel):
+    """What a query may see, carried together from the caller to the store: chunks whose
+    metadata pass `filters` (equality, or membership in a list of values), of documents
+    `principal` may read (documents without an ACL are readable by all; `principal=None`
+    reads only those)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    filters: dict[str, Any] | None = None
+    principal: str | None = None
 
 
 class Failure(BaseModel):

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hybridctx.openai_backend import OpenAISettings
-from hybridctx.schema import Ordering
+from hybridctx.generate.openai_compatible import OpenAISettings
+from hybridctx.generate.vllm import VLLMSettings
+from hybridctx.schema import Ordering, Strategy
 from hybridctx.sources import MAX_FILE_BYTES
-from hybridctx.vllm_backend import VLLMSettings
 
-Strategy = Literal["direct", "synthesis", "self_route"]
+__all__ = ["Settings", "Strategy", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:

@@ -29,9 +29,7 @@ _SEGMENT_CHARS = 100_000
 
 @runtime_checkable
 class TokenCounter(Protocol):
-    """Counts tokens as one model reads them. A counter may also name its tokenizer in a `key`
-    attribute (a string equal only for identical tokenizers): counts made at index time are
-    then stored with the chunks and reused by every later packer with the same key."""
+    """Counts tokens as one model reads them."""
 
     def count(self, text: str) -> int:
         """Number of tokens `text` takes as the model reads it."""
@@ -40,6 +38,15 @@ class TokenCounter(Protocol):
     def count_many(self, texts: Sequence[str]) -> list[int]:
         """`count` of each text; implementations batch it (the packer counts thousands)."""
         ...
+
+
+@runtime_checkable
+class KeyedCounter(TokenCounter, Protocol):
+    """A counter that names its tokenizer: `key` is equal only for identical tokenizers, so
+    the counts a knowledge base stores at index time are reused by every later packer with
+    the same key (`hybridctx.pack.profiles`)."""
+
+    key: str
 
 
 _COUNTING_THREADS = os.cpu_count() or 1

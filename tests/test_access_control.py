@@ -61,10 +61,10 @@ def test_queries_for_its_exact_text_or_identifier_find_nothing(kb, embedder, bac
 def test_both_packing_routes_and_sessions_leave_it_out(pipe):
     for principal in OUTSIDERS:
         whole = pipe.pack("What is the acquisition target?", principal=principal)
-        assert whole.route == "whole_corpus" and not leaked(documents_of(whole))
+        assert whole.recall == "whole_corpus" and not leaked(documents_of(whole))
         retrieved = pipe.pack("What is the acquisition target and code KX-7731?", budget_tokens=400,
                               max_new_tokens=50, principal=principal)
-        assert retrieved.route == "retrieved" and not leaked(documents_of(retrieved))
+        assert retrieved.recall == "retrieved" and not leaked(documents_of(retrieved))
         session = pipe.session(principal=principal)
         for question in ("Where is the launch pad?", "Which company is being acquired?", "What is KX-7731?"):
             assert not leaked(documents_of(session.pack(question, budget_tokens=400, max_new_tokens=50)))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridctx.dedup import DuplicateFilter, exact_key, shingle_batch, shingles, sketch_batch
+from hybridctx.pack.dedup import DuplicateFilter, exact_key, shingle_batch, shingles, sketch_batch
 from hybridctx.tokens import CachedCounter, RecentValues, TiktokenCounter, count_in_threads
 
 TEXTS = [

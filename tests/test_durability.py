@@ -25,15 +25,15 @@ PER_COMMIT = 8
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    import hybridctx.segments
+    import hybridctx.index.segments
     from hybridctx import Pipeline
-    from hybridctx.index import FaissIndex
-    from hybridctx.lexical import LexicalIndex
-    from hybridctx.store import ChunkStore
+    from hybridctx.index.dense import FaissIndex
+    from hybridctx.index.lexical import LexicalIndex
+    from hybridctx.index.store import ChunkStore
     sys.path.insert(0, sys.argv[4])
     from test_durability import documents
 
-    hybridctx.segments.TIER_BASE = 8  # four commits of 8 chunks merge: kills land in merges too
+    hybridctx.index.segments.TIER_BASE = 8  # four commits of 8 chunks merge: kills land in merges too
     kb, point, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
     seen = 0
 

@@ -71,7 +71,7 @@ def test_prompt_longer_than_the_window_is_refused(backend):
 
 @pytest.mark.slow
 def test_embedded_model_is_assembled_once_into_the_cache(tmp_path):
-    from hybridctx.models import EMBEDDED_GGUF, embedded_gguf
+    from hybridctx.generate.models import EMBEDDED_GGUF, embedded_gguf
 
     path = embedded_gguf(tmp_path)
     assert path == tmp_path / "models" / EMBEDDED_GGUF

@@ -8,7 +8,7 @@ import pytest
 
 from hybridctx import Document
 from hybridctx.errors import DatasetUnavailableError
-from hybridctx.haystack import paul_graham_essays, plant
+from hybridctx.evals.essays import paul_graham_essays, plant
 
 
 def test_needles_land_whole_at_paragraph_boundaries_and_deterministically():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import hybridctx.index as index_module
-import hybridctx.segments as segments_module
+import hybridctx.index.dense as index_module
+import hybridctx.index.segments as segments_module
 from hybridctx import Document, Pipeline
-from hybridctx.index import FaissIndex, index_spec, nprobe_for
+from hybridctx.index.dense import FaissIndex, index_spec, nprobe_for
 
 DIM = 384
 

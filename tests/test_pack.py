@@ -13,7 +13,7 @@ import pytest
 from hybridctx.chunk import StructuredChunker
 from hybridctx.errors import BudgetTooSmallError, EmptyQueryError, InvalidArgumentError
 from hybridctx.pack import Packer
-from hybridctx.prompt import PromptTemplate
+from hybridctx.pack.prompt import PromptTemplate
 from hybridctx.schema import Chunk, Document, Hit
 from hybridctx.tokens import TiktokenCounter
 
@@ -75,7 +75,7 @@ def test_prompt_never_exceeds_the_budget_and_fills_it(llama_counter, budget):
 
 @pytest.mark.parametrize("budget", [12_000, 60_000])
 def test_piecewise_count_is_exact_on_real_text_with_tiktoken(tiktoken_counter, real_hits, budget):
-    ctx = Packer(tiktoken_counter).pack("How are exceptions handled?", real_hits, budget, reserve_tokens=500)
+    ctx = Packer(tiktoken_counter).pack("How are exceptions handled?", real_hits, budget, max_new_tokens=500)
     assert ctx.token_count == tiktoken_counter.count(ctx.prompt) <= budget - 500
     assert budget - 500 - ctx.token_count < 400, "budget left unfilled"
 
@@ -88,11 +88,11 @@ def test_piecewise_count_is_exact_on_real_text_with_the_gguf_tokenizer(llama_cou
 
 
 def test_answer_room_is_reserved(llama_counter):
-    ctx = Packer(llama_counter).pack("q?", make_hits(100), 1000, reserve_tokens=300)
+    ctx = Packer(llama_counter).pack("q?", make_hits(100), 1000, max_new_tokens=300)
     assert ctx.token_count <= 700 < ctx.token_count + 150  # one more passage would not fit
-    assert (ctx.budget_tokens, ctx.reserved_tokens) == (1000, 300)
-    with pytest.raises(InvalidArgumentError, match="reserve_tokens"):
-        Packer(llama_counter).pack("q?", make_hits(3), 1000, reserve_tokens=1000)
+    assert (ctx.budget_tokens, ctx.max_new_tokens) == (1000, 300)
+    with pytest.raises(InvalidArgumentError, match="max_new_tokens"):
+        Packer(llama_counter).pack("q?", make_hits(3), 1000, max_new_tokens=1000)
 
 
 def test_budget_smaller_than_the_skeleton_is_a_typed_error(llama_counter):

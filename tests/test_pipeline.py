@@ -156,7 +156,7 @@ class FailingEmbedder:
 
     def __init__(self, real, fail_on_call):
         self.real, self.fail_on_call, self.calls = real, fail_on_call, 0
-        self.name, self.dimension = real.name, real.dimension
+        self.name, self.dimension, self.texts_per_call = real.name, real.dimension, real.texts_per_call
 
     def embed(self, texts):
         self.calls += 1
@@ -202,11 +202,11 @@ def test_a_corpus_that_fits_is_packed_whole(open_pipe, corpus):
     pipe = open_pipe()
     pipe.add(corpus)
     whole = pipe.pack("How long should bread dough be kneaded?", budget_tokens=2048)
-    assert whole.route == "whole_corpus"
+    assert whole.recall == "whole_corpus"
     assert {p.source.rsplit("/", 1)[-1] for p in whole.passages} == {f.name for f in corpus.iterdir()}
     assert sum(len(p.chunk_ids) for p in whole.passages) == pipe.stats()["chunks"]
     tight = pipe.pack("How long should bread dough be kneaded?", budget_tokens=500, max_new_tokens=100)
-    assert tight.route == "retrieved" and tight.token_count <= 400
+    assert tight.recall == "retrieved" and tight.token_count <= 400
     assert any(d.reason == "over_budget" for d in tight.dropped)
 
 
@@ -216,4 +216,4 @@ def test_the_whole_corpus_route_respects_access_control(open_pipe):
               Document(id="memo", text="The picnic is on Friday.")])
     for principal, visible in ((None, {"memo"}), ("bob", {"memo"}), ("alice", {"memo", "secret"})):
         ctx = pipe.pack("What is the vault code?", principal=principal)
-        assert ctx.route == "whole_corpus" and {p.doc_id for p in ctx.passages} == visible
+        assert ctx.recall == "whole_corpus" and {p.doc_id for p in ctx.passages} == visible

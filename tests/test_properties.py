@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hybridctx.chunk import StructuredChunker
 from hybridctx.errors import BudgetTooSmallError
 from hybridctx.pack import ORDERINGS, Packer
-from hybridctx.prompt import PromptTemplate
+from hybridctx.pack.prompt import PromptTemplate
 from hybridctx.schema import Document, Hit
 from hybridctx.tokens import TiktokenCounter
 
@@ -73,7 +73,7 @@ def test_the_packer_fits_the_budget_counts_exactly_and_shows_text_once(chunker, 
     random.Random(seed).shuffle(order)
     hits = [Hit(chunk=chunks[i], score=0.0, rank=r + 1) for r, i in enumerate(order)]
     try:
-        ctx = Packer(counter).pack("What does the document say?", hits, budget, reserve_tokens=reserve,
+        ctx = Packer(counter).pack("What does the document say?", hits, budget, max_new_tokens=reserve,
                                    ordering=ordering)
     except BudgetTooSmallError:
         return

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("ray")
 
 from hybridctx import Pipeline  # noqa: E402
-from hybridctx.ray_embed import RayEmbedder  # noqa: E402
+from hybridctx.embed.ray import RayEmbedder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

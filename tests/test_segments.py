@@ -10,11 +10,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-import hybridctx.segments as segments_module
-from hybridctx.index import FaissIndex
-from hybridctx.kb import KnowledgeBase
+import hybridctx.index.segments as segments_module
+from hybridctx.index.dense import FaissIndex
+from hybridctx.index.kb import KnowledgeBase
 from hybridctx.schema import Chunk, Document
-from hybridctx.segments import SegmentedIndex, merge_plan, tier
+from hybridctx.index.segments import SegmentedIndex, merge_plan, tier
 
 DIM = 16
 
@@ -162,7 +162,7 @@ def test_a_commit_that_fails_in_sqlite_leaves_the_last_one_and_no_files(tmp_path
     kb = kb_at(tmp_path / "kb")
     add_docs(kb, 0, 20, seed=0)
     files = segment_files(tmp_path / "kb")
-    from hybridctx.store import ChunkStore
+    from hybridctx.index.store import ChunkStore
 
     def fail(self):
         raise OSError("disk full")

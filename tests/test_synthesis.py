@@ -6,7 +6,7 @@ import pytest
 
 from hybridctx.pack import Packer
 from hybridctx.schema import Chunk, Hit
-from hybridctx.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
+from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
 
 
 def test_facts_and_answer_are_parsed_with_their_passage_numbers():
@@ -59,7 +59,7 @@ def test_material_beyond_one_window_is_split_into_windows_sharing_one_prefix(tok
     assert sorted(shown) == sorted(h.chunk.id for h in hits)  # every hit lands in exactly one window
     for window in windows:
         assert window.prompt.startswith(FACTS_TEMPLATE.head)  # the cacheable instruction prefix
-        assert window.token_count <= 1200 - 100 == window.budget_tokens - window.reserved_tokens
+        assert window.token_count <= 1200 - 100 == window.budget_tokens - window.max_new_tokens
         assert window.prompt.endswith(FACTS_TEMPLATE.tail("Which magic numbers are odd?"))
     capped = synthesizer.windows("Which magic numbers are odd?", hits, 1200, 100, max_windows=2)
     assert [w.prompt for w in capped] == [w.prompt for w in windows[:2]]
@@ -108,7 +108,7 @@ def test_self_route_escalates_only_when_the_cheap_answer_says_the_documents_do_n
 
 def test_self_route_escalates_and_adds_up_the_usage_of_both_tries():
     from hybridctx.schema import Answer, PackedContext, Usage
-    from hybridctx.synthesis import self_route
+    from hybridctx.generate.synthesis import self_route
 
     def answer(text: str, tokens: int) -> Answer:
         context = PackedContext(query="q", prompt="p", chunks=[], token_count=tokens, budget_tokens=tokens * 2,

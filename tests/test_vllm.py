@@ -25,7 +25,7 @@ BLOCK = 128  # vLLM caches whole blocks of this many tokens (its CPU default)
 
 @pytest.fixture(scope="module")
 def model_folder():
-    from hybridctx.models import embedded_safetensors
+    from hybridctx.generate.models import embedded_safetensors
     from hybridctx.settings import default_cache_dir
 
     return embedded_safetensors(default_cache_dir())
@@ -33,7 +33,7 @@ def model_folder():
 
 @pytest.fixture(scope="module")
 def engine(model_folder):
-    from hybridctx.vllm_backend import VLLMBackend, VLLMSettings
+    from hybridctx.generate.vllm import VLLMBackend, VLLMSettings
 
     backend = VLLMBackend(VLLMSettings(model=str(model_folder), max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=1))
     yield backend
@@ -54,7 +54,7 @@ def library_documents() -> list[Document]:
 
 
 def test_the_model_folder_is_converted_once_with_a_bos_adding_tokenizer(model_folder):
-    from hybridctx.models import embedded_safetensors
+    from hybridctx.generate.models import embedded_safetensors
     from hybridctx.tokens import HFTokenizer
     from hybridctx.settings import default_cache_dir
 
@@ -69,7 +69,7 @@ def test_the_model_folder_is_converted_once_with_a_bos_adding_tokenizer(model_fo
 def test_yarn_scaling_overrides_every_layer_type(model_folder):
     import json
 
-    from hybridctx.vllm_backend import RopeScaling, VLLMBackend, VLLMSettings, yarn_overrides
+    from hybridctx.generate.vllm import RopeScaling, VLLMBackend, VLLMSettings, yarn_overrides
 
     config = json.loads((model_folder / "config.json").read_text())
     overrides = yarn_overrides(config, RopeScaling(factor=4, original_max_position_embeddings=32768))
@@ -173,7 +173,7 @@ def server(model_folder, tmp_path_factory):
 
 
 def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(open_pipe, corpus, server, model_folder):
-    from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
+    from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
 
     client = OpenAICompatibleBackend(OpenAISettings(
         base_url=server, model="gemma-3-270m", tokenizer=str(model_folder), context_window=WINDOW
@@ -206,7 +206,7 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
 
 
 def test_openai_client_errors_name_the_server_and_the_reason(server, model_folder, corpus):
-    from hybridctx.openai_backend import OpenAICompatibleBackend, OpenAISettings
+    from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
     from hybridctx.schema import PackedContext
 
     context = PackedContext(query="q", prompt="Hello", chunks=[], token_count=2, budget_tokens=100, prefix_token_count=0)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from hybridctx.evals.tasks import (
     GENERATORS, TASKS, Case, TaskName, TaskRandom, aggregation_case, cut_haystack, plant_at_depths,
 )
-from hybridctx.haystack import paul_graham_essays
+from hybridctx.evals.essays import paul_graham_essays
 from hybridctx.pipeline import Pipeline, build_backend, build_embedder
 from hybridctx.schema import Chunk, Document, Hit, PackedContext
 from hybridctx.settings import Settings
@@ -165,24 +165,30 @@ def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, 
 
 
 def _context(
-    pipe: Pipeline, strategy: StrategyName, question: str, haystack: list[Document], budget: int, reserve: int = 0
+    pipe: Pipeline, strategy: StrategyName, question: str, haystack: list[Document], budget_tokens: int,
+    max_new_tokens: int = 0,
 ) -> PackedContext:
     if strategy == "top5":
-        return pipe.pack(question, budget, hits=pipe.retrieve(question, k=5), max_new_tokens=reserve)
+        return pipe.pack(question, budget_tokens, hits=pipe.retrieve(question, k=5), max_new_tokens=max_new_tokens)
     if strategy == "stuffing":
-        return _stuffed(pipe, question, haystack, budget, reserve)
-    return pipe.pack(question, budget, max_new_tokens=reserve)  # generous recall (settings.k), or the whole corpus
+        return _stuffed(pipe, question, haystack, budget_tokens, max_new_tokens)
+    # generous recall (settings.k), or the whole corpus
+    return pipe.pack(question, budget_tokens, max_new_tokens=max_new_tokens)
 
 
-def _stuffed(pipe: Pipeline, question: str, haystack: list[Document], budget: int, reserve: int) -> PackedContext:
+def _stuffed(
+    pipe: Pipeline, question: str, haystack: list[Document], budget_tokens: int, max_new_tokens: int
+) -> PackedContext:
     """The haystack's first tokens as one passage, cut to fill the budget."""
     counter = pipe.packer.counter
     skeleton = counter.count(pipe.packer.template.render(question, [])) + 64  # header and joins, generously
-    room = (budget - reserve - skeleton) // 64 * 64  # rounded, so that the cut is shared by the questions
-    cut = _cut(tuple(d.text for d in haystack), counter, room)
+    # rounded, so that the cut is shared by the questions
+    passage_budget = (budget_tokens - max_new_tokens - skeleton) // 64 * 64
+    cut = _cut(tuple(d.text for d in haystack), counter, passage_budget)
     chunk = Chunk(id="haystack#0", doc_id="haystack", text=cut, start=0, end=len(cut), start_line=1,
                   end_line=cut.count("\n") + 1, token_count=0, metadata={"source": "haystack"})
-    return pipe.packer.pack(question, [Hit(chunk=chunk, score=1.0, rank=1)], budget, reserve_tokens=reserve)
+    hits = [Hit(chunk=chunk, score=1.0, rank=1)]
+    return pipe.packer.pack(question, hits, budget_tokens, max_new_tokens=max_new_tokens)
 
 
 @lru_cache(maxsize=64)

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
+from hybridctx.embed.base import resolve_model_path
+from hybridctx.embed.transformer import SentenceTransformerEmbedder
 from hybridctx.errors import ModelUnavailableError
 
 # Texts per batch sent to one actor; each actor encodes it in model batches of `batch_size`.

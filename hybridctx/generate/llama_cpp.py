@@ -1,70 +1,22 @@
-"""Generate stage: a `Backend` turns a PackedContext into text; citations are read back.
-
-The embedded default runs Gemma 3 270M (shipped as GGUF in a PyPI package) with
-llama.cpp on the CPU, so `ask` works on a fresh machine with no GPU. The model file is
-assembled once into the cache directory (`hybridctx.models`). The vLLM engine
-(`hybridctx.vllm_backend`) and any OpenAI-compatible server (`hybridctx.openai_backend`)
-implement the same protocol.
+"""The embedded backend: Gemma 3 270M (shipped as GGUF in a PyPI package) with llama.cpp on
+the CPU, so `ask` works on a fresh machine with no GPU. The model file is assembled once into
+the cache directory (`hybridctx.generate.models`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from hybridctx.errors import BackendError, InvalidArgumentError, ModelUnavailableError
-from hybridctx.models import embedded_gguf
-from hybridctx.schema import Citation, PackedContext, Usage
+from hybridctx.errors import BackendError, ModelUnavailableError
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.models import embedded_gguf
+from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import TokenCounter, count_in_threads
-
-# A base (not instruction-tuned) model continues text: stop where a new section would start,
-# including a passage delimiter it echoes. At most 4 sequences (OpenAI's limit); an
-# instruction-tuned model's end-of-turn token is its end of sequence, where engines stop anyway.
-DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "</passage")
-
-
-@dataclass
-class Generation:
-    text: str
-    usage: Usage
-
-
-class Backend(Protocol):
-    name: str
-    context_window: int
-
-    def token_counter(self) -> TokenCounter:
-        """Counts prompt tokens exactly as this backend's model reads them."""
-        ...
-
-    def generate(
-        self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-    ) -> Generation:
-        """Continue the context's prompt; `stop` replaces `DEFAULT_STOP`."""
-        ...
-
-    def generate_many(
-        self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-    ) -> list[Generation]:
-        """`generate` for each context, batched where the backend can (prefixes shared once)."""
-        ...
-
-
-def check_fits(prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
-    """Refuse, before any work, a prompt whose answer would not fit the model's window."""
-    if prompt_tokens + max_new_tokens > context_window:
-        raise InvalidArgumentError(
-            f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-            f"model's context window ({context_window}); lower budget_tokens"
-        )
 
 
 class LlamaTokenCounter:
@@ -143,7 +95,7 @@ class LlamaCppBackend:
 
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
+        stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         with self._lock:
             if self._llm is None:
@@ -163,6 +115,8 @@ class LlamaCppBackend:
                     if not first_token:
                         first_token.append(time.perf_counter() - started)
                     pieces.append(chunk["choices"][0]["text"])
+                    if on_text is not None and pieces[-1]:
+                        on_text(pieces[-1])
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"llama.cpp failed on a {len(tokens)}-token prompt: {exc}") from exc
             seconds = time.perf_counter() - started
@@ -192,46 +146,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_WORD = re.compile(r"\w{3,}")
-
-
-def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[Citation]:
-    """Citations of an answer: the `[n]` markers it wrote that name a passage in the context.
-
-    When it wrote none (small models often don't), the passage sharing the most words with
-    the answer is attributed, if it shares at least `min_overlap` of them; such citations
-    are marked `explicit=False`. Markers naming no passage are dropped.
-    """
-    numbers = [n for n in markers(answer) if context.passage(n) is not None]
-    if numbers:
-        return [citation_of(context, n, explicit=True) for n in numbers]
-    words = set(_WORD.findall(answer.lower()))
-    if not words or not context.passages:
-        return []
-    overlaps = [len(words & set(_WORD.findall(p.text.lower()))) for p in context.passages]
-    best = max(range(len(overlaps)), key=overlaps.__getitem__)
-    if overlaps[best] / len(words) < min_overlap:
-        return []
-    return [citation_of(context, best + 1, explicit=False)]
-
-
-def markers(text: str) -> list[int]:
-    """The passage numbers a text cites as `[n]` or `[n, m]`, each once, in order."""
-    numbers = (int(part) for match in _MARKER.finditer(text) for part in match.group(1).split(","))
-    return list(dict.fromkeys(numbers))
-
-
-def unsupported_citations(answer: str, context: PackedContext) -> list[int]:
-    """Passage numbers the answer cites that its prompt did not show (a model's invention)."""
-    return [n for n in markers(answer) if context.passage(n) is None]
-
-
-def citation_of(context: PackedContext, number: int, explicit: bool) -> Citation:
-    passage = context.passages[number - 1]
-    return Citation(
-        passage=number, chunk_ids=passage.chunk_ids, doc_id=passage.doc_id, location=passage.location,
-        explicit=explicit,
-    )

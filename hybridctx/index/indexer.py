@@ -3,9 +3,9 @@
 Unchanged documents (same content hash) are skipped; changed ones replace their old
 chunks. New chunks are embedded and committed in groups of about `commit_every_chunks`,
 so an interrupted run keeps what it committed and a re-run finishes the rest. With a
-`facts` function (the packer's `chunk_facts`), each chunk is stored with what the packer
-needs to know of it (its duplicate keys and its tokens for the reading model), so that
-packing does no tokenizing.
+`profile` function (the packer's `chunk_profiles`), each chunk is stored with what the
+packer needs to know of it (its duplicate keys and its tokens for the reading model), so
+that packing does no tokenizing.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from hybridctx.chunk import Chunker
 from hybridctx.embed import Embedder
 from hybridctx.errors import UnreadableDocumentError
-from hybridctx.kb import KnowledgeBase, KnowledgeBaseWriter
-from hybridctx.schema import AddReport, Chunk, ChunkFacts, Document, Failure
+from hybridctx.index.kb import KnowledgeBase, KnowledgeBaseWriter
+from hybridctx.schema import AddReport, Chunk, ChunkProfile, Document, Failure, ReaderId
 
-_EMBED_STEP = 256  # texts per embed call: small enough for a smooth progress bar
+Profiler = Callable[[Sequence[str]], list[ChunkProfile]]  # chunk texts -> their profiles
 
 
 def content_hash(document: Document) -> str:
@@ -67,12 +67,12 @@ class Indexer:
         embedder: Embedder,
         commit_every_chunks: int = 4096,
         show_progress: bool = True,
-        facts: Callable[[Sequence[str]], list[ChunkFacts]] | None = None,
+        profile: Profiler | None = None,
     ) -> None:
         self.kb = kb
         self.chunker = chunker
         self.embedder = embedder
-        self.facts = facts
+        self.profile = profile
         self.commit_every_chunks = commit_every_chunks
         self.show_progress = show_progress
 
@@ -131,24 +131,23 @@ class Indexer:
         if not pending:
             return
         texts = [c.text for p in pending for c in p.chunks]
-        # A distributed embedder (RayEmbedder) wants whole commits; a local one small steps for the bar.
-        step = getattr(self.embedder, "texts_per_call", _EMBED_STEP)
+        step = self.embedder.texts_per_call
         with timer.stage("embed"):
             parts = []
             for start in range(0, len(texts), step):
                 parts.append(self.embedder.embed(texts[start : start + step]))
                 chunk_bar.update(len(parts[-1]))
             vectors = np.concatenate(parts) if parts else np.zeros((0, self.embedder.dimension), np.float32)
-        facts = None
-        if self.facts is not None:
-            with timer.stage("pack facts"):
-                facts = self.facts(texts)
+        profiles = None
+        if self.profile is not None:
+            with timer.stage("profile"):
+                profiles = self.profile(texts)
         with timer.stage("write"):
             offset = 0
             for p in pending:
                 end = offset + len(p.chunks)
                 writer.replace_document(
-                    p.document, p.content_hash, p.chunks, vectors[offset:end], facts[offset:end] if facts else None
+                    p.document, p.content_hash, p.chunks, vectors[offset:end], profiles[offset:end] if profiles else None
                 )
                 offset = end
             writer.commit()
@@ -156,23 +155,23 @@ class Indexer:
         report.tokens_added += sum(c.token_count for p in pending for c in p.chunks)
 
 
-def refresh_facts(
+def refresh_profiles(
     kb: KnowledgeBase,
-    facts: Callable[[Sequence[str]], list[ChunkFacts]],
-    reader: int | None,
+    profile: Profiler,
+    reader: ReaderId | None,
     show_progress: bool = True,
     step: int = 4096,
 ) -> int:
-    """Store `facts` for the chunks that lack them (a KB indexed before hybridctx stored them)
+    """Store profiles of the chunks that lack them (a KB indexed before hybridctx stored them)
     or whose counts are for another reader than `reader`; returns how many. Each step commits:
     an interrupted run keeps what it did, and a re-run does the rest."""
     done = after = 0
     with kb.writer() as writer, tqdm(
-        total=kb.store.count_lacking_facts(reader), desc="chunk facts", unit="chunk", disable=not show_progress
+        total=kb.store.count_lacking_profiles(reader), desc="chunk profiles", unit="chunk", disable=not show_progress
     ) as bar:
-        while rows := kb.store.chunks_lacking_facts(reader, after, step):
+        while rows := kb.store.chunks_lacking_profiles(reader, after, step):
             vector_ids = [v for v, _ in rows]
-            writer.put_facts(vector_ids, facts([text for _, text in rows]))
+            writer.put_profiles(vector_ids, profile([text for _, text in rows]))
             after, done = vector_ids[-1], done + len(rows)
             bar.update(len(rows))
     return done

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel
 
-from hybridctx.index import FaissIndex, index_spec
+from hybridctx.index.dense import FaissIndex, index_spec
 
 FANOUT = 4
 TIER_BASE = 4096

@@ -22,7 +22,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from hybridctx.errors import InvalidArgumentError
-from hybridctx.schema import ChunkFacts
+from hybridctx.schema import ChunkProfile
 
 _SHINGLE_WORDS = 3
 _NUM_PERM = 32
@@ -139,10 +139,10 @@ class DuplicateFilter:
         self._band_keys: dict[str, tuple[int, ...]] = {}  # kept key -> its band keys
         self._texts: dict[str, str] = {}  # kept key -> its text (near duplicates on)
         self._sketches: dict[str, Sketch] = {} if sketches is None else sketches
-        self._stored: dict[str, ChunkFacts] = {}
+        self._stored: dict[str, ChunkProfile] = {}
 
-    def remember(self, stored: dict[str, ChunkFacts]) -> None:
-        """Facts stored at index time, by text: `prepare` reads their sketches from them
+    def remember(self, stored: dict[str, ChunkProfile]) -> None:
+        """Profiles stored at index time, by text: `prepare` reads their sketches from them
         rather than hashing the texts."""
         self._stored = stored
 
@@ -163,9 +163,9 @@ class DuplicateFilter:
         signed = [self._stored[t].signature for t in stored if self._stored[t].signature is not None]
         signatures = iter(np.frombuffer(b"".join(signed), dtype="<u4").reshape(-1, _NUM_PERM))  # read as one array
         for text in stored:
-            facts = self._stored[text]
-            signature = None if facts.signature is None else next(signatures)
-            self._sketches[text] = Sketch(facts.exact, np.frombuffer(facts.shingles, dtype="<u4"), signature)
+            profile = self._stored[text]
+            signature = None if profile.signature is None else next(signatures)
+            self._sketches[text] = Sketch(profile.exact, np.frombuffer(profile.shingles, dtype="<u4"), signature)
         sketches = [self._sketches[t] for t in texts]
         unbanded = [s for s in sketches if self._lacks_bands(s)]
         if unbanded:

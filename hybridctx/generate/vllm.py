@@ -15,14 +15,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TokenCounter
 
@@ -43,7 +43,7 @@ class VLLMSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["vllm"] = "vllm"
-    model: str = Field(description="A Hugging Face model folder (safetensors); see hybridctx.models for GGUF")
+    model: str = Field(description="A Hugging Face model folder (safetensors); see hybridctx.generate.models for GGUF")
     max_model_len: int = Field(8192, ge=256, description="The context window: prompt plus answer")
     enable_prefix_caching: bool = True
     rope_scaling: RopeScaling | None = None
@@ -96,7 +96,7 @@ class VLLMBackend:
         if not (path / "config.json").is_file():
             raise ModelUnavailableError(
                 f"vLLM model folder {path} has no config.json: pass a Hugging Face model folder "
-                "(hybridctx.models.embedded_safetensors converts the embedded GGUF into one)"
+                "(hybridctx.generate.models.embedded_safetensors converts the embedded GGUF into one)"
             )
         return path
 
@@ -158,9 +158,13 @@ class VLLMBackend:
 
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
+        stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
     ) -> Generation:
-        return self.generate_many([context], max_new_tokens, temperature, stop)[0]
+        """One engine call; the offline engine does not stream, so `on_text` gets the whole answer."""
+        generation = self.generate_many([context], max_new_tokens, temperature, stop)[0]
+        if on_text is not None and generation.text:
+            on_text(generation.text)
+        return generation
 
     def generate_many(
         self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,

@@ -1,4 +1,4 @@
-"""What the knowledge base stores for the packer at index time (`Chunk.facts`): it must be
+"""What the knowledge base stores for the packer at index time (`Chunk.profile`): it must be
 what the packer would work out itself, be used only where it is valid, and save the work."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from hybridctx import Pipeline, Settings
-from hybridctx.dedup import exact_key, sketch_batch
+from hybridctx.pack.dedup import exact_key, sketch_batch
 from hybridctx.pack import Packer
 from hybridctx.schema import Hit
 from hybridctx.tokens import TiktokenCounter
-from hybridctx.vllm_backend import VLLMSettings
+from hybridctx.generate.vllm import VLLMSettings
 from conftest import FACTS
 
 QUESTION = "How many times does the Zephyr client retry a failed request?"
@@ -38,7 +38,7 @@ class Recording:
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory, embedder, backend):
     documents = dict(FACTS)
-    # Long enough for neighbouring chunks, and a near copy for the dedup facts to matter.
+    # Long enough for neighbouring chunks, and a near copy for the dedup sketches to matter.
     documents["handbook.md"] = "\n\n".join(
         f"Section {i}. The office at site {i} opens at {7 + i % 3} am and closes at {16 + i % 4} pm." for i in range(60)
     )
@@ -52,8 +52,8 @@ def pipe(tmp_path_factory, embedder, backend):
         yield pipe
 
 
-def without_facts(hits: list[Hit]) -> list[Hit]:
-    return [h.model_copy(update={"chunk": h.chunk.model_copy(update={"facts": None})}) for h in hits]
+def without_profiles(hits: list[Hit]) -> list[Hit]:
+    return [h.model_copy(update={"chunk": h.chunk.model_copy(update={"profile": None})}) for h in hits]
 
 
 def test_retrieved_chunks_carry_what_the_packer_would_work_out(pipe, llama_counter):
@@ -63,24 +63,24 @@ def test_retrieved_chunks_carry_what_the_packer_would_work_out(pipe, llama_count
     texts = [h.chunk.text for h in hits]
     sketches = sketch_batch(texts)
     for hit, sketch in zip(hits, sketches, strict=True):
-        facts = hit.chunk.facts
-        assert facts is not None and facts.chars == len(hit.chunk.text)
-        assert facts.reader == packer.reader is not None
-        assert facts.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))
-        assert facts.exact == exact_key(hit.chunk.text)
-        assert np.array_equal(np.frombuffer(facts.signature, dtype="<u4"), sketch.signature)
-        assert np.array_equal(np.frombuffer(facts.shingles, dtype="<u4"), sketch.shingles)
+        profile = hit.chunk.profile
+        assert profile is not None and profile.chars == len(hit.chunk.text)
+        assert profile.reader == packer.reader is not None
+        assert profile.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))
+        assert profile.exact == exact_key(hit.chunk.text)
+        assert np.array_equal(np.frombuffer(profile.signature, dtype="<u4"), sketch.signature)
+        assert np.array_equal(np.frombuffer(profile.shingles, dtype="<u4"), sketch.shingles)
 
 
 @pytest.mark.parametrize("budget", [600, 1500, 3000])
-def test_stored_facts_change_nothing_but_the_work(pipe, llama_counter, budget):
+def test_stored_profiles_change_nothing_but_the_work(pipe, llama_counter, budget):
     hits = pipe.retrieve(QUESTION, k=200)
     stored, bare = Recording(llama_counter), Recording(llama_counter)
-    with_facts = Packer(stored).pack(QUESTION, hits, budget)
-    computed = Packer(bare).pack(QUESTION, without_facts(hits), budget)
-    assert with_facts.prompt == computed.prompt and with_facts.token_count == computed.token_count
-    assert with_facts.dropped == computed.dropped
-    assert with_facts.token_count == llama_counter.count(with_facts.prompt) <= budget
+    with_profiles = Packer(stored).pack(QUESTION, hits, budget)
+    computed = Packer(bare).pack(QUESTION, without_profiles(hits), budget)
+    assert with_profiles.prompt == computed.prompt and with_profiles.token_count == computed.token_count
+    assert with_profiles.dropped == computed.dropped
+    assert with_profiles.token_count == llama_counter.count(with_profiles.prompt) <= budget
     bodies = {Packer(llama_counter).template.body(h.chunk.text.strip()) for h in hits}
     assert not bodies & set(stored.texts)  # no chunk was tokenized: the stored counts served
     assert bodies & set(bare.texts)
@@ -91,52 +91,52 @@ def test_counts_stored_for_another_reader_are_not_used(pipe, llama_counter):
     hits = pipe.retrieve(QUESTION, k=200)
     counter = Recording(TiktokenCounter("cl100k_base"))
     packer = Packer(counter)
-    assert packer.reader != hits[0].chunk.facts.reader
+    assert packer.reader != hits[0].chunk.profile.reader
     context = packer.pack(QUESTION, hits, 1500)
     assert context.token_count == counter.counter.count(context.prompt) <= 1500
     assert {packer.template.body(c.text.strip()) for c in context.chunks} & set(counter.texts)
 
 
-def test_facts_of_a_text_changed_after_retrieval_are_not_used(pipe, llama_counter):
+def test_profiles_of_a_text_changed_after_retrieval_are_not_used(pipe, llama_counter):
     hits = pipe.retrieve(QUESTION, k=20)
     longer = " and then it waits for a long, long time" * 8
     changed = [h.model_copy(update={"chunk": h.chunk.model_copy(update={"text": h.chunk.text + longer})}) for h in hits]
-    assert changed[0].chunk.facts is hits[0].chunk.facts  # model_copy keeps them: the packer must notice
+    assert changed[0].chunk.profile is hits[0].chunk.profile  # model_copy keeps them: the packer must notice
     context = Packer(llama_counter).pack(QUESTION, changed, 4000)
     assert context.token_count == llama_counter.count(context.prompt) <= 4000
     assert longer.strip() in context.prompt
 
 
-def test_refresh_fills_in_the_facts_an_older_kb_or_another_model_lacks(pipe, llama_counter):
+def test_refresh_fills_in_the_profiles_an_older_kb_or_another_model_lacks(pipe, llama_counter):
     with sqlite3.connect(pipe.kb.store.path) as db:
-        db.execute("DELETE FROM chunk_facts WHERE vector_id % 3 = 0")  # as a KB made before facts were stored
+        db.execute("DELETE FROM chunk_facts WHERE vector_id % 3 = 0")  # as a KB made before profile were stored
         db.execute("UPDATE chunk_facts SET reader = 12345, tokens = 1 WHERE vector_id % 3 = 1")  # another model's
         lacking = db.execute("SELECT COUNT(*) FROM chunks WHERE vector_id % 3 != 2").fetchone()[0]
     hits = pipe.retrieve(QUESTION, k=200)
-    assert any(h.chunk.facts is None for h in hits) and any(h.chunk.facts and h.chunk.facts.tokens == 1 for h in hits)
+    assert any(h.chunk.profile is None for h in hits) and any(h.chunk.profile and h.chunk.profile.tokens == 1 for h in hits)
     context = Packer(llama_counter).pack(QUESTION, hits, 1500)  # another model's counts are not taken
     assert context.token_count == llama_counter.count(context.prompt) <= 1500
 
-    assert pipe.refresh_facts() == lacking > 0
-    assert pipe.refresh_facts() == 0  # nothing left to do
+    assert pipe.refresh_profiles() == lacking > 0
+    assert pipe.refresh_profiles() == 0  # nothing left to do
     packer = Packer(llama_counter)
     for hit in pipe.retrieve(QUESTION, k=200):
-        assert hit.chunk.facts.reader == packer.reader
-        assert hit.chunk.facts.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))
+        assert hit.chunk.profile.reader == packer.reader
+        assert hit.chunk.profile.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))
 
 
-def test_deleting_a_document_deletes_its_facts(pipe):
-    def facts_rows():
+def test_deleting_a_document_deletes_its_profiles(pipe):
+    def profile_rows():
         with sqlite3.connect(pipe.kb.store.path) as db:
             return db.execute("SELECT COUNT(*) FROM chunk_facts").fetchone()[0], db.execute(
                 "SELECT COUNT(*) FROM chunks").fetchone()[0]
 
-    facts_before, chunks_before = facts_rows()
-    assert facts_before == chunks_before
+    profiles_before, chunks_before = profile_rows()
+    assert profiles_before == chunks_before
     doc_id = next(h.chunk.doc_id for h in pipe.retrieve("tomatoes sunlight", k=5) if "garden" in h.chunk.doc_id)
     removed = pipe.delete(doc_id)
     assert removed > 0
-    assert facts_rows() == (facts_before - removed, chunks_before - removed)
+    assert profile_rows() == (profiles_before - removed, chunks_before - removed)
 
 
 def test_without_the_generating_models_tokenizer_chunks_are_stored_without_counts(tmp_path, embedder):
@@ -147,8 +147,8 @@ def test_without_the_generating_models_tokenizer_chunks_are_stored_without_count
         with pytest.warns(UserWarning, match="without their token counts"):
             pipe.add(list(FACTS.values()))
         hits = pipe.retrieve(QUESTION, k=10)
-    assert hits and all(h.chunk.facts is not None for h in hits)
-    assert all(h.chunk.facts.reader is None and h.chunk.facts.tokens is None for h in hits)
+    assert hits and all(h.chunk.profile is not None for h in hits)
+    assert all(h.chunk.profile.reader is None and h.chunk.profile.tokens is None for h in hits)
     context = Packer(TiktokenCounter("cl100k_base")).pack(QUESTION, hits, 800)
     assert "7 times" in context.prompt
 

@@ -1,0 +1,22 @@
+"""Generate stage: a packed context to an answer with checked citations.
+
+- `backend`: the `Backend` interface, `Generation` and the window check every backend makes;
+- `llama_cpp`: the embedded default (Gemma 3 270M on the CPU; `models` assembles its files);
+- `vllm`: the vLLM engine (prefix caching, RoPE scaling, fp8 KV cache);
+- `openai_compatible`: any OpenAI-compatible server (a running vLLM, a hosted API);
+- `citations`: `[n]` markers read back and checked against the prompt's passages;
+- `synthesis`: multi-needle answers (facts first, map-reduce over windows, self-routing).
+"""
+
+from hybridctx.generate.backend import DEFAULT_STOP, Backend, Generation, check_fits
+from hybridctx.generate.citations import cite, citation_of, markers, unsupported_citations
+from hybridctx.generate.llama_cpp import LlamaCppBackend, LlamaTokenCounter
+from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
+from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer
+from hybridctx.generate.vllm import RopeScaling, VLLMBackend, VLLMSettings
+
+__all__ = [
+    "DEFAULT_STOP", "FACTS_TEMPLATE", "Backend", "Generation", "LlamaCppBackend", "LlamaTokenCounter",
+    "OpenAICompatibleBackend", "OpenAISettings", "RopeScaling", "Synthesizer", "VLLMBackend", "VLLMSettings",
+    "check_fits", "citation_of", "cite", "markers", "unsupported_citations",
+]

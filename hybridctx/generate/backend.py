@@ -1,0 +1,67 @@
+"""The backend interface: a `Backend` continues a PackedContext's prompt into a `Generation`.
+
+Every backend counts prompts exactly as its model reads them (`token_counter`) and refuses,
+before any work, a prompt whose answer would not fit its window (`check_fits`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hybridctx.errors import InvalidArgumentError
+from hybridctx.schema import PackedContext, Usage
+from hybridctx.tokens import TokenCounter
+
+# A base (not instruction-tuned) model continues text: stop where a new section would start,
+# including a passage delimiter it echoes. At most 4 sequences (OpenAI's limit); an
+# instruction-tuned model's end-of-turn token is its end of sequence, where engines stop anyway.
+DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "</passage")
+
+
+@dataclass
+class Generation:
+    text: str
+    usage: Usage
+
+
+class Backend(Protocol):
+    """A generating model. `context_window` is its whole window (prompt plus answer)."""
+
+    name: str
+    context_window: int
+
+    def token_counter(self) -> TokenCounter:
+        """Counts prompt tokens exactly as this backend's model reads them."""
+        ...
+
+    def generate(
+        self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        """Continue the context's prompt; `stop` replaces `DEFAULT_STOP`. `on_text` receives
+        the answer's text as the backend produces it (piece by piece where it streams)."""
+        ...
+
+    def generate_many(
+        self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """`generate` for each context, batched where the backend can (prefixes shared once)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model or the connection, when its owner is done with it."""
+        ...
+
+
+def check_fits(prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
+    """Refuse, before any work, a prompt whose answer would not fit the model's window."""
+    if prompt_tokens + max_new_tokens > context_window:
+        raise InvalidArgumentError(
+            f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's context window ({context_window}); lower budget_tokens"
+        )
+
+

@@ -1,0 +1,50 @@
+"""Citations read back from what a model wrote: its `[n]` markers, checked against the
+passages its prompt showed, or (when it wrote none) the passage its words come from."""
+
+from __future__ import annotations
+
+import re
+
+from hybridctx.schema import Citation, PackedContext
+
+_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_WORD = re.compile(r"\w{3,}")
+
+
+def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[Citation]:
+    """Citations of an answer: the `[n]` markers it wrote that name a passage in the context.
+
+    When it wrote none (small models often don't), the passage sharing the most words with
+    the answer is attributed, if it shares at least `min_overlap` of them; such citations
+    are marked `explicit=False`. Markers naming no passage are dropped.
+    """
+    numbers = [n for n in markers(answer) if context.passage(n) is not None]
+    if numbers:
+        return [citation_of(context, n, explicit=True) for n in numbers]
+    words = set(_WORD.findall(answer.lower()))
+    if not words or not context.passages:
+        return []
+    overlaps = [len(words & set(_WORD.findall(p.text.lower()))) for p in context.passages]
+    best = max(range(len(overlaps)), key=overlaps.__getitem__)
+    if overlaps[best] / len(words) < min_overlap:
+        return []
+    return [citation_of(context, best + 1, explicit=False)]
+
+
+def markers(text: str) -> list[int]:
+    """The passage numbers a text cites as `[n]` or `[n, m]`, each once, in order."""
+    numbers = (int(part) for match in _MARKER.finditer(text) for part in match.group(1).split(","))
+    return list(dict.fromkeys(numbers))
+
+
+def unsupported_citations(answer: str, context: PackedContext) -> list[int]:
+    """Passage numbers the answer cites that its prompt did not show (a model's invention)."""
+    return [n for n in markers(answer) if context.passage(n) is None]
+
+
+def citation_of(context: PackedContext, number: int, explicit: bool) -> Citation:
+    passage = context.passages[number - 1]
+    return Citation(
+        passage=number, chunk_ids=passage.chunk_ids, doc_id=passage.doc_id, location=passage.location,
+        explicit=explicit,
+    )
