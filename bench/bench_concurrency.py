@@ -73,7 +73,8 @@ def main() -> None:
             idle_qps, idle = serve(pipe, args.seconds, args.threads)
             script = Path(tmp) / "writer.py"
             script.write_text(WRITER)
-            writer = subprocess.Popen([sys.executable, str(script), str(kb), *rest], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+            writer = subprocess.Popen([sys.executable, str(script), str(kb), *rest], env=env)
             time.sleep(10)  # the writer's model load, so that the window measures adds
             generation = pipe.kb.generation
             busy_qps, busy = serve(pipe, args.seconds, args.threads)

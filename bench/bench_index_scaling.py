@@ -148,18 +148,22 @@ def main() -> None:
         f"## Index scaling on synthetic 384-d vectors ({date.today().isoformat()})",
         "",
         f"Machine: {os.cpu_count()} CPU cores, no GPU, faiss-cpu {faiss.__version__}. `bench/bench_index_scaling.py`: "
-        f"unit vectors around random centres ({PER_CENTRE} a centre), {QUERIES} perturbed data points as queries; IVF trained on "
+        f"unit vectors around random centres ({PER_CENTRE} a centre), {QUERIES} perturbed data points as queries; "
+        "IVF trained on "
         "64 vectors per list; serving measured through `hybridctx.index.FaissIndex` in a fresh process that loads "
-        "the index (RAM: the growth of its RSS from loading the index on, beyond the libraries); single queries, 2 threads; nprobe "
+        "the index (RAM: the growth of its RSS from loading the index on, beyond the libraries); single queries, "
+        "2 threads; nprobe "
         "chosen for k by `nprobe_for` (lists holding 8 k vectors, at least `min nprobe`). Rows are kept across runs "
         "(`bench/index_scaling.json`); \"not measured\": RAM of a row from a run whose reading counted the forking "
         "parent's memory (fixed since; the 4M PQ builds take 7-9 min here and were not repeated).",
         "",
-        "| vectors | index | min nprobe | build | on disk | peak RAM of the index, serving | recall@100 | k=100 p50 / p99 | k=1000 p50 / p99 |",
+        "| vectors | index | min nprobe | build | on disk | peak RAM of the index, serving | recall@100 "
+        "| k=100 p50 / p99 | k=1000 p50 / p99 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['vectors']:,} | {r['index']}{' (picked)' * ((r['vectors'], r['index']) in picked)} | {r['min_nprobe']} | {r['build_s']:.0f} s | {r['disk_mb']:.0f} MB | "
+        f"| {r['vectors']:,} | {r['index']}{' (picked)' * ((r['vectors'], r['index']) in picked)} "
+        f"| {r['min_nprobe']} | {r['build_s']:.0f} s | {r['disk_mb']:.0f} MB | "
         f"{_mb(r['ram_mb'])} | **{r['recall100']:.3f}** | {r['p50_100']:.1f} / {r['p99_100']:.1f} ms | "
         f"**{r['p50_1000']:.1f}** / {r['p99_1000']:.1f} ms |"
         for r in rows

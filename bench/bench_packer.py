@@ -30,18 +30,19 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from _results import write_section
 
 from hybridctx import Document, Pipeline, Settings
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
-from hybridctx.generate import LlamaCppBackend
 from hybridctx.evals.essays import paul_graham_essays, plant
+from hybridctx.generate import LlamaCppBackend
 from hybridctx.generate.models import embedded_safetensors
+from hybridctx.index.store import ChunkStore
 from hybridctx.pack import ORDERINGS, Packer
 from hybridctx.schema import Hit, PackedContext
-from hybridctx.index.store import ChunkStore
 from hybridctx.tokens import HFTokenizer, TiktokenCounter
 
 HERE = Path(__file__).parent
@@ -188,7 +189,8 @@ def stored_hits(path: Path, hits: list[Hit], packer: Packer) -> tuple[list[Hit],
     vector_ids = [0] * len(chunks)
     for doc_id, members in by_doc.items():
         document = Document(id=doc_id, text="", metadata={"source": chunks[members[0]].source})
-        _, added = store.replace_document(document, doc_id, [chunks[i] for i in members], [profiles[i] for i in members])
+        members_chunks, members_profiles = [chunks[i] for i in members], [profiles[i] for i in members]
+        _, added = store.replace_document(document, doc_id, members_chunks, members_profiles)
         for i, vector_id in zip(members, added, strict=True):
             vector_ids[i] = vector_id
     store.commit()
@@ -211,8 +213,10 @@ def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -
         for n, budget, runs in ((2_000, 128_000, 7), (20_000, 1_000_000, 3)):
             query = "How does the module handle errors?"
 
-            def first_pack(hits: list[Hit]) -> tuple[float, PackedContext]:
-                packer = Packer(counter)  # type: ignore[arg-type]
+            def first_pack(
+                hits: list[Hit], query: str = query, budget: int = budget, counter: Any = counter
+            ) -> tuple[float, PackedContext]:
+                packer = Packer(counter)
                 started = time.perf_counter()
                 context = packer.pack(query, hits, budget)
                 return time.perf_counter() - started, context
@@ -232,7 +236,8 @@ def bench_speed(counters: dict[str, object], rng: random.Random, folder: Path) -
             cold_bare = statistics.median(t for t, _ in bare)
             warm = statistics.median(seconds[1:])
             rows.append((name, n, budget, cold, cold_bare, warm, dups, index_ms))
-            print(f"speed {name}: {n} -> {budget}: cold {cold * 1000:.0f} ms (nothing stored: {cold_bare * 1000:.0f} ms), "
+            print(f"speed {name}: {n} -> {budget}: cold {cold * 1000:.0f} ms "
+                  f"(nothing stored: {cold_bare * 1000:.0f} ms), "
                   f"warm {warm * 1000:.0f} ms ({ctx.token_count} tokens, {len(ctx.passages)} passages, "
                   f"{dups} duplicates dropped); index-time profiles {index_ms:.1f} ms per 1,000 chunks")
     return rows
@@ -339,14 +344,16 @@ def bench_cache(
                 len(fresh[q] & {c.id for c in ctx.chunks}) / len(fresh[q])
                 for q, ctx in zip(SESSION_QUESTIONS[1:], contexts[1:])
             )
-            print(f"shared prefix {label}: {statistics.mean(ratios[label]):.3f}, fresh-pack chunks shown {recall[label]:.2f}")
+            print(f"shared prefix {label}: {statistics.mean(ratios[label]):.3f}, "
+                  f"fresh-pack chunks shown {recall[label]:.2f}")
     return ratios, recall
 
 
 def bench_session_shares(pipe: Pipeline, counter: TiktokenCounter, budget: int) -> dict[float, tuple[float, float]]:
     results = {}
     for share in (0.1, 0.2, 0.3, 0.5):
-        ratios, recall = bench_cache(pipe, Packer(counter, follow_up_share=share), counter, budget, orderings=("canonical",))
+        packer = Packer(counter, follow_up_share=share)
+        ratios, recall = bench_cache(pipe, packer, counter, budget, orderings=("canonical",))
         results[share] = (statistics.mean(ratios["canonical + session"]), recall["canonical + session"])
     return results
 
@@ -469,7 +476,8 @@ def main() -> None:
         "needles, 256-token chunks | top-5, 256-token chunks |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {b:,} | **{coverage['generous'][i]:.3f}** | {coverage['top-5'][i]:.3f} | {coverage['distractors'][i]:.3f} | "
+    lines += [f"| {b:,} | **{coverage['generous'][i]:.3f}** | {coverage['top-5'][i]:.3f} "
+              f"| {coverage['distractors'][i]:.3f} | "
               f"{coverage_large['generous' + LARGE][i]:.3f} | {coverage_large['top-5' + LARGE][i]:.3f} |"
               for i, b in enumerate(budgets)]
     lines += [
@@ -509,7 +517,9 @@ def main() -> None:
             "|---|---|---|",
         ]
         lines += [f"| {label} | {r:.2f} | {s:.1f} |" for label, (r, s) in cache_real.items()]
-        lines += ["", "| ordering | accuracy (8 facts) | answer passage position (0 = first, 1 = last) |", "|---|---|---|"]
+        lines += [
+            "", "| ordering | accuracy (8 facts) | answer passage position (0 = first, 1 = last) |", "|---|---|---|"
+        ]
         lines += [f"| {o} | {a:.2f} | {p:.2f} |" for o, (a, p) in accuracy.items()]
     lines.append("")
     write_section("bench_packer", lines)

@@ -40,8 +40,12 @@ PLACES = {  # place: near-identical keys used as distractors
 ATTRIBUTES = {  # attribute: (fact template, paraphrased question template)
     "door code": ("The door code of the {place} is {value}.", "Which number opens the entrance of the {place}?"),
     "manager": ("The manager of the {place} is {value}.", "Who is in charge of the {place}?"),
-    "opening hour": ("The {place} opens at {value} every weekday.", "When can people first get into the {place} on a workday?"),
-    "parking spot": ("Visitors to the {place} park in spot {value}.", "Where should guests of the {place} leave their car?"),
+    "opening hour": (
+        "The {place} opens at {value} every weekday.", "When can people first get into the {place} on a workday?"
+    ),
+    "parking spot": (
+        "Visitors to the {place} park in spot {value}.", "Where should guests of the {place} leave their car?"
+    ),
 }
 NAMES = ["Amara Okafor", "Jonas Lindqvist", "Priya Raman", "Tomás Ferreira", "Mei Tanaka", "Kwame Mensah",
          "Sofia Marino", "Lukas Novak", "Hana Sato", "Diego Alvarez", "Ines Duarte", "Omar Haddad"]

@@ -112,8 +112,10 @@ def main() -> None:
         "",
         "| | figure |",
         "|---|---|",
-        f"| commit time p50 / max | {percentile(seconds, 0.5):.2f} s / {max(seconds):.1f} s (the max is a tier merge) |",
-        f"| index bytes written per commit p50 / max | {percentile(written, 0.5) / mb:.1f} MB / {max(written) / mb:.0f} MB |",
+        f"| commit time p50 / max | {percentile(seconds, 0.5):.2f} s / {max(seconds):.1f} s "
+        "(the max is a tier merge) |",
+        f"| index bytes written per commit p50 / max | {percentile(written, 0.5) / mb:.1f} MB "
+        f"/ {max(written) / mb:.0f} MB |",
         f"| write amplification (index bytes written / final size) | {sum(written) / final:.1f} |",
         f"| segments at the end | {segments} |",
         f"| search over the segments: p50 k=100 / k=1000, recall@100 | {over_segments['p50_100']:.1f} ms / "

@@ -28,7 +28,8 @@ async def main(kb: str, question: str) -> None:
         found = await session.call_tool("search", {"query": question, "k": 3})
         for passage in json.loads(found.content[0].text)["passages"]:
             print(f"  {passage['rank']}. {passage['location']}")
-        context = json.loads((await session.call_tool("get_context", {"query": question, "budget_tokens": 1500})).content[0].text)
+        result = await session.call_tool("get_context", {"query": question, "budget_tokens": 1500})
+        context = json.loads(result.content[0].text)
         print(f"\ncontext: {len(context['passages'])} passages, {context['token_count']} tokens\n")
         print(context["context"][:1500])
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from hybridctx_connectors.sources import GitSource
-
 from hybridctx import Pipeline
+from hybridctx_connectors.sources import GitSource
 
 
 def main(repository: str, revision: str, question: str) -> None:
@@ -20,7 +19,8 @@ def main(repository: str, revision: str, question: str) -> None:
         print(f"{source.commit[:12]} by {source.author}: added {report.documents_added}, "
               f"unchanged {report.documents_unchanged}, failed {len(report.failed)}")
         for hit in pipe.retrieve(question, k=5):
-            print(f"  {hit.rank}. {hit.chunk.metadata['path']}:{hit.chunk.start_line} @ {hit.chunk.metadata['commit'][:12]}")
+            meta = hit.chunk.metadata
+            print(f"  {hit.rank}. {meta['path']}:{hit.chunk.start_line} @ {meta['commit'][:12]}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from hybridctx_connectors.langchain import HybridCtxRetriever, packed_context
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 
 from hybridctx import Pipeline
+from hybridctx_connectors.langchain import HybridCtxRetriever, packed_context
 
 PROMPT = ChatPromptTemplate.from_messages([
     ("system", "Answer from the passages below only, citing their ids.\n\n{context}"),
@@ -24,7 +24,8 @@ PROMPT = ChatPromptTemplate.from_messages([
 def main(kb: str, question: str) -> None:
     with Pipeline.open(kb, show_progress=False) as pipe:
         for doc in HybridCtxRetriever(pipeline=pipe, k=3).invoke(question):
-            print(f"{doc.metadata['rank']}. {doc.metadata['source']}:{doc.metadata['start_line']} ({doc.metadata['score']:.3f})")
+            meta = doc.metadata
+            print(f"{meta['rank']}. {meta['source']}:{meta['start_line']} ({meta['score']:.3f})")
         chain = {"context": packed_context(pipe, budget_tokens=1500), "question": RunnablePassthrough()} | PROMPT
         messages = chain.invoke(question).to_messages()
         print(f"\n{messages[0].content[:1200]}\n...\n{messages[1].content}")

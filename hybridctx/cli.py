@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -124,7 +124,7 @@ def index(
     kb: Path = KB_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
     ray: bool = typer.Option(False, "--ray", help="Embed on a Ray cluster (or a local Ray) with an actor pool"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. auto"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. auto"),
     ray_actors: int = typer.Option(2, "--ray-actors", help="Copies of the embedding model (one per GPU or CPU slot)"),
     ray_gpus: float = typer.Option(0, "--ray-gpus-per-actor", help="GPUs per actor (1: one actor per GPU)"),
 ) -> None:
@@ -152,7 +152,7 @@ def search(
     kb: Path = KB_OPTION,
     k: int = typer.Option(10, "-k", help="Number of hits"),
     filter: list[str] = FILTER_OPTION,
-    principal: Optional[str] = PRINCIPAL_OPTION,
+    principal: str | None = PRINCIPAL_OPTION,
 ) -> None:
     """Print the ranked hits for a query."""
     with _open(kb) as pipe:
@@ -185,10 +185,10 @@ def _packing(budget: int | None, ordering: str | None, filters: list[str], princ
 def pack(
     question: str = typer.Argument(...),
     kb: Path = KB_OPTION,
-    budget: Optional[int] = BUDGET_OPTION,
-    ordering: Optional[str] = ORDERING_OPTION,
+    budget: int | None = BUDGET_OPTION,
+    ordering: str | None = ORDERING_OPTION,
     filter: list[str] = FILTER_OPTION,
-    principal: Optional[str] = PRINCIPAL_OPTION,
+    principal: str | None = PRINCIPAL_OPTION,
 ) -> None:
     """Print the prompt `ask` would send (to stdout) and how it was packed (to stderr)."""
     with _open(kb) as pipe:
@@ -202,18 +202,18 @@ def pack(
 def ask(
     question: str = typer.Argument(...),
     kb: Path = KB_OPTION,
-    budget: Optional[int] = BUDGET_OPTION,
-    ordering: Optional[str] = ORDERING_OPTION,
+    budget: int | None = BUDGET_OPTION,
+    ordering: str | None = ORDERING_OPTION,
     filter: list[str] = FILTER_OPTION,
-    principal: Optional[str] = PRINCIPAL_OPTION,
-    strategy: Optional[str] = typer.Option(
+    principal: str | None = PRINCIPAL_OPTION,
+    strategy: str | None = typer.Option(
         None, help="direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
     ),
-    vllm_model: Optional[Path] = VLLM_MODEL_OPTION,
+    vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
-    openai_url: Optional[str] = OPENAI_URL_OPTION,
-    openai_model: Optional[str] = OPENAI_MODEL_OPTION,
-    tokenizer: Optional[str] = TOKENIZER_OPTION,
+    openai_url: str | None = OPENAI_URL_OPTION,
+    openai_model: str | None = OPENAI_MODEL_OPTION,
+    tokenizer: str | None = TOKENIZER_OPTION,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
     backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
@@ -256,8 +256,8 @@ def prepare_model(
 @_friendly_errors
 def mcp(
     kb: Path = KB_OPTION,
-    http: Optional[str] = typer.Option(None, "--http", help="Serve streamable HTTP at HOST:PORT instead of stdio"),
-    principal: Optional[str] = PRINCIPAL_OPTION,
+    http: str | None = typer.Option(None, "--http", help="Serve streamable HTTP at HOST:PORT instead of stdio"),
+    principal: str | None = PRINCIPAL_OPTION,
     allow_add: bool = typer.Option(False, "--allow-add", help="Offer the add_documents tool"),
 ) -> None:
     """Serve the knowledge base to agents over MCP: tools search, get_context, ask; documents as resources."""
@@ -279,23 +279,25 @@ def _csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[
 @_friendly_errors
 def evaluate(
     quick: bool = typer.Option(False, "--quick", help="Small haystacks and budgets: a few minutes on a CPU"),
-    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks (default: all)"),
-    lengths: Optional[str] = typer.Option(None, help="Haystack lengths in tokens, e.g. 8000,32000,128000"),
-    budgets: Optional[str] = typer.Option(None, help="Prompt budgets compared, e.g. 4000,16000,64000"),
-    depths: Optional[str] = typer.Option(None, help="Single-needle depths, e.g. 0,0.5,1"),
-    haystack: Optional[Path] = typer.Option(None, help="A folder of your own documents as the haystack"),
-    answers: bool = typer.Option(False, "--answers", help="Also ask the model (answer level): the embedded one, or --vllm-model / --openai-url"),
-    answer_budgets: Optional[str] = typer.Option(None, "--answer-budgets", help="Budgets of answer-level runs"),
-    answer_lengths: Optional[str] = typer.Option(
+    tasks: str | None = typer.Option(None, help="Comma-separated tasks (default: all)"),
+    lengths: str | None = typer.Option(None, help="Haystack lengths in tokens, e.g. 8000,32000,128000"),
+    budgets: str | None = typer.Option(None, help="Prompt budgets compared, e.g. 4000,16000,64000"),
+    depths: str | None = typer.Option(None, help="Single-needle depths, e.g. 0,0.5,1"),
+    haystack: Path | None = typer.Option(None, help="A folder of your own documents as the haystack"),
+    answers: bool = typer.Option(
+        False, "--answers", help="Also ask the model (answer level): the embedded one, or --vllm-model / --openai-url"
+    ),
+    answer_budgets: str | None = typer.Option(None, "--answer-budgets", help="Budgets of answer-level runs"),
+    answer_lengths: str | None = typer.Option(
         None, "--answer-lengths", help="Haystack lengths of answer-level runs (default: all)"
     ),
     seed: int = typer.Option(0),
     out_dir: Path = typer.Option(Path("eval-results"), "--out", help="Where results.json and the plots go"),
-    vllm_model: Optional[Path] = VLLM_MODEL_OPTION,
+    vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
-    openai_url: Optional[str] = OPENAI_URL_OPTION,
-    openai_model: Optional[str] = OPENAI_MODEL_OPTION,
-    tokenizer: Optional[str] = TOKENIZER_OPTION,
+    openai_url: str | None = OPENAI_URL_OPTION,
+    openai_model: str | None = OPENAI_MODEL_OPTION,
+    tokenizer: str | None = TOKENIZER_OPTION,
 ) -> None:
     """Needle, multi-needle, hard-distractor and RULER-style evaluations of top-5 RAG, long-context
     stuffing and hybridctx at the same budgets; a table, results.json and plots."""
@@ -334,18 +336,19 @@ def compact(kb: Path = KB_OPTION) -> None:
     with _open(kb, quiet=True) as pipe:
         started = time.perf_counter()
         spec = pipe.rebuild_index()
-        out.print(f"dense index rebuilt as {spec} ({len(pipe.kb.index):,} vectors) in {time.perf_counter() - started:.1f} s")
+        seconds = time.perf_counter() - started
+        out.print(f"dense index rebuilt as {spec} ({len(pipe.kb.index):,} vectors) in {seconds:.1f} s")
 
 
 @app.command()
 @_friendly_errors
 def demo(
-    kb: Optional[Path] = typer.Option(None, "--kb", help="Where to keep the demo KB (default: in the cache)"),
+    kb: Path | None = typer.Option(None, "--kb", help="Where to keep the demo KB (default: in the cache)"),
     all_files: bool = typer.Option(False, "--all", help="Index the whole standard library, not ~300 files"),
     max_files: int = typer.Option(300, help="How many standard-library files to index"),
 ) -> None:
     """Index the Python standard library's source and answer questions about it."""
-    from hybridctx.demo import QUESTIONS, stdlib_files, stdlib_root
+    from hybridctx.demo import answers, stdlib_files, stdlib_root
     from hybridctx.pipeline import Pipeline
     from hybridctx.settings import default_cache_dir
 
@@ -358,18 +361,12 @@ def demo(
     with Pipeline.open(kb) as pipe:
         out.print(f"opened in {time.perf_counter() - started:.1f} s")
         print_report(pipe.add(files))
-        for question, _ in QUESTIONS:
+        for step in answers(pipe):
             out.rule()
-            out.print(f"[bold]Question:[/] {question}", highlight=False)
-            t0 = time.perf_counter()
-            hits = pipe.retrieve(question)
-            t1 = time.perf_counter()
-            context = pipe.pack(question, hits=hits)
-            t2 = time.perf_counter()
-            out.print("  top hits: " + ", ".join(h.chunk.location.replace(str(stdlib_root()) + "/", "") for h in hits[:3]))
-            answer = pipe.generate(context)
-            out.print(f"  [dim]retrieve {1000 * (t1 - t0):.0f} ms, pack {1000 * (t2 - t1):.0f} ms[/]")
-            print_answer(answer)
+            out.print(f"[bold]Question:[/] {step.question}", highlight=False)
+            out.print("  top hits: " + ", ".join(step.top_hits))
+            out.print(f"  [dim]retrieve {step.retrieve_ms:.0f} ms, pack {step.pack_ms:.0f} ms[/]")
+            print_answer(step.answer)
 
 
 def main() -> None:

@@ -6,7 +6,15 @@ Every Python install carries this corpus, so the demo runs anywhere with no down
 from __future__ import annotations
 
 import sysconfig
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hybridctx.pipeline import Pipeline
+    from hybridctx.schema import Answer
 
 # Questions the demo asks, with the module whose source answers each.
 QUESTIONS: tuple[tuple[str, str], ...] = (
@@ -43,3 +51,32 @@ def stdlib_files(max_files: int | None = 300) -> list[Path]:
         if (root / module) not in chosen:
             chosen.append(root / module)
     return chosen
+
+
+@dataclass
+class DemoAnswer:
+    """One of the demo's questions, answered, with what it took."""
+
+    question: str
+    top_hits: list[str]  # locations of the best three hits, relative to the standard library
+    retrieve_ms: float
+    pack_ms: float
+    answer: Answer
+
+
+def answers(pipe: Pipeline) -> Iterator[DemoAnswer]:
+    """Retrieve, pack and answer each of the demo's questions, timing each step."""
+    root = str(stdlib_root()) + "/"
+    for question, _ in QUESTIONS:
+        started = time.perf_counter()
+        hits = pipe.retrieve(question)
+        retrieved = time.perf_counter()
+        context = pipe.pack(question, hits=hits)
+        packed = time.perf_counter()
+        yield DemoAnswer(
+            question=question,
+            top_hits=[h.chunk.location.replace(root, "") for h in hits[:3]],
+            retrieve_ms=1000 * (retrieved - started),
+            pack_ms=1000 * (packed - retrieved),
+            answer=pipe.generate(context),
+        )

@@ -20,7 +20,14 @@ from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 from hybridctx.generate import (
-    Backend, LlamaCppBackend, OpenAICompatibleBackend, OpenAISettings, Synthesizer, VLLMBackend, VLLMSettings, cite,
+    Backend,
+    LlamaCppBackend,
+    OpenAICompatibleBackend,
+    OpenAISettings,
+    Synthesizer,
+    VLLMBackend,
+    VLLMSettings,
+    cite,
     unsupported_citations,
 )
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
@@ -140,7 +147,8 @@ class Pipeline:
     @cached_property
     def synthesizer(self) -> Synthesizer:
         facts_packer = Packer(
-            self.backend.token_counter(), FACTS_TEMPLATE, near_duplicate_threshold=self.settings.near_duplicate_threshold
+            self.backend.token_counter(), FACTS_TEMPLATE,
+            near_duplicate_threshold=self.settings.near_duplicate_threshold,
         )
         return Synthesizer(self.backend, facts_packer, self.packer.template)
 
@@ -170,7 +178,9 @@ class Pipeline:
         try:
             return self.packer.chunk_profiles, self.packer.reader
         except ModelUnavailableError as exc:
-            warnings.warn(f"chunks are stored without their token counts ({exc}); packing will count them", stacklevel=3)
+            warnings.warn(
+                f"chunks are stored without their token counts ({exc}); packing will count them", stacklevel=3
+            )
             return sketch_profiles, None
 
     def delete(self, doc_ids: str | Sequence[str]) -> int:
@@ -327,7 +337,9 @@ def _scope(filters: Mapping[str, Any] | None, principal: str | None) -> Scope:
     try:
         return Scope(filters=None if filters is None else dict(filters), principal=principal)
     except (TypeError, ValueError, ValidationError) as exc:
-        raise InvalidArgumentError(f"filters must map metadata names to values, and principal be a string: {exc}") from exc
+        raise InvalidArgumentError(
+            f"filters must map metadata names to values, and principal be a string: {exc}"
+        ) from exc
 
 
 class Session:

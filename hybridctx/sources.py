@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from hybridctx.errors import InvalidArgumentError, SourceNotFoundError, UnreadableDocumentError
 from hybridctx.schema import Document, Failure
@@ -35,7 +35,7 @@ class Source(Protocol):
     def documents(self) -> Iterator[Document | Failure]: ...
 
 
-Item = Union[Document, str, os.PathLike, Source]
+Item = Document | str | os.PathLike | Source
 
 
 class PathSource:

@@ -201,7 +201,9 @@ class TiktokenCounter:
         try:
             from bpe_openai._bindings import tokenizer_for_encoding
         except ImportError as exc:
-            raise ModelUnavailableError("counting OpenAI-style tokens needs bpe-openai: pip install 'hybridctx[openai]'") from exc
+            raise ModelUnavailableError(
+                "counting OpenAI-style tokens needs bpe-openai: pip install 'hybridctx[openai]'"
+            ) from exc
         self.name = encoding
         self.key = f"tiktoken:{encoding}"
         self._tokenizer = tokenizer_for_encoding(encoding)

@@ -68,7 +68,7 @@ def test_overlap_repeats_trailing_sentences(tokenizer):
         assert right.start < left.end, "consecutive chunks do not overlap"
         assert right.start > left.start, "no progress"
     no_overlap = chunk(tokenizer, text, max_tokens=40, overlap=0)
-    assert all(r.start >= l.end for l, r in zip(no_overlap, no_overlap[1:]))
+    assert all(after.start >= before.end for before, after in zip(no_overlap, no_overlap[1:]))
 
 
 def test_line_numbers_and_unicode(tokenizer):

@@ -11,11 +11,11 @@ import sqlite3
 import subprocess
 
 import pytest
-from hybridctx_connectors.sources import FolderSource, GitSource, JsonlSource, SqlSource
 
 from hybridctx import Document, Pipeline
 from hybridctx.errors import SourceNotFoundError
 from hybridctx.schema import Failure
+from hybridctx_connectors.sources import FolderSource, GitSource, JsonlSource, SqlSource
 
 PYTHON = '''import os
 
@@ -49,7 +49,8 @@ def make_pdf(text: str) -> bytes:
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
@@ -89,7 +90,8 @@ def test_a_folder_with_markdown_code_html_and_pdf(tmp_path):
     html = by_name["manual.html"].text
     assert "45 seconds of silence" in html and "ZR-118" in html
     assert "Cookie settings" not in html and "About us" not in html  # boilerplate dropped
-    only_md = {d.metadata["name"] for d in FolderSource(root, include=["**/*.md"]).documents() if isinstance(d, Document)}
+    markdown = FolderSource(root, include=["**/*.md"]).documents()
+    only_md = {d.metadata["name"] for d in markdown if isinstance(d, Document)}
     assert only_md == {"guide.md", "wip.md"}
 
 

@@ -60,12 +60,11 @@ CHILD = textwrap.dedent(
             "after-sqlite-commit": (ChunkStore, "commit", False),
         }[point]
         patch(cls, name, die_before)
-    with Pipeline.open(kb, commit_every_chunks=%d, show_progress=False) as pipe:
+    with Pipeline.open(kb, commit_every_chunks=PER_COMMIT, show_progress=False) as pipe:
         pipe.add(documents())
     print("finished")
     """
-    % PER_COMMIT
-)
+).replace("PER_COMMIT", str(PER_COMMIT))
 
 
 def documents() -> list[Document]:

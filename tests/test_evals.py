@@ -12,7 +12,14 @@ import pytest
 
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.evals.tasks import (
-    GENERATORS, TaskRandom, aggregation_case, cut_haystack, hard_distractors, multi_query, plant_at_depths, variable_tracking,
+    GENERATORS,
+    TaskRandom,
+    aggregation_case,
+    cut_haystack,
+    hard_distractors,
+    multi_query,
+    plant_at_depths,
+    variable_tracking,
 )
 from hybridctx.schema import Document
 
@@ -133,9 +140,10 @@ def test_cli_eval_quick_at_a_small_size_and_its_bad_input(tmp_path):
     assert {r["task"] for r in records} == {"needle", "multi_value"} and {r["budget"] for r in records} == {500}
     assert (out / "heatmap.png").exists() and (out / "coverage.png").exists()
 
-    bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--lengths", "big"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "hybridctx", "eval"]
+    bad = subprocess.run([*command, "--lengths", "big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--lengths 'big'" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--tasks", "haystacks"], capture_output=True, text=True)
+    bad = subprocess.run([*command, "--tasks", "haystacks"], capture_output=True, text=True)
     assert bad.returncode == 2 and "haystacks" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--answers", "--answer-lengths", "8k"],
                          capture_output=True, text=True)

@@ -7,11 +7,11 @@ import tempfile
 from functools import cache
 
 import pytest
-from hybridctx_connectors.langchain import HybridCtxRetriever, packed_context
 from langchain_core.runnables import RunnablePassthrough
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from hybridctx import Document, Pipeline
+from hybridctx_connectors.langchain import HybridCtxRetriever, packed_context
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,8 @@ def test_documents_carry_source_offsets_and_scores_and_respect_the_principal():
     assert "plan" not in {d.metadata["doc_id"] for d in exact}
     alice = HybridCtxRetriever(pipeline=knowledge_base(), k=5, principal="alice").invoke("Project Nightjar")
     assert alice[0].metadata["doc_id"] == "plan"
-    filtered = HybridCtxRetriever(pipeline=knowledge_base(), k=5).invoke("relay", filters={"source": "notes/cabinet.md"})
+    retriever = HybridCtxRetriever(pipeline=knowledge_base(), k=5)
+    filtered = retriever.invoke("relay", filters={"source": "notes/cabinet.md"})
     assert [d.metadata["doc_id"] for d in filtered] == ["cabinet"]
 
 

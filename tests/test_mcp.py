@@ -12,9 +12,9 @@ import time
 
 import anyio
 import pytest
-from hybridctx_connectors.mcp import reassemble
 
 from hybridctx import Document, Pipeline
+from hybridctx_connectors.mcp import reassemble
 
 pytestmark = pytest.mark.slow
 

@@ -122,8 +122,8 @@ def test_instructions_first_passages_quoted_and_question_last(llama_counter):
                                "Question: Where is passage 2?\nAnswer:")
     assert ctx.prefix_token_count == llama_counter.count(template.head)
     for p in ctx.passages:
-        assert f'<passage id="{p.number}" source="{p.source}" lines="{p.start_line}-{p.end_line}">\n{p.text}\n</passage>' \
-            in ctx.prompt
+        header = f'<passage id="{p.number}" source="{p.source}" lines="{p.start_line}-{p.end_line}">'
+        assert f"{header}\n{p.text}\n</passage>" in ctx.prompt
     assert ctx.prompt.rindex("</passage>") < ctx.prompt.rindex("Question:")
 
 
@@ -149,8 +149,12 @@ def test_retrieved_text_cannot_break_out_of_its_passage(llama_counter):
 def test_exact_and_near_duplicates_keep_the_best_ranked_copy(llama_counter):
     base = make_hits(3, words=60)
     original = base[0].chunk.text
-    exact = base[0].chunk.model_copy(update={"id": "copy#0", "doc_id": "copy", "text": "  " + original.replace(" ", "\n", 3)})
-    near = base[0].chunk.model_copy(update={"id": "near#0", "doc_id": "near", "text": original.replace("word0_30", "changed")})
+    exact = base[0].chunk.model_copy(
+        update={"id": "copy#0", "doc_id": "copy", "text": "  " + original.replace(" ", "\n", 3)}
+    )
+    near = base[0].chunk.model_copy(
+        update={"id": "near#0", "doc_id": "near", "text": original.replace("word0_30", "changed")}
+    )
     hits = [*base, Hit(chunk=near, score=0.2, rank=10), Hit(chunk=exact, score=0.1, rank=11)]
     ctx = Packer(llama_counter).pack("q?", hits, 4000)
     by_id = {d.chunk_id: (d.reason, d.kept) for d in ctx.dropped}
@@ -288,7 +292,8 @@ def test_a_session_keeps_room_for_follow_ups_and_evicts_stale_follow_ups_first(l
     kept_second = [p.chunk_ids for p in third.passages[n_first:] if not new_ids & set(p.chunk_ids)]
     assert kept_second == [p.chunk_ids for p in second.passages[n_first : n_first + len(kept_second)]]
     assert len(kept_second) < len(second.passages) - n_first
-    assert third.prefix_token_count >= first.token_count - llama_counter.count(first.prompt[first.prompt.rindex("Based on"):])
+    question = first.prompt[first.prompt.rindex("Based on") :]
+    assert third.prefix_token_count >= first.token_count - llama_counter.count(question)
 
 
 def test_the_gguf_tokenizer_counts_a_large_batch_in_threads_as_one_by_one(llama_counter, real_hits):

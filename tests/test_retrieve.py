@@ -73,11 +73,13 @@ def test_lexical_index_follows_adds_replacements_and_deletes_across_reopen(open_
 
 def test_filters_and_acl_apply_inside_the_lexical_search(open_pipe):
     pipe = open_pipe(retrieval="lexical")
-    pipe.add(error_catalogue() + [Document(id="secret", text="Error E-9999: the vault handshake failed.", acl={"alice"})])
+    secret = Document(id="secret", text="Error E-9999: the vault handshake failed.", acl={"alice"})
+    pipe.add([*error_catalogue(), secret])
     edge = pipe.retrieve("connection gateway handshake error", k=6, filters={"team": "edge"})
     assert len(edge) == 6 and {h.chunk.metadata["team"] for h in edge} == {"edge"}
     for principal in (None, "bob"):
-        assert all(h.chunk.doc_id != "secret" for h in pipe.retrieve("vault handshake E-9999", k=50, principal=principal))
+        hits = pipe.retrieve("vault handshake E-9999", k=50, principal=principal)
+        assert all(h.chunk.doc_id != "secret" for h in hits)
     assert top_doc(pipe.retrieve("vault handshake E-9999", k=3, principal="alice")) == "secret"
 
 

@@ -13,8 +13,8 @@ import pytest
 import hybridctx.index.segments as segments_module
 from hybridctx.index.dense import FaissIndex
 from hybridctx.index.kb import KnowledgeBase
-from hybridctx.schema import Chunk, Document
 from hybridctx.index.segments import SegmentedIndex, merge_plan, tier
+from hybridctx.schema import Chunk, Document
 
 DIM = 16
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
 from hybridctx.pack import Packer
 from hybridctx.schema import Chunk, Hit
-from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
 
 
 def test_facts_and_answer_are_parsed_with_their_passage_numbers():
@@ -107,8 +107,8 @@ def test_self_route_escalates_only_when_the_cheap_answer_says_the_documents_do_n
 
 
 def test_self_route_escalates_and_adds_up_the_usage_of_both_tries():
-    from hybridctx.schema import Answer, PackedContext, Usage
     from hybridctx.generate.synthesis import self_route
+    from hybridctx.schema import Answer, PackedContext, Usage
 
     def answer(text: str, tokens: int) -> Answer:
         context = PackedContext(query="q", prompt="p", chunks=[], token_count=tokens, budget_tokens=tokens * 2,

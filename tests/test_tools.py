@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hybridctx_connectors.tools import Toolbox
 
 from hybridctx import Document
+from hybridctx_connectors.tools import Toolbox
 
 pytestmark = pytest.mark.slow
 

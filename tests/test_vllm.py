@@ -35,7 +35,8 @@ def model_folder():
 def engine(model_folder):
     from hybridctx.generate.vllm import VLLMBackend, VLLMSettings
 
-    backend = VLLMBackend(VLLMSettings(model=str(model_folder), max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=1))
+    settings = VLLMSettings(model=str(model_folder), max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=1)
+    backend = VLLMBackend(settings)
     yield backend
     backend.close()
 
@@ -55,8 +56,8 @@ def library_documents() -> list[Document]:
 
 def test_the_model_folder_is_converted_once_with_a_bos_adding_tokenizer(model_folder):
     from hybridctx.generate.models import embedded_safetensors
-    from hybridctx.tokens import HFTokenizer
     from hybridctx.settings import default_cache_dir
+    from hybridctx.tokens import HFTokenizer
 
     stamp = (model_folder / "model.safetensors").stat().st_mtime_ns
     assert embedded_safetensors(default_cache_dir()) == model_folder
@@ -83,7 +84,8 @@ def test_yarn_scaling_overrides_every_layer_type(model_folder):
                             rope_scaling=RopeScaling(factor=4, original_max_position_embeddings=32768))
     arguments = VLLMBackend(settings).engine_arguments(cuda=True)
     assert arguments["hf_overrides"] == overrides
-    assert (arguments["kv_cache_dtype"], arguments["dtype"], arguments["enable_prefix_caching"]) == ("fp8", "auto", True)
+    chosen = (arguments["kv_cache_dtype"], arguments["dtype"], arguments["enable_prefix_caching"])
+    assert chosen == ("fp8", "auto", True)
 
 
 def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe, corpus, engine):
@@ -209,13 +211,16 @@ def test_openai_client_errors_name_the_server_and_the_reason(server, model_folde
     from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
     from hybridctx.schema import PackedContext
 
-    context = PackedContext(query="q", prompt="Hello", chunks=[], token_count=2, budget_tokens=100, prefix_token_count=0)
+    context = PackedContext(
+        query="q", prompt="Hello", chunks=[], token_count=2, budget_tokens=100, prefix_token_count=0
+    )
     # Gemma 3 270M is a base model: its folder has no chat template, and the server says so.
     chat = OpenAICompatibleBackend(OpenAISettings(base_url=server, model="gemma-3-270m", endpoint="chat",
                                                   tokenizer=str(model_folder)))
     with pytest.raises(BackendError, match=r"chat/completions answered 400"):
         chat.generate(context, max_new_tokens=4)
-    unknown = OpenAICompatibleBackend(OpenAISettings(base_url=server, model="no-such-model", tokenizer=str(model_folder)))
+    settings = OpenAISettings(base_url=server, model="no-such-model", tokenizer=str(model_folder))
+    unknown = OpenAICompatibleBackend(settings)
     with pytest.raises(BackendError, match=r"answered 404.*no-such-model"):
         unknown.generate(context, max_new_tokens=4)
     with socket.socket() as s:

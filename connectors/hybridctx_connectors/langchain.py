@@ -19,7 +19,9 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     from hybridctx.errors import ModelUnavailableError
 
-    raise ModelUnavailableError("the LangChain adapters need the langchain extra: pip install 'hybridctx[langchain]'") from exc
+    raise ModelUnavailableError(
+        "the LangChain adapters need the langchain extra: pip install 'hybridctx[langchain]'"
+    ) from exc
 from pydantic import ConfigDict
 
 from hybridctx import Pipeline

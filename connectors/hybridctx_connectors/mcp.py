@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from hybridctx import Pipeline
 from hybridctx.errors import HybridCtxError, ModelUnavailableError
 from hybridctx.schema import Chunk
-
 from hybridctx_connectors.tools import Toolbox, describe_failure
 
 DOCUMENTS_URI = "hybridctx://documents"

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hybridctx import Document, PackedContext, Pipeline
 from hybridctx.errors import HybridCtxError
 
-FilterValue = Union[str, int, float, bool, list[Union[str, int, float, bool]]]
+FilterValue = str | int | float | bool | list[str | int | float | bool]
 
 
 class _Arguments(BaseModel):
@@ -64,7 +64,9 @@ class Toolbox:
         self.pipeline = pipeline
         self.principal = principal
         self.tools: dict[str, tuple[type[_Arguments], Callable[[Any], dict[str, Any]], str]] = {
-            "search": (SearchArguments, self.search, "Ranked passages of the knowledge base for a query, with sources."),
+            "search": (
+                SearchArguments, self.search, "Ranked passages of the knowledge base for a query, with sources."
+            ),
             "get_context": (
                 GetContextArguments, self.get_context,
                 "A packed, cited context for a question (deduplicated passages within a token budget), "
@@ -80,7 +82,10 @@ class Toolbox:
     def definitions(self) -> list[dict[str, Any]]:
         """OpenAI-style tool definitions (`tools=` of a chat completion)."""
         return [
-            {"type": "function", "function": {"name": name, "description": text, "parameters": model.model_json_schema()}}
+            {
+                "type": "function",
+                "function": {"name": name, "description": text, "parameters": model.model_json_schema()},
+            }
             for name, (model, _, text) in self.tools.items()
         ]
 
@@ -131,7 +136,8 @@ class Toolbox:
 
     def add_documents(self, args: AddDocumentsArguments) -> dict[str, Any]:
         acl = {self.principal} if self.principal is not None else None  # an agent adds only what it may read
-        report = self.pipeline.add([Document(id=d.id, text=d.text, metadata=d.metadata, acl=acl) for d in args.documents])
+        documents = [Document(id=d.id, text=d.text, metadata=d.metadata, acl=acl) for d in args.documents]
+        report = self.pipeline.add(documents)
         return {"added": report.documents_added, "unchanged": report.documents_unchanged,
                 "failed": [f.model_dump() for f in report.failed]}
 

@@ -11,4 +11,6 @@ from hybridctx.evals import report
 from hybridctx.evals.runner import STRATEGIES, EvalConfig, EvalResult, Record, run_eval, summary, sweep
 from hybridctx.evals.tasks import TASKS, Case
 
-__all__ = ["STRATEGIES", "TASKS", "Case", "EvalConfig", "EvalResult", "Record", "report", "run_eval", "summary", "sweep"]
+__all__ = [
+    "STRATEGIES", "TASKS", "Case", "EvalConfig", "EvalResult", "Record", "report", "run_eval", "summary", "sweep",
+]

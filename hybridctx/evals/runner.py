@@ -20,10 +20,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from hybridctx.evals.tasks import (
-    GENERATORS, TASKS, Case, TaskName, TaskRandom, aggregation_case, cut_haystack, plant_at_depths,
-)
 from hybridctx.evals.essays import paul_graham_essays
+from hybridctx.evals.tasks import (
+    GENERATORS,
+    TASKS,
+    Case,
+    TaskName,
+    TaskRandom,
+    aggregation_case,
+    cut_haystack,
+    plant_at_depths,
+)
 from hybridctx.pipeline import Pipeline, build_backend, build_embedder
 from hybridctx.schema import Chunk, Document, Hit, PackedContext
 from hybridctx.settings import Settings

@@ -71,7 +71,7 @@ def _flat(text: str) -> str:
 
 
 # -- invented names and numbers --------------------------------------------------------------
-_SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vo", "qui", "bel", "dor", "fen", "gal", "hus", "ist", "jor", "nal", "pra"]
+_SYLLABLES = "ka lo mi ren tas vo qui bel dor fen gal hus ist jor nal pra".split()
 
 
 class TaskRandom(random.Random):
@@ -117,7 +117,8 @@ def needle(rng: TaskRandom, depths: Sequence[float]) -> list[Case]:
     cases = []
     for depth in depths:
         key, value = rng.name(), _number(rng)
-        cases.append(Case("needle", f"What is the special magic number for {key}?", [_magic(key, value)], [value], [depth]))
+        question = f"What is the special magic number for {key}?"
+        cases.append(Case("needle", question, [_magic(key, value)], [value], [depth]))
     return cases
 
 
@@ -192,7 +193,9 @@ def variable_tracking(rng: TaskRandom, depths: Sequence[float], hops: int = 4) -
     )]
 
 
-def aggregation_case(rng: TaskRandom, counter: TokenCounter, length: int, top: int = 10) -> tuple[AggregationCase, Document]:
+def aggregation_case(
+    rng: TaskRandom, counter: TokenCounter, length: int, top: int = 10
+) -> tuple[AggregationCase, Document]:
     """RULER CWE: a numbered word list of about `length` tokens in which `top` words occur
     far more often than the rest; the question asks for the most common ones."""
     vocabulary = [rng.name().lower() for _ in range(60)]

@@ -9,7 +9,7 @@
 """
 
 from hybridctx.generate.backend import DEFAULT_STOP, Backend, Generation, check_fits
-from hybridctx.generate.citations import cite, citation_of, markers, unsupported_citations
+from hybridctx.generate.citations import citation_of, cite, markers, unsupported_citations
 from hybridctx.generate.llama_cpp import LlamaCppBackend, LlamaTokenCounter
 from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer

@@ -68,7 +68,9 @@ class LlamaCppBackend:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelUnavailableError("the embedded model needs llama-cpp-python: pip install llama-cpp-python") from exc
+            raise ModelUnavailableError(
+                "the embedded model needs llama-cpp-python: pip install llama-cpp-python"
+            ) from exc
         return Llama(
             model_path=str(self.model_path),
             n_ctx=self.context_window,

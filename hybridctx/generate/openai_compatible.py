@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Generation
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TiktokenCounter, TokenCounter
 

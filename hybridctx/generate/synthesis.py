@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.generate.backend import Backend, Generation
-from hybridctx.generate.citations import cite, citation_of, markers, unsupported_citations
+from hybridctx.generate.citations import citation_of, cite, markers, unsupported_citations
 from hybridctx.pack import Packer
 from hybridctx.pack.prompt import PromptTemplate
 from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy, Usage

@@ -53,7 +53,9 @@ class VLLMSettings(BaseModel):
     enable_chunked_prefill: bool | None = Field(None, description="None: vLLM's default for the platform")
     enforce_eager: bool = Field(False, description="Skip graph compilation: a faster start, slower steps")
     dtype: str = "auto"
-    cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="KV-cache size on a CPU-only machine (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_kv_cache_gib: float = Field(
+        2.0, gt=0.0, description="KV-cache size on a CPU-only machine (VLLM_CPU_KVCACHE_SPACE)"
+    )
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vllm.LLM keyword argument")
 
 

@@ -140,7 +140,9 @@ class FaissIndex:
                 str(path.stat().st_size) == checksum.split(":")[0] if mmap else file_checksum(path) == checksum
             )
             if not matches:
-                raise KnowledgeBaseFormatError(f"FAISS index {path} is damaged: its checksum does not match the store's")
+                raise KnowledgeBaseFormatError(
+                    f"FAISS index {path} is damaged: its checksum does not match the store's"
+                )
         try:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as exc:

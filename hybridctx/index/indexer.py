@@ -147,7 +147,8 @@ class Indexer:
             for p in pending:
                 end = offset + len(p.chunks)
                 writer.replace_document(
-                    p.document, p.content_hash, p.chunks, vectors[offset:end], profiles[offset:end] if profiles else None
+                    p.document, p.content_hash, p.chunks, vectors[offset:end],
+                    profiles[offset:end] if profiles else None,
                 )
                 offset = end
             writer.commit()

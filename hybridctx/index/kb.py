@@ -25,11 +25,10 @@ import fcntl
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -41,9 +40,9 @@ from hybridctx.errors import (
 )
 from hybridctx.index.dense import FaissIndex
 from hybridctx.index.lexical import LexicalIndex
-from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
 from hybridctx.index.segments import SegmentedIndex, SegmentInfo
 from hybridctx.index.store import ChunkStore
+from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)

@@ -152,7 +152,9 @@ class SegmentedIndex:
         # New ids are above every segment's range: only earlier vectors become dead.
 
         dead = np.union1d(self.dead_ids, removed[self._in_some_segment(removed)])
-        segments = [(info.model_copy(update={"dead": len(_within(dead, info))}), index) for info, index in self.segments]
+        segments = [
+            (info.model_copy(update={"dead": len(_within(dead, info))}), index) for info, index in self.segments
+        ]
         kb_vectors = sum(info.live for info, _ in segments) + len(added_ids)
 
         def built(ids: np.ndarray, vectors: np.ndarray) -> tuple[SegmentInfo, FaissIndex]:
@@ -169,11 +171,13 @@ class SegmentedIndex:
             rebuilt.extend(info for info, _ in run)
             return [built(ids, np.concatenate([p[1] for p in parts]))] if len(ids) else []
 
-        segments = [
-            piece
-            for info, index in segments
-            for piece in (merged([(info, index)]) if info.dead >= max(1, info.count * REWRITE_DEAD_FRACTION) else [(info, index)])
-        ]
+        def rewritten(info: SegmentInfo, index: FaissIndex) -> list[tuple[SegmentInfo, FaissIndex]]:
+            """A segment with many dead vectors, rewritten without them; others as they are."""
+            if info.dead >= max(1, info.count * REWRITE_DEAD_FRACTION):
+                return merged([(info, index)])
+            return [(info, index)]
+
+        segments = [piece for info, index in segments for piece in rewritten(info, index)]
         if compact and segments:
             segments = merged(segments)
         while (run := merge_plan([info.live for info, _ in segments])) is not None:

@@ -213,7 +213,10 @@ class ChunkStore:
         self._db.executemany(
             "INSERT OR REPLACE INTO chunk_facts(vector_id, exact, signature, shingles, reader, tokens)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(v, f.exact, f.signature, f.shingles, f.reader, f.tokens) for v, f in zip(vector_ids, profiles, strict=True)],
+            [
+                (v, p.exact, p.signature, p.shingles, p.reader, p.tokens)
+                for v, p in zip(vector_ids, profiles, strict=True)
+            ],
         )
 
     def chunks_lacking_profiles(
@@ -222,7 +225,8 @@ class ChunkStore:
         """(vector id, text) of the chunks after vector id `after` that have no stored profile, or
         (when `reader` is given) whose counts are another reader's, by vector id."""
         return self._db.execute(
-            f"SELECT c.vector_id, c.text {_LACKING_PROFILES} ORDER BY c.vector_id LIMIT ?", (after, reader, reader, limit)
+            f"SELECT c.vector_id, c.text {_LACKING_PROFILES} ORDER BY c.vector_id LIMIT ?",
+            (after, reader, reader, limit),
         ).fetchall()
 
     def count_lacking_profiles(self, reader: ReaderId | None) -> int:

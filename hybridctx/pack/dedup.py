@@ -37,7 +37,9 @@ _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
 _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1), ord("_"), *range(128, 256)]] = True
 # datasketch's affine32 permutations: h -> a*h + b mod 2^32, with odd a.
-_PERMUTATIONS = tuple(p.astype(np.uint32) for p in MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations)
+_PERMUTATIONS = tuple(
+    p.astype(np.uint32) for p in MinHash(num_perm=_NUM_PERM, seed=_SEED, scheme="affine32").permutations
+)
 _NO_SHINGLES = np.empty(0, dtype=np.uint32)  # with near duplicates off, nothing compares them
 _POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
@@ -98,7 +100,8 @@ class Sketch:
 def sketch_batch(texts: Sequence[str]) -> list[Sketch]:
     """Exact keys, MinHash signatures and shingles of these texts, in batches of a bounded size
     (the permutation step holds 32 numbers per shingle)."""
-    return [s for start in range(0, len(texts), _SKETCH_STEP) for s in _sketch_step(texts[start : start + _SKETCH_STEP])]
+    steps = range(0, len(texts), _SKETCH_STEP)
+    return [s for start in steps for s in _sketch_step(texts[start : start + _SKETCH_STEP])]
 
 
 def _sketch_step(texts: Sequence[str]) -> list[Sketch]:

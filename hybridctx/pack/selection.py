@@ -207,7 +207,7 @@ class Selection:
         self.dropped = [d for d in self.dropped if d[1] != "over_budget"]
         self.used = self.passage_budget - slack
         added = len(self.chosen)
-        for n, i in enumerate(retry):
+        for i in retry:
             alone = self.costs_alone.get(i)
             fits = alone[0] <= slack if alone is not None else self._may_fit(i, slack)
             if fits:
