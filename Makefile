@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # (ggml-org/llama.cpp#20824), so build for AVX2, which every x86-64 CPU of the last decade has.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install demo test bench bench-index clean
+.PHONY: install demo lint test bench bench-index clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/hybridctx demo
 
-test: install
+lint: install   # style (ruff) and types (mypy): seconds, so every test run starts with them
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: install

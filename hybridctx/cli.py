@@ -137,7 +137,7 @@ def index(
         embedder = RayEmbedder(Settings().embedding_model, actors=ray_actors, gpus_per_actor=ray_gpus,
                                address=ray_address)
     # On Ray each commit is one job whose actors load the model: commit in larger groups.
-    overrides = {"commit_every_chunks": embedder.texts_per_call} if ray else {}
+    overrides = {"commit_every_chunks": embedder.texts_per_call} if embedder is not None else {}
     with _open(kb, quiet, embedder, **overrides) as pipe:
         report = pipe.add(paths)
     print_report(report)

@@ -76,7 +76,7 @@ class HybridRetriever:
     ) -> None:
         if dense_weight < 0 or lexical_weight < 0 or dense_weight + lexical_weight == 0:
             raise InvalidArgumentError("fusion weights must be non-negative and not both zero")
-        self.rankings = [(dense, dense_weight), (lexical, lexical_weight)]
+        self.rankings: list[tuple[Retriever, float]] = [(dense, dense_weight), (lexical, lexical_weight)]
         self.rrf_k = rrf_k
 
     def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:

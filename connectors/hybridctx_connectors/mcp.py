@@ -21,7 +21,7 @@ from hybridctx_connectors.tools import Toolbox, describe_failure
 DOCUMENTS_URI = "hybridctx://documents"
 
 
-def build_server(toolbox: Toolbox, name: str = "hybridctx"):  # type: ignore[no-untyped-def]
+def build_server(toolbox: Toolbox, name: str = "hybridctx") -> Any:
     """An `MCPServer` exposing the toolbox's tools and the readable documents."""
     try:
         from mcp.server.mcpserver import MCPServer
@@ -83,7 +83,7 @@ def reassemble(chunks: list[Chunk]) -> str:
     return text
 
 
-def _tool_function(toolbox: Toolbox, name: str, model: Any):  # type: ignore[no-untyped-def]
+def _tool_function(toolbox: Toolbox, name: str, model: Any) -> Any:
     """A function whose signature is the argument model's fields (the SDK builds the tool's
     JSON schema from it), running the toolbox's tool; failures reach the model as tool errors."""
     from mcp.server.mcpserver.exceptions import ToolError

@@ -198,9 +198,9 @@ class SqlSource:
                 reflected = sqlalchemy.Table(table, sqlalchemy.MetaData(), autoload_with=self.engine)
             except sqlalchemy.exc.NoSuchTableError as exc:
                 raise SourceNotFoundError(f"table {table!r} in {url}") from exc
-            self.statement = sqlalchemy.select(reflected)
-        else:
-            self.statement = sqlalchemy.text(query)  # type: ignore[arg-type]
+            self.statement: sqlalchemy.Executable = sqlalchemy.select(reflected)
+        elif query is not None:
+            self.statement = sqlalchemy.text(query)
         self.table = table
         self.text_column, self.id_column, self.batch_size = text_column, id_column, batch_size
 

@@ -89,7 +89,7 @@ class RayEmbedder:
         )
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
-            out[batch["position"]] = np.stack(batch["vector"])
+            out[batch["position"]] = np.stack(list(batch["vector"]))
         return out
 
     def shutdown(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hybridctx.embed.base import resolve_model_path
+from hybridctx.errors import ModelUnavailableError
 
 
 class SentenceTransformerEmbedder:
@@ -27,7 +28,10 @@ class SentenceTransformerEmbedder:
         if self.device.startswith("cuda"):
             self._model.half()
         self.batch_size = batch_size
-        self.dimension = int(self._model.get_embedding_dimension())
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise ModelUnavailableError(f"embedding model {model!r} does not say its embedding size")
+        self.dimension = int(dimension)
         # The model brings millions of long-lived Python objects; every full garbage collection
         # scanned them all, hundreds of ms in the middle of a query (the p99 of retrieve at
         # k=1000 fell from ~470 ms to ~110 ms). Collect once now and exempt what exists from then on.

@@ -126,8 +126,8 @@ def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:
                     if cases:
                         documents = _planted_haystack(source, counter, length, cases)
                     else:
-                        case, document = aggregation_case(rng, counter, length)
-                        documents, cases = [document], [case]
+                        aggregation, document = aggregation_case(rng, counter, length)
+                        documents, cases = [document], [aggregation]
                     pipe.add(documents)
                     for case in cases:
                         records += _measure(pipe, case, documents, length, config)

@@ -27,12 +27,16 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import faiss
+import faiss as _faiss
 import numpy as np
 
 from hybridctx.errors import KnowledgeBaseFormatError
+
+# faiss-cpu's generated stubs lack keyword arguments and attributes its SWIG classes have
+# (SearchParameters(sel=...), DirectMap, IndexIDMap.id_map): it is typed as untyped.
+faiss: Any = _faiss
 
 FLAT_BELOW = 200_000
 FLAT_SEGMENT_BELOW = 16_384
@@ -266,7 +270,8 @@ def file_checksum(path: Path) -> str:
     return f"{path.stat().st_size}:{crc:08x}"
 
 
-def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+def _ivf_of(index: Any) -> Any:
+    """The IVF index inside `index`, or None if it has none."""
     try:
         return faiss.extract_index_ivf(index)
     except RuntimeError:

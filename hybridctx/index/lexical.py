@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ _WRITER_HEAP = 64_000_000
 _OVERFETCH = 2
 
 
-def _schema():  # type: ignore[no-untyped-def]
+def _schema() -> Any:
     import tantivy
 
     builder = tantivy.SchemaBuilder()
@@ -55,7 +56,7 @@ class LexicalIndex:
                 self._index = tantivy.Index(self._schema, path=str(path))
         except ValueError as exc:
             raise KnowledgeBaseFormatError(f"lexical index {path} cannot be opened: {exc}") from exc
-        self._writer = None
+        self._writer: Any = None
 
     # -- reading -----------------------------------------------------------------------------
     def reload(self) -> None:
@@ -140,7 +141,7 @@ class LexicalIndex:
             self._writer.wait_merging_threads()
             self._writer = None
 
-    def _open_writer(self):  # type: ignore[no-untyped-def]
+    def _open_writer(self) -> Any:
         if self._writer is None:
             self._writer = self._index.writer(heap_size=_WRITER_HEAP, num_threads=1)
         return self._writer

@@ -258,7 +258,10 @@ class ChunkStore:
                 batch,
             )
             for row in rows:
-                profile = None if row[10] is None else ChunkProfile(*row[10:], chars=len(row[3]))
+                profile = None if row[10] is None else ChunkProfile(
+                    exact=row[10], signature=row[11], shingles=row[12], reader=row[13], tokens=row[14],
+                    chars=len(row[3]),
+                )
                 found[row[0]] = Chunk(
                     id=row[1], doc_id=row[2], text=row[3], start=row[4], end=row[5],
                     start_line=row[6], end_line=row[7], token_count=row[8],

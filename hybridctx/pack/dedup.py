@@ -163,7 +163,7 @@ class DuplicateFilter:
         hashed = [t for t in new if t not in self._stored]
         for text, sketch in zip(hashed, sketch_batch(hashed) if hashed else [], strict=True):
             self._sketches[text] = sketch
-        signed = [self._stored[t].signature for t in stored if self._stored[t].signature is not None]
+        signed = [s for t in stored if (s := self._stored[t].signature) is not None]
         signatures = iter(np.frombuffer(b"".join(signed), dtype="<u4").reshape(-1, _NUM_PERM))  # read as one array
         for text in stored:
             profile = self._stored[text]
@@ -172,7 +172,8 @@ class DuplicateFilter:
         sketches = [self._sketches[t] for t in texts]
         unbanded = [s for s in sketches if self._lacks_bands(s)]
         if unbanded:
-            keys = _band_keys(np.stack([s.signature for s in unbanded]), self._bands, self._rows)
+            unbanded_signatures = [s.signature for s in unbanded if s.signature is not None]  # all have one
+            keys = _band_keys(np.stack(unbanded_signatures), self._bands, self._rows)
             for sketch, bands in zip(unbanded, keys.tolist(), strict=True):
                 sketch.bands = tuple(bands)
 
