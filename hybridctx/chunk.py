@@ -14,9 +14,9 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol
 
-from hybridctx.errors import UnreadableDocumentError
+from hybridctx.errors import InvalidArgumentError, UnreadableDocumentError
 from hybridctx.schema import Chunk, Document
-from hybridctx.tokens import HFTokenizer, TokenOffsets
+from hybridctx.tokens import OffsetTokenizer, TokenOffsets
 
 Span = tuple[int, int]
 
@@ -37,9 +37,11 @@ class Chunker(Protocol):
 class StructuredChunker:
     """Token-aware chunker; overlap repeats whole trailing units (sentences or blocks)."""
 
-    def __init__(self, tokenizer: HFTokenizer, max_tokens: int = 200, overlap_tokens: int = 32):
+    def __init__(self, tokenizer: OffsetTokenizer, max_tokens: int = 200, overlap_tokens: int = 32):
         if overlap_tokens >= max_tokens:
-            raise ValueError("overlap_tokens must be smaller than max_tokens")
+            raise InvalidArgumentError(
+                f"overlap_tokens ({overlap_tokens}) must be smaller than max_tokens ({max_tokens})"
+            )
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens

@@ -111,6 +111,14 @@ class CachedCounter:
         return [known[t] for t in texts]
 
 
+class OffsetTokenizer(Protocol):
+    """A tokenizer that places its tokens in the text: what the chunker cuts and counts with."""
+
+    def offsets(self, text: str) -> TokenOffsets:
+        """Where each of the text's tokens starts."""
+        ...
+
+
 class TokenOffsets:
     """Start offsets of every token of a text: counts any character span by bisection."""
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hybridctx.chunk import StructuredChunker, structural_blocks
-from hybridctx.errors import UnreadableDocumentError
+from hybridctx.errors import InvalidArgumentError, UnreadableDocumentError
 from hybridctx.schema import Document
 
 
@@ -95,5 +95,5 @@ def test_empty_document_is_a_typed_error(tokenizer, text):
 
 
 def test_overlap_must_be_smaller_than_size(tokenizer):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError, match="overlap_tokens"):
         StructuredChunker(tokenizer, 32, 32)

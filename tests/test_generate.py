@@ -56,8 +56,10 @@ def test_embedded_model_answers_from_the_context_and_reports_usage(backend, llam
     assert "7" in first.text or "seven" in first.text.lower()
     assert first.usage.prompt_tokens == ctx.token_count  # the packer counted what the model read
     assert 0 < first.usage.generated_tokens <= 24
-    again = backend.generate(ctx, max_new_tokens=24)
+    pieces: list[str] = []
+    again = backend.generate(ctx, max_new_tokens=24, on_text=pieces.append)
     assert "7" in again.text or "seven" in again.text.lower()
+    assert len(pieces) > 1 and "".join(pieces).strip() == again.text  # streamed as it was generated
     assert again.usage.cached_tokens >= ctx.prefix_token_count  # llama.cpp reused the prompt's KV cache
 
 

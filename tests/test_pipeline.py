@@ -86,6 +86,8 @@ def test_documents_texts_and_metadata_filters(open_pipe):
     assert pipe.retrieve("retries", k=5, filters={"product": "nothing"}) == []
     with pytest.raises(InvalidArgumentError, match="filters"):
         pipe.retrieve("retries", filters={"bad key'": 1})
+    with pytest.raises(InvalidArgumentError, match="filters"):
+        pipe.retrieve("retries", filters=["product"])  # type: ignore[arg-type]  # not a mapping
 
 
 def test_acl_hides_documents_from_other_principals(open_pipe):

@@ -100,9 +100,7 @@ def run_eval(
     try:
         return _run(config, lambda folder: Pipeline(folder, shared, embedder=embedder, backend=backend), show_progress)
     finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        backend.close()
 
 
 def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:

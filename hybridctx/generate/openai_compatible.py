@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TiktokenCounter, TokenCounter
 
@@ -69,8 +69,12 @@ class OpenAICompatibleBackend:
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
     ) -> Generation:
-        """One streamed request; `on_text` receives each piece of the answer as it arrives."""
+        """One streamed request; `on_text` receives each piece of the answer as it arrives.
+
+        The prompt is counted first and refused if the answer would not fit the window (a chat
+        template adds a few tokens more on the server)."""
         s = self.settings
+        check_fits(self.token_counter().count(context.prompt), max_new_tokens, self.context_window)
         body: dict[str, Any] = {
             "model": s.model,
             "max_tokens": max_new_tokens,
@@ -98,7 +102,7 @@ class OpenAICompatibleBackend:
                     if on_text is not None:
                         on_text(text)
             usage = event.get("usage") or usage
-        if not usage:
+        if "prompt_tokens" not in usage:
             raise BackendError(f"{s.base_url}: the server sent no usage record (it must honour stream_options)")
         details = usage.get("prompt_tokens_details") or {}
         return Generation(
@@ -137,7 +141,12 @@ class OpenAICompatibleBackend:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    event = json.loads(data)
+                    try:
+                        event = json.loads(data)
+                    except json.JSONDecodeError as exc:
+                        raise BackendError(f"{url} sent a malformed event ({exc}): {data[:200]!r}") from exc
+                    if not isinstance(event, dict):
+                        raise BackendError(f"{url} sent an event that is not an object: {data[:200]!r}")
                     if "error" in event:
                         raise BackendError(f"{url} failed mid-stream: {event['error']}")
                     yield event
