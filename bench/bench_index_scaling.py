@@ -4,9 +4,9 @@
 random centres, 200 vectors per centre on average, so that every query has a real
 neighbourhood of 100 (uniform random vectors have none, and would make every index look
 bad); queries are perturbed data points. For each
-index type (`hybridctx.index.index_spec` picks one by size; others for comparison): build
+index type (`hybridctx.index.dense.index_spec` picks one by size; others for comparison): build
 time, on-disk size, peak RAM of a fresh process that loads the index and serves queries
-through `hybridctx.index.FaissIndex` (nprobe chosen for k by `nprobe_for`, at several
+through `hybridctx.index.dense.FaissIndex` (nprobe chosen for k by `nprobe_for`, at several
 minimum nprobe settings), single-query latency p50/p99 at k=100 and k=1000 (2 threads), and
 recall@100 against exact search.
 
@@ -149,8 +149,8 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} CPU cores, no GPU, faiss-cpu {faiss.__version__}. `bench/bench_index_scaling.py`: "
         f"unit vectors around random centres ({PER_CENTRE} a centre), {QUERIES} perturbed data points as queries; "
-        "IVF trained on "
-        "64 vectors per list; serving measured through `hybridctx.index.FaissIndex` in a fresh process that loads "
+        "IVF trained on 64 vectors per list; serving measured through `hybridctx.index.dense.FaissIndex` "
+        "in a fresh process that loads "
         "the index (RAM: the growth of its RSS from loading the index on, beyond the libraries); single queries, "
         "2 threads; nprobe "
         "chosen for k by `nprobe_for` (lists holding 8 k vectors, at least `min nprobe`). Rows are kept across runs "

@@ -194,7 +194,7 @@ class Pipeline:
     def retrieve(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
     ) -> list[Hit]:
-        return self.retriever.retrieve(query, self.settings.k if k is None else k, _scope(filters, principal))
+        return self.retriever.retrieve(query, self._per_call(k=k).k, _scope(filters, principal))
 
     def pack(
         self,
@@ -258,8 +258,8 @@ class Pipeline:
             direct=lambda: self.generate(
                 self._pack(query, call, scope), max_new_tokens=call.max_new_tokens, temperature=temperature
             ),
-            synthesis=lambda budget: self.synthesizer.answer(
-                query, self._candidates(query, budget, scope).hits, budget, call.max_new_tokens,
+            synthesis=lambda budget_tokens: self.synthesizer.answer(
+                query, self._candidates(query, budget_tokens, scope).hits, budget_tokens, call.max_new_tokens,
                 max_windows=self.settings.max_windows, temperature=temperature,
             ),
             budget_tokens=call.budget_tokens,
@@ -268,11 +268,12 @@ class Pipeline:
 
     def _per_call(
         self, budget_tokens: int | None = None, max_new_tokens: int | None = None, ordering: Ordering | None = None,
-        strategy: Strategy | None = None,
+        strategy: Strategy | None = None, k: int | None = None,
     ) -> _PerCall:
         """A call's arguments, the settings' defaults where it gave none."""
         s = self.settings
         return _PerCall(
+            k=s.k if k is None else k,
             budget_tokens=s.budget_tokens if budget_tokens is None else budget_tokens,
             max_new_tokens=s.max_new_tokens if max_new_tokens is None else max_new_tokens,
             ordering=ordering or s.ordering,
@@ -327,6 +328,7 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class _PerCall:
+    k: int
     budget_tokens: int
     max_new_tokens: int
     ordering: Ordering
