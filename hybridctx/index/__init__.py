@@ -1,0 +1,10 @@
+"""Index stage: chunks and their vectors into a persistent knowledge base, and searches over it.
+
+- `kb`: `KnowledgeBase`, the directory on disk (manifest, store, dense and lexical indexes kept
+  consistent; one writer, readers on snapshots); start reading here;
+- `indexer`: the `add` flow (skip unchanged documents, chunk, embed, commit resumably);
+- `store`: the SQLite chunk store (texts, offsets, metadata, ACLs, chunk profiles);
+- `dense`: FAISS indexes, their type chosen by size;
+- `segments`: the dense index as immutable segments merged by size tier;
+- `lexical`: the BM25 index (tantivy).
+"""
