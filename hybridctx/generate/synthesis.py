@@ -15,7 +15,7 @@
 Citations are checked throughout: a cited passage number that the prompt did not show is
 dropped and reported in `Answer.unsupported_citations`. A fact the model listed without a
 marker (small models often omit them) is attributed to the passage of its window that shares
-most of its words, as `generate.cite` does for answers; a fact that matches no passage is
+most of its words, as `citations.cite` does for answers; a fact that matches no passage is
 left out of map-reduce, since nothing backs it.
 """
 
