@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -54,9 +55,16 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
 
 
 def _open(kb: Path, quiet: bool = False, embedder: Any = None, **overrides: Any) -> Any:
+    """The pipeline on `kb`; `overrides` are settings fields (a `backend` override is the
+    generating model's settings, VLLMSettings or OpenAISettings, not a backend object)."""
     from hybridctx.pipeline import Pipeline
+    from hybridctx.settings import Settings
 
-    return Pipeline.open(kb, show_progress=not quiet, embedder=embedder, **overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"invalid settings: {exc}") from exc
+    return Pipeline.open(kb, settings, show_progress=not quiet, embedder=embedder)
 
 
 def print_report(report: AddReport) -> None:
@@ -164,6 +172,9 @@ ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonica
 # Which model answers (ask, eval): the embedded one unless one of these is given.
 VLLM_MODEL_OPTION = typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")
 MAX_MODEL_LEN_OPTION = typer.Option(8192, "--max-model-len", help="vLLM's context window")
+ENFORCE_EAGER_OPTION = typer.Option(
+    False, "--enforce-eager", help="vLLM without graph compilation: starts in seconds, steps more slowly"
+)
 OPENAI_URL_OPTION = typer.Option(
     None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
 )
@@ -211,27 +222,30 @@ def ask(
     ),
     vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
+    enforce_eager: bool = ENFORCE_EAGER_OPTION,
     openai_url: str | None = OPENAI_URL_OPTION,
     openai_model: str | None = OPENAI_MODEL_OPTION,
     tokenizer: str | None = TOKENIZER_OPTION,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
-    backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
+    backend = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
     overrides = {"backend": backend} if backend is not None else {}
     with _open(kb, **overrides) as pipe:
         print_answer(pipe.ask(question, strategy=strategy, **_packing(budget, ordering, filter, principal)))
 
 
 def _backend_settings(
-    vllm_model: Path | None, max_model_len: int, openai_url: str | None, openai_model: str | None, tokenizer: str | None
+    vllm_model: Path | None, max_model_len: int, enforce_eager: bool, openai_url: str | None,
+    openai_model: str | None, tokenizer: str | None,
 ) -> Any:
+    """The generating model's settings the flags name; None for the embedded model."""
     from hybridctx.generate.openai_compatible import OpenAISettings
     from hybridctx.generate.vllm import VLLMSettings
 
     if vllm_model is not None and openai_url is not None:
         raise InvalidArgumentError("--vllm-model and --openai-url: choose one backend")
     if vllm_model is not None:
-        return VLLMSettings(model=str(vllm_model), max_model_len=max_model_len)
+        return VLLMSettings(model=str(vllm_model), max_model_len=max_model_len, enforce_eager=enforce_eager)
     if openai_url is not None:
         if not openai_model:
             raise InvalidArgumentError("--openai-url needs --openai-model (the name the server knows)")
@@ -295,14 +309,13 @@ def evaluate(
     out_dir: Path = typer.Option(Path("eval-results"), "--out", help="Where results.json and the plots go"),
     vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
+    enforce_eager: bool = ENFORCE_EAGER_OPTION,
     openai_url: str | None = OPENAI_URL_OPTION,
     openai_model: str | None = OPENAI_MODEL_OPTION,
     tokenizer: str | None = TOKENIZER_OPTION,
 ) -> None:
     """Needle, multi-needle, hard-distractor and RULER-style evaluations of top-5 RAG, long-context
     stuffing and hybridctx at the same budgets; a table, results.json and plots."""
-    from pydantic import ValidationError
-
     from hybridctx.evals import EvalConfig, report, run_eval
     from hybridctx.settings import Settings
 
@@ -319,7 +332,7 @@ def evaluate(
         raise InvalidArgumentError(f"eval: {exc}") from exc
     if haystack is not None and not haystack.is_dir():
         raise InvalidArgumentError(f"--haystack {haystack}: not a folder")
-    backend = _backend_settings(vllm_model, max_model_len, openai_url, openai_model, tokenizer)
+    backend = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
     result = run_eval(config, settings=Settings(backend=backend) if backend is not None else None)
     out.print(report.table(result, "context"))
     if config.answers:

@@ -135,7 +135,9 @@ class Pipeline:
         dense = DenseRetriever(self.kb, self.embedder)
         if s.retrieval == "dense":
             return dense
-        return HybridRetriever(dense, LexicalRetriever(self.kb), s.dense_weight, s.lexical_weight, s.rrf_k)
+        return HybridRetriever(
+            dense, LexicalRetriever(self.kb), s.dense_weight, s.lexical_weight, s.rrf_k, s.fusion_depth
+        )
 
     @cached_property
     def packer(self) -> Packer:

@@ -64,7 +64,12 @@ class LexicalRetriever:
 class HybridRetriever:
     """Dense and lexical rankings fused by reciprocal rank fusion:
     score = sum over rankings of weight / (rrf_k + rank). RRF needs no score calibration
-    between BM25 and cosine similarity, and a chunk ranked well by either ranking rises."""
+    between BM25 and cosine similarity, and a chunk ranked well by either ranking rises.
+
+    Each ranking is taken `max(k, fusion_depth)` deep before fusing: cut at k, a chunk ranked
+    well by both rankings but just below k by one of them lost that ranking's share and fell
+    out of a small k while topping a larger one. So for every k up to `fusion_depth` the
+    result is the first k of the same fused list: `k=5` is the first five of `k=100`."""
 
     def __init__(
         self,
@@ -73,9 +78,13 @@ class HybridRetriever:
         dense_weight: float = 1.0,
         lexical_weight: float = 1.0,
         rrf_k: int = 60,
+        fusion_depth: int = 100,
     ) -> None:
         if dense_weight < 0 or lexical_weight < 0 or dense_weight + lexical_weight == 0:
             raise InvalidArgumentError("fusion weights must be non-negative and not both zero")
+        if fusion_depth < 1:
+            raise InvalidArgumentError(f"fusion_depth must be at least 1, got {fusion_depth}")
+        self.fusion_depth = fusion_depth
         self.rankings: list[tuple[Retriever, float]] = [(dense, dense_weight), (lexical, lexical_weight)]
         self.rrf_k = rrf_k
 
@@ -86,7 +95,7 @@ class HybridRetriever:
         for retriever, weight in self.rankings:
             if weight == 0:
                 continue
-            for hit in retriever.retrieve(query, k, scope):
+            for hit in retriever.retrieve(query, max(k, self.fusion_depth), scope):
                 fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + weight / (self.rrf_k + hit.rank)
                 chunks[hit.chunk.id] = hit.chunk
         best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:k]

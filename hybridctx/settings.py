@@ -61,6 +61,10 @@ class Settings(BaseModel):
     dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in hybrid fusion")
     lexical_weight: float = Field(1.0, ge=0.0, description="Weight of the lexical ranking in hybrid fusion")
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens rank differences")
+    fusion_depth: int = Field(
+        100, ge=1, description="Hybrid retrieval fuses each ranking this deep (at least k): any k up to it is "
+        "a prefix of a larger one",
+    )
     # pack + generate
     budget_tokens: int = Field(
         2048, ge=64,

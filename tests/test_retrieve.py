@@ -112,3 +112,20 @@ def test_the_loaded_embedding_model_is_exempt_from_full_garbage_collections(embe
 
     # Full collections used to scan the model's objects in the middle of queries (retrieve p99).
     assert gc.get_freeze_count() > 100_000
+
+
+def test_a_small_k_is_the_first_k_of_a_larger_one(open_pipe):
+    pipe = open_pipe()
+    pipe.add(error_catalogue())
+    queries = ["error on the edge gateway", "certificate rotation", "how do retries back off?",
+               "health checks of the load balancer", f"error {CODES[3]}", "part replaced after a failed handshake"]
+    for query in queries:
+        ranked = [h.chunk.id for h in pipe.retrieve(query, k=100)]
+        for k in (1, 3, 5, 10):
+            assert [h.chunk.id for h in pipe.retrieve(query, k=k)] == ranked[:k], (query, k)
+    # Cut at k before fusing (a fusion depth of 1), the small k loses chunks the larger k ranks first.
+    shallow = open_pipe(fusion_depth=1)
+    assert any(
+        [h.chunk.id for h in shallow.retrieve(q, k=3)] != [h.chunk.id for h in shallow.retrieve(q, k=100)][:3]
+        for q in queries
+    )

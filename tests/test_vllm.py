@@ -230,3 +230,22 @@ def test_openai_client_errors_name_the_server_and_the_reason(server, model_folde
                                                     tokenizer=str(model_folder)))
     with pytest.raises(BackendError, match=rf"127.0.0.1:{closed_port}/v1/completions: ConnectError"):
         nobody.generate(context, max_new_tokens=4)
+
+
+def test_the_cli_answers_with_vllm_and_with_an_openai_compatible_server(open_pipe, corpus, tmp_path, server,
+                                                                          model_folder):
+    pipe = open_pipe()
+    pipe.add(corpus)
+    pipe.close()
+    ask = [sys.executable, "-m", "hybridctx", "ask", "How many times does the Zephyr client retry a failed request?",
+           "--kb", str(tmp_path / "kb"), "--budget", "2048"]
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    for flags in (
+        ["--openai-url", server, "--openai-model", "gemma-3-270m", "--tokenizer", str(model_folder)],
+        ["--vllm-model", str(model_folder), "--max-model-len", str(WINDOW), "--enforce-eager"],
+    ):
+        done = subprocess.run(ask + flags, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        answer = next(line for line in done.stdout.splitlines() if line.startswith("Answer:"))
+        assert "(empty)" not in answer, done.stdout
+        assert "prompt tokens" in done.stdout and "budget 2048" in done.stdout  # packed for this model, then read
