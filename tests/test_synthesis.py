@@ -132,3 +132,29 @@ def test_self_route_escalates_and_adds_up_the_usage_of_both_tries():
     assert (routed.usage.prompt_tokens, routed.usage.seconds) == (8500, 2.0)
     calls.clear()
     assert self_route(lambda: answer("Seven [1].", 500), thorough).escalated is False and calls == []
+
+
+def test_facts_come_from_passages_only_not_from_the_prompts_example(llama_counter):
+    """What Gemma 3 270M wrote for a real question: the one-shot example's fact came first,
+    cited to a passage about something else."""
+    from hybridctx.generate.backend import Generation
+    from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer
+    from hybridctx.pack import Packer
+    from hybridctx.schema import Chunk, Hit, Usage
+
+    texts = ["The Zephyr client retries a failed request 7 times.", "Backoff doubles after every retry."]
+    hits = [
+        Hit(chunk=Chunk(id=f"d{i}#0", doc_id=f"d{i}", text=t, start=0, end=len(t), start_line=1, end_line=1,
+                        token_count=12, metadata={"source": f"d{i}.md"}), score=1.0, rank=i + 1)
+        for i, t in enumerate(texts)
+    ]
+    packer = Packer(llama_counter, FACTS_TEMPLATE)
+    context = packer.pack("How often does the client retry?", hits, 1000, max_new_tokens=100)
+    written = ("- The office is closed on Sundays [2].\n- The Zephyr client retries a failed request 7 times [1].\n"
+               "Answer: On Sundays it is closed; the client retries 7 times [1, 2].")
+    synthesizer = Synthesizer(backend=None, packer=packer)  # type: ignore[arg-type]  # no model call here
+    answer = synthesizer._synthesis_answer(context, Generation(text=written, usage=Usage(prompt_tokens=1,
+                                                                                            generated_tokens=1)))
+    assert [f.text for f in answer.facts] == ["The Zephyr client retries a failed request 7 times."]
+    assert [c.passage for c in answer.facts[0].citations] == [1]
+    assert [c.doc_id for c in answer.citations] == ["d0"]  # [2] backs neither the answer nor a kept fact

@@ -5,20 +5,31 @@ from __future__ import annotations
 
 import re
 
-from hybridctx.schema import Citation, PackedContext
+from hybridctx.schema import Citation, PackedContext, Passage
 
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w{3,}")
+# Words too common to show that a text comes from a passage.
+_COMMON = frozenset(
+    "the and for are was were with that this from into its has have had not but you your they them their "
+    "there then than which what when where who how does did can will would should could also only each per "
+    "all any one two some more most other such these those about after before over under".split()
+)
 
 
-def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[Citation]:
+def cite(answer: str, context: PackedContext, min_overlap: float = 0.5, checked: bool = False) -> list[Citation]:
     """Citations of an answer: the `[n]` markers it wrote that name a passage in the context.
 
     When it wrote none (small models often don't), the passage sharing the most words with
     the answer is attributed, if it shares at least `min_overlap` of them; such citations
-    are marked `explicit=False`. Markers naming no passage are dropped.
+    are marked `explicit=False`. Markers naming no passage are dropped; with `checked`, so
+    are markers naming a passage the text shares no content word with (`supports`): a small
+    model copies the prompt's one-shot example, markers included, as if it were a passage's.
     """
-    numbers = [n for n in markers(answer) if context.passage(n) is not None]
+    numbers = [
+        n for n in markers(answer)
+        if (passage := context.passage(n)) is not None and (not checked or supports(answer, passage))
+    ]
     if numbers:
         return [citation_of(context, n, explicit=True) for n in numbers]
     words = set(_WORD.findall(answer.lower()))
@@ -29,6 +40,18 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5) -> list[
     if overlaps[best] / len(words) < min_overlap:
         return []
     return [citation_of(context, best + 1, explicit=False)]
+
+
+def content_words(text: str) -> set[str]:
+    """The words of a text that can tie it to a passage: three letters or more, not common ones."""
+    return {w for w in _WORD.findall(_MARKER.sub(" ", text).lower()) if w not in _COMMON}
+
+
+def supports(text: str, passage: Passage) -> bool:
+    """Whether `passage` can back `text`: they share a content word. A text with none ("It is
+    7.") cannot be checked this way and passes."""
+    words = content_words(text)
+    return not words or not words.isdisjoint(content_words(passage.text))
 
 
 def markers(text: str) -> list[int]:

@@ -15,8 +15,9 @@
 Citations are checked throughout: a cited passage number that the prompt did not show is
 dropped and reported in `Answer.unsupported_citations`. A fact the model listed without a
 marker (small models often omit them) is attributed to the passage of its window that shares
-most of its words, as `citations.cite` does for answers; a fact that matches no passage is
-left out of map-reduce, since nothing backs it.
+most of its words, as `citations.cite` does for answers; a marker naming a passage the fact
+shares no content word with is dropped (a small model copies the one-shot example's facts,
+markers and all). A fact that no passage backs is left out, in one window or many.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.generate.backend import Backend, Generation
-from hybridctx.generate.citations import citation_of, cite, markers, unsupported_citations
+from hybridctx.generate.citations import citation_of, cite, markers, supports, unsupported_citations
 from hybridctx.pack import Packer
 from hybridctx.pack.prompt import PromptTemplate
 from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy, Usage
@@ -136,10 +137,15 @@ class Synthesizer:
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
-        facts = [Fact(text=_strip_markers(text), citations=cite(text, context)) for text, _ in parsed.facts]
+        facts = _backed_facts(parsed.facts, context)
+        cited_by_facts = {c.passage for f in facts for c in f.citations}
+        answer_markers = [
+            n for n in markers(parsed.answer)
+            if n in cited_by_facts or ((p := context.passage(n)) is not None and supports(parsed.answer, p))
+        ]
         return Answer(
             text=parsed.answer,
-            citations=_citations(context, markers(parsed.answer)) or _union(f.citations for f in facts),
+            citations=_citations(context, answer_markers) or _union(f.citations for f in facts),
             context=context,
             usage=generation.usage,
             route="synthesis",
@@ -154,10 +160,7 @@ class Synthesizer:
         facts: list[Fact] = []
         unsupported: list[int] = []
         for window, generation in zip(windows, generations, strict=True):
-            for text, _ in parse_facts(generation.text).facts:
-                citations = cite(text, window)
-                if citations:  # a fact traced to no passage of its window cannot be checked: left out
-                    facts.append(Fact(text=_strip_markers(text), citations=citations))
+            facts += _backed_facts(parse_facts(generation.text).facts, window)
             unsupported += unsupported_citations(generation.text, window)
         reduce_context = self._facts_context(query, facts)
         final = self.backend.generate(reduce_context, max_new_tokens, temperature)
@@ -224,6 +227,17 @@ def self_route(
         return first
     second = thorough()
     return second.model_copy(update={"escalated": True, "usage": _total_usage([first, second])})
+
+
+def _backed_facts(listed: list[tuple[str, list[int]]], context: PackedContext) -> list[Fact]:
+    """The listed facts that a passage of `context` backs, each with its checked citations. A
+    fact traced to no passage (the one-shot example's, copied; an invention) is left out."""
+    facts = []
+    for text, _ in listed:
+        citations = cite(text, context, checked=True)
+        if citations:
+            facts.append(Fact(text=_strip_markers(text), citations=citations))
+    return facts
 
 
 def _citations(context: PackedContext, numbers: Sequence[int]) -> list[Citation]:
