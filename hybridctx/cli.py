@@ -1,4 +1,6 @@
-"""The `hybridctx` command line: index, search, pack, ask, eval, mcp, compact, demo.
+"""The `hybridctx` command line: index, delete, list, stats, search, pack, ask, eval, mcp, compact, demo.
+
+`--json` on index, delete, list, stats, search and ask prints the result as JSON for scripts.
 
 Exit codes: 0 success; 1 indexing finished but some items failed (listed); 2 bad input or
 an unusable knowledge base (message on stderr, no traceback).
@@ -6,6 +8,7 @@ an unusable knowledge base (message on stderr, no traceback).
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,6 +33,12 @@ err = Console(stderr=True)
 KB_OPTION = typer.Option(..., "--kb", help="Knowledge base directory (created if missing)")
 FILTER_OPTION = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)")
 PRINCIPAL_OPTION = typer.Option(None, help="Read as this principal (access control)")
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON (for scripts), not a table")
+
+
+def print_json(value: Any) -> None:
+    """`value` (a pydantic model, or JSON-able data) as JSON on stdout, nothing else."""
+    print(value.model_dump_json(indent=2) if isinstance(value, BaseModel) else json.dumps(value, indent=2))
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,6 +81,7 @@ def print_report(report: AddReport) -> None:
     table.add_row("documents added", str(report.documents_added))
     table.add_row("documents replaced", str(report.documents_replaced))
     table.add_row("documents unchanged (skipped)", str(report.documents_unchanged))
+    table.add_row("documents removed (files gone)", str(report.documents_removed))
     table.add_row("documents failed", str(len(report.failed)))
     table.add_row("chunks added", str(report.chunks_added))
     table.add_row("tokens added", f"{report.tokens_added:,}")
@@ -135,8 +145,14 @@ def index(
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. auto"),
     ray_actors: int = typer.Option(2, "--ray-actors", help="Copies of the embedding model (one per GPU or CPU slot)"),
     ray_gpus: float = typer.Option(0, "--ray-gpus-per-actor", help="GPUs per actor (1: one actor per GPU)"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Index files and folders into a knowledge base (unchanged files are skipped)."""
+    """Index files and folders into a knowledge base: text, code, HTML (main text) and PDF.
+
+    Unchanged files are skipped; re-indexing a folder removes the documents of files gone from it.
+    """
+    from hybridctx_connectors.sources import FolderSource
+
     embedder = None
     if ray:
         from hybridctx.embed.ray import RayEmbedder
@@ -146,9 +162,12 @@ def index(
                                address=ray_address)
     # On Ray each commit is one job whose actors load the model: commit in larger groups.
     overrides = {"commit_every_chunks": embedder.texts_per_call} if embedder is not None else {}
-    with _open(kb, quiet, embedder, **overrides) as pipe:
-        report = pipe.add(paths)
-    print_report(report)
+    with _open(kb, quiet or as_json, embedder, **overrides) as pipe:
+        report = pipe.add([FolderSource(path, max_file_bytes=pipe.settings.max_file_bytes) for path in paths])
+    if as_json:
+        print_json(report)
+    else:
+        print_report(report)
     if report.failed:
         raise typer.Exit(1)
 
@@ -161,10 +180,16 @@ def search(
     k: int = typer.Option(10, "-k", help="Number of hits"),
     filter: list[str] = FILTER_OPTION,
     principal: str | None = PRINCIPAL_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the ranked hits for a query."""
-    with _open(kb) as pipe:
-        print_hits(pipe.retrieve(query, k=k, filters=_parse_filters(filter), principal=principal))
+    with _open(kb, quiet=as_json) as pipe:
+        hits = pipe.retrieve(query, k=k, filters=_parse_filters(filter), principal=principal)
+    if as_json:
+        print_json([{"rank": h.rank, "score": h.score, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
+                     "location": h.chunk.location, "text": h.chunk.text} for h in hits])
+    else:
+        print_hits(hits)
 
 
 BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")
@@ -226,12 +251,17 @@ def ask(
     openai_url: str | None = OPENAI_URL_OPTION,
     openai_model: str | None = OPENAI_MODEL_OPTION,
     tokenizer: str | None = TOKENIZER_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
     backend = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
     overrides = {"backend": backend} if backend is not None else {}
-    with _open(kb, **overrides) as pipe:
-        print_answer(pipe.ask(question, strategy=strategy, **_packing(budget, ordering, filter, principal)))
+    with _open(kb, quiet=as_json, **overrides) as pipe:
+        answer = pipe.ask(question, strategy=strategy, **_packing(budget, ordering, filter, principal))
+    if as_json:  # the prompt stays out: `hybridctx pack` prints it
+        print_json(answer.model_dump(mode="json", exclude={"context": {"prompt"}, "windows": {"__all__": {"prompt"}}}))
+    else:
+        print_answer(answer)
 
 
 def _backend_settings(
@@ -251,6 +281,56 @@ def _backend_settings(
             raise InvalidArgumentError("--openai-url needs --openai-model (the name the server knows)")
         return OpenAISettings(base_url=openai_url, model=openai_model, tokenizer=tokenizer)
     return None
+
+
+@app.command()
+@_friendly_errors
+def delete(
+    targets: list[str] = typer.Argument(..., help="Document ids, or the files and folders they were indexed from"),
+    kb: Path = KB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Remove documents: by id, or by the path given to `index` (relative or absolute; a folder: all under it)."""
+    with _open(kb, quiet=True) as pipe:
+        before = pipe.stats()
+        chunks = pipe.delete(targets)
+        after = pipe.stats()
+    removed = {"documents_removed": before["documents"] - after["documents"], "chunks_removed": chunks}
+    if as_json:
+        print_json(removed)
+    else:
+        out.print(f"removed {removed['documents_removed']} documents ({chunks} chunks)")
+
+
+@app.command("list")
+@_friendly_errors
+def list_documents(
+    kb: Path = KB_OPTION,
+    under: Path | None = typer.Option(None, "--under", help="Only the documents indexed from under this folder"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the knowledge base's documents: id, source, chunks and tokens."""
+    with _open(kb, quiet=True) as pipe:
+        documents = pipe.documents(under)
+    if as_json:
+        print_json([d.model_dump() for d in documents])
+        return
+    table = Table("source", "chunks", "tokens", "acl", "id")
+    for d in documents:
+        table.add_row(d.source, str(d.chunks), f"{d.tokens:,}", "yes" if d.restricted else "", d.id)
+    out.print(table)
+
+
+@app.command()
+@_friendly_errors
+def stats(kb: Path = KB_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """How many documents and chunks the knowledge base holds, and its dense index type."""
+    with _open(kb, quiet=True) as pipe:
+        figures: dict[str, Any] = {**pipe.stats(), "index": pipe.kb.index.spec, "embedding_model": pipe.embedding_model}
+    if as_json:
+        print_json(figures)
+    else:
+        out.print(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()), highlight=False)
 
 
 @app.command("prepare-model")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +36,9 @@ from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
 from hybridctx.index.kb import KnowledgeBase
 from hybridctx.pack import Packer, PackSession, sketch_profiles
 from hybridctx.retrieve import Candidates, DenseRetriever, HybridRetriever, LexicalRetriever, Retriever, candidates
-from hybridctx.schema import AddReport, Answer, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
+from hybridctx.schema import AddReport, Answer, DocumentInfo, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
 from hybridctx.settings import Settings
-from hybridctx.sources import Item, iter_documents
+from hybridctx.sources import Item, document_id, folder_prefix, iter_documents
 from hybridctx.tokens import HFTokenizer
 
 
@@ -185,11 +186,13 @@ class Pipeline:
             )
             return sketch_profiles, None
 
-    def delete(self, doc_ids: str | Sequence[str]) -> int:
-        """Delete documents by id; returns the number of chunks removed."""
-        ids = [doc_ids] if isinstance(doc_ids, str) else list(doc_ids)
+    def delete(self, doc_ids: str | os.PathLike | Sequence[str | os.PathLike]) -> int:
+        """Delete documents by id, or by the path they were added from (a file's document, or
+        every document under a folder; relative or absolute); returns the number of chunks removed."""
+        targets = [doc_ids] if isinstance(doc_ids, (str, os.PathLike)) else list(doc_ids)
+        exact = [str(t) for t in targets] + [document_id(t) for t in targets]
         with self.kb.writer() as writer:
-            removed = writer.delete_documents(ids)
+            removed = writer.delete_documents(self.kb.store.matching_ids(exact, [folder_prefix(t) for t in targets]))
             writer.commit()
         return removed
 
@@ -311,6 +314,11 @@ class Pipeline:
             writer.rebuild_index()
             writer.commit()
         return self.kb.index.spec
+
+    def documents(self, under: str | os.PathLike | None = None) -> list[DocumentInfo]:
+        """The stored documents, by id, or those added from under the folder `under`; a listing
+        of the whole KB is O(documents)."""
+        return self.kb.store.document_list(None if under is None else folder_prefix(under))
 
     def stats(self) -> dict[str, int]:
         documents, chunks = self.kb.store.counts()

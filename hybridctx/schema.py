@@ -211,6 +211,17 @@ class Scope(BaseModel):
     principal: str | None = None
 
 
+class DocumentInfo(BaseModel):
+    """A stored document as `Pipeline.documents()` lists it; `tokens` in the embedding model's
+    tokens; `restricted`: it has an ACL."""
+
+    id: str
+    source: str
+    chunks: int
+    tokens: int
+    restricted: bool = False
+
+
 class Failure(BaseModel):
     item: str
     reason: str
@@ -222,6 +233,7 @@ class AddReport(BaseModel):
     documents_added: int = 0
     documents_replaced: int = 0
     documents_unchanged: int = 0
+    documents_removed: int = Field(0, description="Documents of a re-added folder whose files are gone")
     chunks_added: int = 0
     tokens_added: int = 0
     failed: list[Failure] = Field(default_factory=list)

@@ -35,7 +35,27 @@ class Source(Protocol):
     def documents(self) -> Iterator[Document | Failure]: ...
 
 
+@runtime_checkable
+class FolderWalk(Source, Protocol):
+    """A source that lists folders in full: a stored document under one of `folders()` that it
+    does not yield (nor report as a failure) belongs to a file that is gone, and re-adding the
+    source removes it."""
+
+    def folders(self) -> list[Path]: ...
+
+
 Item = Document | str | os.PathLike | Source
+
+
+def document_id(path: str | os.PathLike) -> str:
+    """The id of a file's document: its absolute path (so a relative and an absolute path to
+    one file name one document)."""
+    return str(Path(path).expanduser().resolve())
+
+
+def folder_prefix(path: str | os.PathLike) -> str:
+    """What the ids of the documents of files under a folder start with."""
+    return document_id(path).rstrip(os.sep) + os.sep
 
 
 class PathSource:
@@ -57,6 +77,9 @@ class PathSource:
         for path in self.paths:
             if not path.exists():
                 raise SourceNotFoundError(path)
+
+    def folders(self) -> list[Path]:
+        return [p for p in self.paths if p.is_dir()]
 
     def files(self) -> Iterator[Path]:
         for path in self.paths:
@@ -86,7 +109,7 @@ def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
     except OSError as exc:
         raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
     return Document(
-        id=str(path.resolve()),
+        id=document_id(path),
         text=decode_text(data, path),
         metadata={"source": str(path), "name": path.name, "suffix": path.suffix.lower()},
     )
@@ -142,6 +165,8 @@ class DocumentStream:
 
     def __init__(self, entries: list[Document | Source | Failure]) -> None:
         self._entries = entries
+        # Folders some entry lists in full: what the add does not meet under them is gone.
+        self.folders = [folder for e in entries if isinstance(e, FolderWalk) for folder in e.folders()]
         counts = [_count(e) for e in entries]
         self.total: int | None = None if None in counts else sum(counts)  # type: ignore[arg-type]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -104,3 +105,32 @@ def test_demo_indexes_the_standard_library_and_answers(run, tmp_path):
         top_hits = next(line for line in section.splitlines() if "top hits:" in line)
         assert module in top_hits, section
         assert "Answer:" in section and "prompt tokens" in section
+
+
+def test_index_reads_html_lists_and_deletes_by_path_and_drops_files_gone(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("The relay restarts after 45 seconds.")
+    (docs / "sub" / "b.txt").write_text("Pumps come from Vendor Q.")
+    (docs / "valves.html").write_text(
+        "<html><head><title>Valves</title></head><body><main><h1>Valves</h1><p>The valve V-12 closes at 80 bar "
+        "in the cooling loop of the plant, and opens again below 60 bar.</p></main></body></html>"
+    )
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    indexed = run("index", "docs", "--kb", "kb", "--json")
+    assert indexed.exit_code == 1  # indexed, one file failed
+    report = json.loads(indexed.stdout)
+    assert report["documents_added"] == 3 and [f["item"] for f in report["failed"]] == ["docs/broken.pdf"]
+    hits = json.loads(run("search", "valve closing pressure", "--kb", "kb", "--json").stdout)
+    assert hits[0]["location"].startswith("docs/valves.html") and "<p>" not in hits[0]["text"]  # main text, no markup
+
+    (docs / "sub" / "b.txt").unlink()
+    again = json.loads(run("index", "docs", "--kb", "kb", "--json").stdout)
+    assert (again["documents_unchanged"], again["documents_removed"]) == (2, 1)
+    listed = json.loads(run("list", "--kb", "kb", "--json").stdout)
+    assert sorted(d["source"] for d in listed) == ["docs/a.md", "docs/valves.html"]
+
+    assert json.loads(run("delete", str(docs / "a.md"), "--kb", "kb", "--json").stdout)["documents_removed"] == 1
+    assert json.loads(run("delete", "docs", "--kb", "kb", "--json").stdout)["documents_removed"] == 1  # relative
+    assert json.loads(run("stats", "--kb", "kb", "--json").stdout)["documents"] == 0

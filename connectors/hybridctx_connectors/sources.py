@@ -24,7 +24,7 @@ from typing import Any
 
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError, SourceNotFoundError, UnreadableDocumentError
 from hybridctx.schema import Document, Failure
-from hybridctx.sources import MAX_FILE_BYTES, SKIPPED_DIRS, TEXT_SUFFIXES, check_size, decode_text
+from hybridctx.sources import MAX_FILE_BYTES, SKIPPED_DIRS, TEXT_SUFFIXES, check_size, decode_text, document_id
 
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 PDF_SUFFIXES = frozenset({".pdf"})
@@ -58,7 +58,9 @@ def document_from_bytes(data: bytes, name: str, metadata: dict[str, Any]) -> Doc
 
 class FolderSource:
     """Files under a folder that match `include` and not `exclude` (globs relative to the
-    folder), never following symlinks; text, markdown, reStructuredText, code, HTML and PDF."""
+    folder), never following symlinks; text, markdown, reStructuredText, code, HTML and PDF.
+    `root` may also be one file, read whatever its suffix. A file whose format needs an extra
+    that is not installed is listed as a failure naming the extra."""
 
     def __init__(
         self,
@@ -68,11 +70,20 @@ class FolderSource:
         max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
+        if not self.root.exists():
             raise SourceNotFoundError(self.root)
         self.include, self.exclude, self.max_file_bytes = list(include), list(exclude), max_file_bytes
 
+    def folders(self) -> list[Path]:
+        """The root, when every file under it is listed (no include or exclude patterns): a
+        re-add then removes the documents of files that are gone (`hybridctx.sources.FolderWalk`)."""
+        unfiltered = self.include == ["**/*"] and not self.exclude
+        return [self.root] if self.root.is_dir() and unfiltered else []
+
     def documents(self) -> Iterator[Document | Failure]:
+        if not self.root.is_dir():
+            yield self._read(self.root, self.root.name)
+            return
         for folder, dirs, names in os.walk(self.root):  # os.walk does not follow symlinked folders
             dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
             for name in sorted(names):
@@ -80,16 +91,20 @@ class FolderSource:
                 relative = path.relative_to(self.root).as_posix()
                 if path.is_symlink() or path.suffix.lower() not in READABLE_SUFFIXES:
                     continue
-                if not _matches(relative, self.include, self.exclude):
-                    continue
-                try:
-                    check_size(path, path.stat().st_size, self.max_file_bytes)
-                    document = document_from_bytes(path.read_bytes(), str(path), {"name": name, "path": relative})
-                    yield document.model_copy(update={"id": str(path.resolve())})
-                except OSError as exc:
-                    yield Failure(item=str(path), reason=f"cannot read: {exc.strerror or exc}")
-                except UnreadableDocumentError as exc:
-                    yield Failure(item=str(path), reason=exc.reason)
+                if _matches(relative, self.include, self.exclude):
+                    yield self._read(path, relative)
+
+    def _read(self, path: Path, relative: str) -> Document | Failure:
+        try:
+            check_size(path, path.stat().st_size, self.max_file_bytes)
+            document = document_from_bytes(path.read_bytes(), str(path), {"name": path.name, "path": relative})
+            return document.model_copy(update={"id": document_id(path)})
+        except OSError as exc:
+            return Failure(item=str(path), reason=f"cannot read: {exc.strerror or exc}")
+        except UnreadableDocumentError as exc:
+            return Failure(item=str(path), reason=exc.reason)
+        except ModelUnavailableError as exc:  # an HTML or PDF file without its extra: listed, with the extra to install
+            return Failure(item=str(path), reason=str(exc))
 
 
 class JsonlSource:

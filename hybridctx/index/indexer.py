@@ -25,6 +25,7 @@ from hybridctx.embed import Embedder
 from hybridctx.errors import UnreadableDocumentError
 from hybridctx.index.kb import KnowledgeBase, KnowledgeBaseWriter
 from hybridctx.schema import AddReport, Chunk, ChunkProfile, Document, Failure, ReaderId
+from hybridctx.sources import DocumentStream, document_id, folder_prefix
 
 Profiler = Callable[[Sequence[str]], list[ChunkProfile]]  # chunk texts -> their profiles
 
@@ -77,7 +78,12 @@ class Indexer:
         self.show_progress = show_progress
 
     def add(self, items: Iterable[Document | Failure]) -> AddReport:
+        """Index `items`. When they list folders in full (a `DocumentStream` of folder walks),
+        stored documents under those folders that the walk no longer met (their files are gone)
+        are removed at the end: the ids met are kept in memory meanwhile, O(files added)."""
         report = AddReport()
+        folders = items.folders if isinstance(items, DocumentStream) else []
+        met: set[str] = set()
         timer = _Timer()
         pending: list[_Pending] = []
         pending_chunks = 0
@@ -88,7 +94,9 @@ class Indexer:
                 docs_bar.update(1)
                 if isinstance(item, Failure):
                     report.failed.append(item)
+                    met.add(document_id(item.item))  # still there, only unreadable now: kept
                     continue
+                met.add(item.id)
                 with timer.stage("chunk"):
                     entry = self._prepare(item, writer, report)
                 if entry is None:
@@ -100,6 +108,13 @@ class Indexer:
                     self._commit(pending, writer, report, timer, chunk_bar)
                     pending, pending_chunks = [], 0
             self._commit(pending, writer, report, timer, chunk_bar)
+            if folders:
+                under = [folder_prefix(f) for f in folders]
+                gone = [i for i in self.kb.store.matching_ids(under=under) if i not in met]
+                if gone:
+                    writer.delete_documents(gone)
+                    writer.commit()
+                    report.documents_removed = len(gone)
         report.seconds = timer.seconds
         return report
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
-from hybridctx.schema import Chunk, ChunkProfile, Document, ReaderId, Scope
+from hybridctx.schema import Chunk, ChunkProfile, Document, DocumentInfo, ReaderId, Scope
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -336,6 +336,34 @@ class ChunkStore:
 
     def document_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT id FROM documents ORDER BY id")]
+
+    def matching_ids(self, exact: Sequence[str] = (), under: Sequence[str] = ()) -> list[str]:
+        """Ids of the stored documents equal to one of `exact` or starting with one of `under`
+        (a folder's path ending in its separator): range scans on the id, O(what matches)."""
+        found: list[str] = []
+        for doc_id in exact:
+            if self._db.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone():
+                found.append(doc_id)
+        for prefix in under:
+            rows = self._db.execute(
+                "SELECT id FROM documents WHERE id >= ? AND id < ? ORDER BY id", (prefix, prefix + "\U0010ffff")
+            )
+            found += [row[0] for row in rows]
+        return list(dict.fromkeys(found))
+
+    def document_list(self, under: str | None = None) -> list[DocumentInfo]:
+        """Every document (or those whose id starts with `under`), by id: O(documents listed)."""
+        prefix = under or ""
+        rows = self._db.execute(
+            "SELECT id, metadata, n_chunks, n_tokens, acl IS NOT NULL FROM documents WHERE id >= ? AND id < ?"
+            " ORDER BY id",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return [
+            DocumentInfo(id=doc_id, source=str(json.loads(metadata).get("source", doc_id)), chunks=chunks,
+                         tokens=tokens, restricted=bool(restricted))
+            for doc_id, metadata, chunks, tokens, restricted in rows
+        ]
 
     def counts(self) -> tuple[int, int]:
         """Number of documents and chunks."""
