@@ -231,7 +231,8 @@ class Pipeline:
             query, found.hits, call.budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
             session=session,
         )
-        return context.model_copy(update={"recall": found.recall_of(context)})
+        recall = found.recall_of(context)
+        return context if recall == context.recall else context.model_copy(update={"recall": recall})
 
     def _candidates(self, query: str, budget_tokens: int, scope: Scope) -> Candidates:
         return candidates(self.retriever, self.kb, query, self.settings.k, budget_tokens, scope)
