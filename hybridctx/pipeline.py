@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
-from hybridctx.embed import Embedder, SentenceTransformerEmbedder, tokenizer_file
+from hybridctx.embed import Embedder, build_embedder, embedder_name, tokenizer_file
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 from hybridctx.generate import (
     Backend,
@@ -42,10 +42,11 @@ from hybridctx.sources import Item, document_id, folder_prefix, iter_documents
 from hybridctx.tokens import HFTokenizer
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    """The embedding model the settings name (it loads on first use)."""
-    return SentenceTransformerEmbedder(
-        settings.embedding_model, device=settings.device, batch_size=settings.embedding_batch_size
+def embedder_from(settings: Settings) -> Embedder:
+    """The embedder the settings name: their tier of their model (it loads here)."""
+    return build_embedder(
+        settings.embedder, settings.embedding_model, device=settings.device,
+        batch_size=settings.embedding_batch_size, cache_dir=settings.cache_dir,
     )
 
 
@@ -81,7 +82,10 @@ class Pipeline:
         self._backend = backend
         self._owns_backend = backend is None  # made here on first use: closed by close()
         # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
-        self.embedding_model = embedder.name if embedder is not None else self.settings.embedding_model
+        self.embedding_model = (
+            embedder.name if embedder is not None
+            else embedder_name(self.settings.embedder, self.settings.embedding_model)
+        )
         self.kb = KnowledgeBase.open(
             path, self.embedding_model, dimension=lambda: self.embedder.dimension,
             mmap_index=self.settings.mmap_index,
@@ -93,16 +97,19 @@ class Pipeline:
         path: str | Path,
         settings: Settings | None = None,
         *,
-        embedder: Embedder | None = None,
+        embedder: Embedder | str | None = None,
         backend: Backend | None = None,
         **overrides: Any,
     ) -> Pipeline:
         """Create or open the knowledge base at `path`; keyword overrides replace settings fields.
 
         `embedder` and `backend` replace the defaults built from the settings (e.g. to share
-        one loaded model between pipelines, or to use vLLM).
+        one loaded model between pipelines, or to use vLLM); `embedder="static"` names a tier
+        (the `Settings.embedder` field) instead.
         """
         settings = settings or Settings()
+        if isinstance(embedder, str):
+            overrides["embedder"], embedder = embedder, None
         if overrides:
             try:
                 settings = Settings(**{**settings.model_dump(), **overrides})
@@ -114,7 +121,7 @@ class Pipeline:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = build_embedder(self.settings)
+            self._embedder = embedder_from(self.settings)
         return self._embedder
 
     @cached_property

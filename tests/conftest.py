@@ -42,6 +42,19 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
+def static_cache(tmp_path_factory) -> Path:
+    """A cache of its own, so that the table is really distilled in this run (once, ~20-110 s)."""
+    return tmp_path_factory.mktemp("static-cache")
+
+
+@pytest.fixture(scope="session")
+def static_embedder(static_cache):
+    from hybridctx.embed import StaticEmbedder
+
+    return StaticEmbedder("all-MiniLM-L6-v2", cache_dir=static_cache)
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     from hybridctx.embed import resolve_model_path
     from hybridctx.tokens import HFTokenizer

@@ -2,10 +2,17 @@
 
 - `base`: the `Embedder` interface and where models come from (packaged or a local folder);
 - `transformer`: `SentenceTransformerEmbedder`, the model on this machine (CUDA fp16 or CPU);
+- `static`: `StaticEmbedder`, a token table distilled once from that model (model2vec): the fast CPU tier;
+- `factory`: `build_embedder(tier, model)`, and the name each tier records in a KB's manifest;
 - `ray`: `RayEmbedder`, the same model on a pool of Ray actors (`hybridctx[ray]`).
 """
 
-from hybridctx.embed.base import PACKAGED_MODELS, Embedder, resolve_model_path, tokenizer_file
+from hybridctx.embed.base import PACKAGED_MODELS, TIERS, Embedder, resolve_model_path, tier_of, tokenizer_file
+from hybridctx.embed.factory import build_embedder, embedder_name
+from hybridctx.embed.static import StaticEmbedder
 from hybridctx.embed.transformer import SentenceTransformerEmbedder
 
-__all__ = ["PACKAGED_MODELS", "Embedder", "SentenceTransformerEmbedder", "resolve_model_path", "tokenizer_file"]
+__all__ = [
+    "PACKAGED_MODELS", "TIERS", "Embedder", "SentenceTransformerEmbedder", "StaticEmbedder", "build_embedder",
+    "embedder_name", "resolve_model_path", "tier_of", "tokenizer_file",
+]

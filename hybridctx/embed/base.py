@@ -37,8 +37,26 @@ class Embedder(Protocol):
         ...
 
 
+# Tiers of the same source model, and the suffix each adds to the name in a KB's manifest
+# ("all-MiniLM-L6-v2@static"); the transformer itself keeps the plain name.
+TIERS = ("transformer", "static")
+
+
+def source_model(name: str) -> str:
+    """The model a tier was made from: `name` without its `@tier` suffix."""
+    base, sep, tier = name.rpartition("@")
+    return base if sep and tier in TIERS else name
+
+
+def tier_of(name: str) -> str:
+    """The tier an embedder name (as a manifest records it) belongs to."""
+    base, sep, tier = name.rpartition("@")
+    return tier if sep and tier in TIERS else "transformer"
+
+
 def resolve_model_path(name: str) -> Path:
     """The local folder of an embedding model given by packaged name or path."""
+    name = source_model(name)
     if name in PACKAGED_MODELS:
         module_name, pip_name = PACKAGED_MODELS[name]
         try:

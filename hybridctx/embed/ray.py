@@ -17,12 +17,14 @@ On one machine `ray.init()` starts a local Ray; on a cluster, start Ray on each 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hybridctx.embed.base import resolve_model_path
-from hybridctx.embed.transformer import SentenceTransformerEmbedder
+from hybridctx.embed.factory import build_embedder, embedder_name
+from hybridctx.embed.static import STATIC_DIMENSION
 from hybridctx.errors import ModelUnavailableError
 
 # Texts per batch sent to one actor; each actor encodes it in model batches of `batch_size`.
@@ -32,8 +34,8 @@ _RAY_BATCH = 512
 class _EmbedActor:
     """Holds one copy of the model; Ray Data calls it with batches of texts."""
 
-    def __init__(self, model: str, device: str | None, batch_size: int) -> None:
-        self.embedder = SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+    def __init__(self, tier: str, model: str, device: str | None, batch_size: int, cache_dir: Path | None) -> None:
+        self.embedder = build_embedder(tier, model, device=device, batch_size=batch_size, cache_dir=cache_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.embedder.embed([str(t) for t in batch["text"]])
@@ -45,6 +47,8 @@ class RayEmbedder:
 
     `gpus_per_actor=1` puts one actor on each GPU; with 0, actors run on CPUs
     (`cpus_per_actor` each). The dimension is read from the model folder without loading it.
+    `tier="static"` runs the distilled table in the actors (each node distills it once into
+    its own cache; on one machine they share the driver's).
     """
 
     # The indexer hands over whole commits rather than small steps: each call is one Ray Data job.
@@ -53,18 +57,27 @@ class RayEmbedder:
     def __init__(
         self,
         model: str = "all-MiniLM-L6-v2",
+        tier: str = "transformer",
         actors: int = 2,
         gpus_per_actor: float = 0,
         cpus_per_actor: float = 1,
         batch_size: int = 64,
         address: str | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         try:
             import ray
         except ImportError as exc:
             raise ModelUnavailableError("embedding on Ray needs the ray extra: pip install 'hybridctx[ray]'") from exc
-        self.name = model
-        self.dimension = _dimension_of(model)
+        self.model, self.tier = model, tier
+        self.name = embedder_name(tier, model)
+        self.dimension = STATIC_DIMENSION if tier == "static" else _dimension_of(model)
+        self.cache_dir = cache_dir
+        if tier == "static":  # distilled here once, not by each actor at the same time
+            from hybridctx.embed.static import static_model_folder
+            from hybridctx.settings import default_cache_dir
+
+            static_model_folder(model, cache_dir or default_cache_dir())
         self.actors = actors
         self.gpus_per_actor = gpus_per_actor
         self.cpus_per_actor = cpus_per_actor
@@ -81,7 +94,7 @@ class RayEmbedder:
         device = "cuda" if self.gpus_per_actor else "cpu"
         vectors = rows.map_batches(
             _EmbedActor,
-            fn_constructor_args=(self.name, device, self.batch_size),
+            fn_constructor_args=(self.tier, self.model, device, self.batch_size, self.cache_dir),
             batch_size=_RAY_BATCH,
             concurrency=self.actors,
             num_gpus=self.gpus_per_actor or None,

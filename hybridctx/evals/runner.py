@@ -31,7 +31,7 @@ from hybridctx.evals.tasks import (
     cut_haystack,
     plant_at_depths,
 )
-from hybridctx.pipeline import Pipeline, build_backend, build_embedder
+from hybridctx.pipeline import Pipeline, build_backend, embedder_from
 from hybridctx.schema import Chunk, Document, Hit, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
@@ -96,7 +96,7 @@ def run_eval(
     if pipeline_factory is not None:
         return _run(config, pipeline_factory, show_progress)
     shared = (settings or Settings()).model_copy(update={"k": config.k, "show_progress": False})
-    embedder, backend = build_embedder(shared), build_backend(shared)
+    embedder, backend = embedder_from(shared), build_backend(shared)
     try:
         return _run(config, lambda folder: Pipeline(folder, shared, embedder=embedder, backend=backend), show_progress)
     finally:

@@ -322,6 +322,12 @@ class KnowledgeBaseWriter:
         self._store.close()
 
 
+def built_with(root: str | Path) -> str | None:
+    """The embedder name the KB at `root` records (e.g. "all-MiniLM-L6-v2@static"); None if no KB is there."""
+    path = Path(root) / MANIFEST
+    return _read_manifest(path).embedding_model if path.exists() else None
+
+
 def _read_manifest(path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(json.loads(path.read_text()))
