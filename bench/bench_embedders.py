@@ -108,7 +108,8 @@ def main() -> None:
             f"{r['raw_s'] / r['add_s']:.2f} | {d['hit@10']:.3f} | {d['hit@100']:.3f} | {d['mrr']:.3f} | "
             f"{h['hit@10']:.3f} | {h['hit@100']:.3f} | {h['mrr']:.3f} |"
         )
-    keep = rows["static"]["quality"]["hybrid"]["hit@100"] / max(rows["transformer"]["quality"]["hybrid"]["hit@100"], 1e-9)
+    hybrid = {tier: r["quality"]["hybrid"]["hit@100"] for tier, r in rows.items()}
+    keep = hybrid["static"] / max(hybrid["transformer"], 1e-9)
     lines += [
         "",
         f"Hybrid static keeps **{keep:.2f}** of hybrid MiniLM's hit@100 (target 0.95). "
