@@ -67,20 +67,24 @@ def _open(kb: Path, quiet: bool = False, embedder_instance: Any = None, **overri
     """The pipeline on `kb`; `overrides` are settings fields (a `backend` override is the
     generating model's settings, VLLMSettings or OpenAISettings, not a backend object).
     An existing KB is opened with the embedder tier it was built with unless one is given."""
-    from hybridctx.embed import tier_of
-    from hybridctx.index.kb import built_with
     from hybridctx.pipeline import Pipeline
     from hybridctx.settings import Settings
 
     if overrides.get("embedder") is None:
-        overrides.pop("embedder", None)
-        if embedder_instance is None and (name := built_with(kb)):
-            overrides["embedder"] = tier_of(name)
+        overrides["embedder"] = _built_tier(kb)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise InvalidArgumentError(f"invalid settings: {exc}") from exc
     return Pipeline.open(kb, settings, show_progress=not quiet, embedder=embedder_instance)
+
+
+def _built_tier(kb: Path) -> str:
+    """The embedder tier the KB at `kb` was built with ("transformer" for a new one)."""
+    from hybridctx.embed import tier_of
+    from hybridctx.index.kb import built_with
+
+    return tier_of(built_with(kb) or "")
 
 
 def print_report(report: AddReport) -> None:
@@ -166,12 +170,10 @@ def index(
 
     embedder = None
     if ray:
-        from hybridctx.embed import tier_of
         from hybridctx.embed.ray import RayEmbedder
-        from hybridctx.index.kb import built_with
         from hybridctx.settings import Settings
 
-        embedder = RayEmbedder(Settings().embedding_model, tier=embedder_tier or tier_of(built_with(kb) or ""),
+        embedder = RayEmbedder(Settings().embedding_model, tier=embedder_tier or _built_tier(kb),
                                actors=ray_actors, gpus_per_actor=ray_gpus, address=ray_address)
     # On Ray each commit is one job whose actors load the model: commit in larger groups.
     overrides: dict[str, Any] = {"embedder": embedder_tier}

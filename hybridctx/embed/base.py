@@ -42,16 +42,20 @@ class Embedder(Protocol):
 TIERS = ("transformer", "static")
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """An embedder name as a manifest records it, split into (source model, tier)."""
+    base, sep, tier = name.rpartition("@")
+    return (base, tier) if sep and tier in TIERS else (name, "transformer")
+
+
 def source_model(name: str) -> str:
     """The model a tier was made from: `name` without its `@tier` suffix."""
-    base, sep, tier = name.rpartition("@")
-    return base if sep and tier in TIERS else name
+    return split_name(name)[0]
 
 
 def tier_of(name: str) -> str:
     """The tier an embedder name (as a manifest records it) belongs to."""
-    base, sep, tier = name.rpartition("@")
-    return tier if sep and tier in TIERS else "transformer"
+    return split_name(name)[1]
 
 
 def resolve_model_path(name: str) -> Path:

@@ -75,9 +75,8 @@ class RayEmbedder:
         self.cache_dir = cache_dir
         if tier == "static":  # distilled here once, not by each actor at the same time
             from hybridctx.embed.static import static_model_folder
-            from hybridctx.settings import default_cache_dir
 
-            static_model_folder(model, cache_dir or default_cache_dir())
+            static_model_folder(model, cache_dir)
         self.actors = actors
         self.gpus_per_actor = gpus_per_actor
         self.cpus_per_actor = cpus_per_actor

@@ -38,16 +38,19 @@ def weights_hash(model_folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def static_model_folder(model: str, cache_dir: Path) -> Path:
-    """The distilled table of `model`, made on first use (progress shown by model2vec)."""
+def static_model_folder(model: str, cache_dir: Path | None = None) -> Path:
+    """The distilled table of `model`, made on first use (progress shown by model2vec);
+    `cache_dir` defaults to the settings' default cache."""
     try:
         from model2vec.distill import distill
     except ImportError as exc:
         raise ModelUnavailableError(
             "the static embedder needs model2vec and skeletoken: pip install 'hybridctx[static]'"
         ) from exc
+    from hybridctx.settings import default_cache_dir
+
     source = resolve_model_path(model)
-    target = Path(cache_dir) / "models" / f"static-{weights_hash(source)}-{STATIC_DIMENSION}"
+    target = Path(cache_dir or default_cache_dir()) / "models" / f"static-{weights_hash(source)}-{STATIC_DIMENSION}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +69,9 @@ class StaticEmbedder:
     def __init__(self, model: str = "all-MiniLM-L6-v2", cache_dir: Path | None = None) -> None:
         from model2vec import StaticModel
 
-        from hybridctx.settings import default_cache_dir
-
         model = source_model(model)
         self.name = f"{model}@static"
-        folder = static_model_folder(model, cache_dir or default_cache_dir())
+        folder = static_model_folder(model, cache_dir)
         self._model = StaticModel.from_pretrained(str(folder))
         self.dimension = int(self._model.dim)
         gc.collect()  # as SentenceTransformerEmbedder: keep full collections off the query path
