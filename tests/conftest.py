@@ -42,16 +42,24 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def static_cache(tmp_path_factory) -> Path:
-    """A cache of its own, so that the table is really distilled in this run (once, ~20-110 s)."""
-    return tmp_path_factory.mktemp("static-cache")
+def model_cache(tmp_path_factory) -> Path:
+    """A cache of its own, so that the derived tiers are really made in this run, once each
+    (the static table ~20-110 s, the int8 export ~20 s)."""
+    return tmp_path_factory.mktemp("model-cache")
 
 
 @pytest.fixture(scope="session")
-def static_embedder(static_cache):
+def static_embedder(model_cache):
     from hybridctx.embed import StaticEmbedder
 
-    return StaticEmbedder("all-MiniLM-L6-v2", cache_dir=static_cache)
+    return StaticEmbedder("all-MiniLM-L6-v2", cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def onnx_embedder(model_cache):
+    from hybridctx.embed import OnnxEmbedder
+
+    return OnnxEmbedder("all-MiniLM-L6-v2", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")

@@ -54,9 +54,11 @@ def test_the_cli_indexes_on_ray(ray_embedder, corpus, tmp_path):
     assert added.split("│")[2].strip() == "4"
 
 
-def test_the_static_tier_runs_on_ray_as_locally(static_embedder, static_cache):
+@pytest.mark.parametrize(("tier", "dimension"), [("static", 256), ("onnx", 384)])
+def test_the_cpu_tiers_run_on_ray_as_locally(tier, dimension, model_cache, request):
+    local = request.getfixturevalue(f"{tier}_embedder")
     texts = [f"Note {i}: {topic}." for i, topic in enumerate(["tomatoes need sun", "the client retries"] * 400)]
-    on_ray = RayEmbedder("all-MiniLM-L6-v2", tier="static", actors=2, cpus_per_actor=0.5, cache_dir=static_cache)
-    assert on_ray.name == static_embedder.name == "all-MiniLM-L6-v2@static"
-    assert on_ray.dimension == static_embedder.dimension == 256
-    assert np.allclose(on_ray.embed(texts), static_embedder.embed(texts), atol=1e-6)
+    on_ray = RayEmbedder("all-MiniLM-L6-v2", tier=tier, actors=2, cpus_per_actor=0.5, cache_dir=model_cache)
+    assert on_ray.name == local.name == f"all-MiniLM-L6-v2@{tier}"
+    assert on_ray.dimension == local.dimension == dimension
+    assert np.allclose(on_ray.embed(texts), local.embed(texts), atol=1e-6)

@@ -10,15 +10,15 @@ import pytest
 
 from hybridctx import Pipeline
 from hybridctx.embed import StaticEmbedder, resolve_model_path
-from hybridctx.embed.static import weights_hash
+from hybridctx.embed.base import weights_hash
 from hybridctx.errors import EmbeddingModelMismatchError
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_table_is_distilled_once_keyed_by_the_source_weights(static_embedder, static_cache, monkeypatch):
-    tables = sorted(p.name for p in (static_cache / "models").iterdir())
-    assert tables == [f"static-{weights_hash(resolve_model_path('all-MiniLM-L6-v2'))}-256"]
+def test_the_table_is_distilled_once_keyed_by_the_source_weights(static_embedder, model_cache, monkeypatch):
+    tables = sorted(p.name for p in (model_cache / "models").glob("static*"))
+    assert tables == [f"static-256-{weights_hash(resolve_model_path('all-MiniLM-L6-v2'))}"]
 
     import model2vec.distill
 
@@ -26,7 +26,7 @@ def test_the_table_is_distilled_once_keyed_by_the_source_weights(static_embedder
         raise AssertionError("distilled again although the table is cached")
 
     monkeypatch.setattr(model2vec.distill, "distill", refuse)
-    again = StaticEmbedder("all-MiniLM-L6-v2", cache_dir=static_cache)
+    again = StaticEmbedder("all-MiniLM-L6-v2", cache_dir=model_cache)
     texts = ["Tomatoes need sun.", "The client retries seven times."]
     assert np.array_equal(again.embed(texts), static_embedder.embed(texts))
 
@@ -43,9 +43,9 @@ def test_static_vectors_are_unit_float32_and_keep_meaning(static_embedder):
     assert static_embedder.embed([]).shape == (0, 256)
 
 
-def test_a_static_kb_finds_facts_and_records_its_embedder(corpus, tmp_path, static_cache):
+def test_a_static_kb_finds_facts_and_records_its_embedder(corpus, tmp_path, model_cache):
     kb = tmp_path / "kb"
-    with Pipeline.open(kb, embedder="static", cache_dir=static_cache, retrieval="dense", show_progress=False) as pipe:
+    with Pipeline.open(kb, embedder="static", cache_dir=model_cache, retrieval="dense", show_progress=False) as pipe:
         assert pipe.add(corpus).documents_added == 4
         assert pipe.retrieve("How many times does the client retry?", k=2)[0].chunk.source.endswith("retries.md")
         assert pipe.retrieve("speed of light in vacuum", k=2)[0].chunk.source.endswith("physics.txt")
@@ -55,12 +55,12 @@ def test_a_static_kb_finds_facts_and_records_its_embedder(corpus, tmp_path, stat
         Pipeline.open(kb, show_progress=False)  # the transformer tier: other vectors, refused
 
 
-def test_the_cli_indexes_with_the_static_tier_and_reads_it_back_without_the_flag(corpus, tmp_path, static_cache):
+def test_the_cli_indexes_with_the_static_tier_and_reads_it_back_without_the_flag(corpus, tmp_path, model_cache):
     from typer.testing import CliRunner
 
     from hybridctx.cli import app
 
-    runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1", "HYBRIDCTX_CACHE": str(static_cache)})
+    runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1", "HYBRIDCTX_CACHE": str(model_cache)})
     kb = tmp_path / "kb"
     built = runner.invoke(app, ["index", str(corpus), "--kb", str(kb), "--embedder", "static", "--quiet"])
     assert built.exit_code == 0, built.output

@@ -6,9 +6,11 @@ in a PyPI package (by its short name) or a sentence-transformers folder on disk.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +41,7 @@ class Embedder(Protocol):
 
 # Tiers of the same source model, and the suffix each adds to the name in a KB's manifest
 # ("all-MiniLM-L6-v2@static"); the transformer itself keeps the plain name.
-TIERS = ("transformer", "static")
+TIERS = ("transformer", "onnx", "static")
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -82,3 +84,42 @@ def resolve_model_path(name: str) -> Path:
 def tokenizer_file(name: str) -> Path:
     """The model's own tokenizer, which the chunker counts with (without loading the model)."""
     return resolve_model_path(name) / "tokenizer.json"
+
+
+def weights_hash(model_folder: Path) -> str:
+    """A short SHA-256 of the model's weight files: a different model is a different derived model."""
+    digest = hashlib.sha256()
+    for path in sorted(model_folder.glob("*.safetensors")) + sorted(model_folder.glob("*.bin")):
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def derived_model_folder(kind: str, model: str, cache_dir: Path | None, make: Callable[[Path, Path], None]) -> Path:
+    """A model derived from `model` (a distilled table, an int8 export), made once by
+    `make(source folder, new folder)` into `cache_dir/models/<kind>-<weights hash>`.
+
+    It is made under a temporary name and renamed into place, so an interrupted run leaves no
+    half-made model, and two processes making it at once both end with the same folder.
+    `cache_dir` defaults to the settings' default cache.
+    """
+    from hybridctx.settings import default_cache_dir
+
+    source = resolve_model_path(model)
+    target = Path(cache_dir or default_cache_dir()) / "models" / f"{kind}-{weights_hash(source)}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        make(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not another process that got there first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

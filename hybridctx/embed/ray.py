@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from hybridctx.embed.base import resolve_model_path
-from hybridctx.embed.factory import build_embedder, embedder_name
-from hybridctx.embed.static import STATIC_DIMENSION
+from hybridctx.embed.factory import build_embedder, embedder_name, prepare
 from hybridctx.errors import ModelUnavailableError
 
 # Texts per batch sent to one actor; each actor encodes it in model batches of `batch_size`.
@@ -47,7 +44,7 @@ class RayEmbedder:
 
     `gpus_per_actor=1` puts one actor on each GPU; with 0, actors run on CPUs
     (`cpus_per_actor` each). The dimension is read from the model folder without loading it.
-    `tier="static"` runs the distilled table in the actors (each node distills it once into
+    `tier="static"` or `"onnx"` runs that tier in the actors (each node derives it once into
     its own cache; on one machine they share the driver's).
     """
 
@@ -71,12 +68,8 @@ class RayEmbedder:
             raise ModelUnavailableError("embedding on Ray needs the ray extra: pip install 'hybridctx[ray]'") from exc
         self.model, self.tier = model, tier
         self.name = embedder_name(tier, model)
-        self.dimension = STATIC_DIMENSION if tier == "static" else _dimension_of(model)
+        self.dimension = prepare(tier, model, cache_dir)  # derived here once, not by every actor at once
         self.cache_dir = cache_dir
-        if tier == "static":  # distilled here once, not by each actor at the same time
-            from hybridctx.embed.static import static_model_folder
-
-            static_model_folder(model, cache_dir)
         self.actors = actors
         self.gpus_per_actor = gpus_per_actor
         self.cpus_per_actor = cpus_per_actor
@@ -109,15 +102,3 @@ class RayEmbedder:
 
         ray.shutdown()
 
-
-def _dimension_of(model: str) -> int:
-    """The embedding size from the model folder's config, so the driver needs no copy of the model."""
-    import json
-
-    path = resolve_model_path(model)
-    pooling = next(iter(sorted(path.glob("*Pooling/config.json"))), None)
-    config: dict[str, Any] = json.loads((pooling or path / "config.json").read_text())
-    dimension = config.get("word_embedding_dimension") or config.get("hidden_size")
-    if not dimension:
-        raise ModelUnavailableError(f"cannot tell the embedding dimension of {path}")
-    return int(dimension)

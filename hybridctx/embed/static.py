@@ -8,57 +8,36 @@ CPU (figures in bench/RESULTS.md, "Embedding tiers"), which is what makes corpor
 of tokens affordable without a GPU; what it costs in retrieval quality is measured there too.
 
 The table is distilled once per source model and cached under `cache_dir/models/`, keyed by a
-hash of the model's weights, written under a temporary name and renamed into place.
+hash of the model's weights (`base.derived_model_folder`).
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from hybridctx.embed.base import resolve_model_path, source_model
+from hybridctx.embed.base import derived_model_folder, source_model
 from hybridctx.errors import ModelUnavailableError
 
 STATIC_DIMENSION = 256  # PCA size: model2vec's default, and half MiniLM's 384 (smaller index too)
 
 
-def weights_hash(model_folder: Path) -> str:
-    """A short SHA-256 of the model's weight files: a different model is a different table."""
-    digest = hashlib.sha256()
-    for path in sorted(model_folder.glob("*.safetensors")) + sorted(model_folder.glob("*.bin")):
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def static_model_folder(model: str, cache_dir: Path | None = None) -> Path:
-    """The distilled table of `model`, made on first use (progress shown by model2vec);
-    `cache_dir` defaults to the settings' default cache."""
+    """The distilled table of `model`, made on first use (progress shown by model2vec)."""
     try:
         from model2vec.distill import distill
     except ImportError as exc:
         raise ModelUnavailableError(
             "the static embedder needs model2vec and skeletoken: pip install 'hybridctx[static]'"
         ) from exc
-    from hybridctx.settings import default_cache_dir
 
-    source = resolve_model_path(model)
-    target = Path(cache_dir or default_cache_dir()) / "models" / f"static-{weights_hash(source)}-{STATIC_DIMENSION}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    distill(model_name=str(source), pca_dims=STATIC_DIMENSION, device="cpu").save_pretrained(str(tmp))
-    os.replace(tmp, target)
-    return target
+    def make(source: Path, folder: Path) -> None:
+        distill(model_name=str(source), pca_dims=STATIC_DIMENSION, device="cpu").save_pretrained(str(folder))
+
+    return derived_model_folder(f"static-{STATIC_DIMENSION}", model, cache_dir, make)
 
 
 class StaticEmbedder:
