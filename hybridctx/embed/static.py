@@ -52,6 +52,9 @@ class StaticEmbedder:
         self.name = f"{model}@static"
         folder = static_model_folder(model, cache_dir)
         self._model = StaticModel.from_pretrained(str(folder))
+        # The table is saved in float16; means over float32 rows encode 1.3x faster (3,500 -> 4,500
+        # chunks/s on 2 cores) for 15 MB more, and are exact to float32.
+        self._model.embedding = np.asarray(self._model.embedding, dtype=np.float32)
         self.dimension = int(self._model.dim)
         gc.collect()  # as SentenceTransformerEmbedder: keep full collections off the query path
         gc.freeze()
