@@ -42,6 +42,34 @@ TIERS = {"transformer": SentenceTransformerEmbedder, "onnx": OnnxEmbedder, "stat
 BUDGETS = [4_096, 16_384]
 
 
+def onnx_op_profile(embedder: OnnxEmbedder, texts: list[str]) -> list[str]:
+    """Where ONNX Runtime spends an encode, by operator type (its own profiler, kernel time)."""
+    import collections
+    import json
+
+    import onnxruntime as ort
+
+    from hybridctx.embed.onnx import GRAPH_FILE, onnx_model_folder
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "hybridctx-ort-profile")
+    session, embedder._session = embedder._session, ort.InferenceSession(
+        str(onnx_model_folder("all-MiniLM-L6-v2") / GRAPH_FILE), options, providers=["CPUExecutionProvider"]
+    )
+    embedder.embed(texts)
+    trace = Path(embedder._session.end_profiling())
+    embedder._session = session
+    by_op: collections.Counter[str] = collections.Counter()
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] += event["dur"]
+    trace.unlink()
+    total = sum(by_op.values())
+    return [f"{op} {us / total:.2f}" for op, us in by_op.most_common(8)]
+
+
 def raw_encode(tier: str, embedder, texts: list[str]) -> float:
     """Seconds for the tier's own encode call: sentence-transformers', model2vec's, or the ONNX
     session loop (which is all `OnnxEmbedder.embed` is)."""
@@ -120,6 +148,7 @@ def main() -> None:
             seconds = raw_encode(tier, embedder, texts)
             rows[tier]["raw_s"] = min(seconds, rows[tier].get("raw_s", seconds))
             print(f"{tier} raw encode: {len(texts) / seconds:,.0f} chunks/s (load {os.getloadavg()[0]:.1f})")
+    ops = onnx_op_profile(embedders["onnx"], texts[:300])
     torch_rate = rows["transformer"]["chunks"] / rows["transformer"]["raw_s"]
     loads = " / ".join(f"{r['load']:.1f}" for r in rows.values())
     lines = [
@@ -159,6 +188,11 @@ def main() -> None:
     ]
     for tier, top in profiles.items():
         lines += [f"- {tier}:", "", "```", *top, "```", ""]
+    lines += [
+        "Inside the ONNX int8 encode, share of ONNX Runtime's kernel time by operator (its profiler, "
+        "300 chunks): " + ", ".join(ops) + ".",
+        "",
+    ]
     write_section("bench_embedders", lines)
 
 
