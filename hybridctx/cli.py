@@ -158,8 +158,8 @@ def index(
     ray_gpus: float = typer.Option(0, "--ray-gpus-per-actor", help="GPUs per actor (1: one actor per GPU)"),
     embedder_tier: str | None = typer.Option(
         None, "--embedder",
-        help="transformer (default for a new KB), onnx (int8; ~2x faster on a CPU) "
-        "or static (distilled once; ~70x faster on a CPU, lower recall)",
+        help="transformer (default for a new KB), onnx (int8; ~1.8x faster on a CPU) "
+        "or static (distilled once; ~100x faster on a CPU, lower recall)",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -43,8 +43,8 @@ class Settings(BaseModel):
     embedder: Literal["transformer", "onnx", "static"] = Field(
         "transformer",
         description="Tier of the embedding model: the transformer (torch; CUDA fp16 when present), its int8 "
-        "ONNX export (about 2x faster on a CPU), or a static table distilled from it once (model2vec; ~70x "
-        "faster on a CPU, lower recall). Figures: bench/RESULTS.md, 'Embedding tiers'",
+        "ONNX export (about 1.8x faster on a CPU), or a static table distilled from it once (model2vec; "
+        "~100x faster on a CPU, lower recall). Figures: bench/RESULTS.md, 'Embedding tiers'",
     )
     embedding_batch_size: int = Field(64, ge=1)
     device: str | None = Field(None, description="torch device; None picks CUDA when present")
