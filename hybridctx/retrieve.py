@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 from hybridctx.embed import Embedder
 from hybridctx.errors import EmptyQueryError, InvalidArgumentError
 from hybridctx.index.kb import KnowledgeBase
-from hybridctx.schema import Chunk, Hit, PackedContext, Recall, Scope
+from hybridctx.schema import MAX_K, Chunk, Hit, PackedContext, Recall, Scope
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
 # Everything a scope sees is packed whole when its embedding-model tokens are at most this
@@ -31,10 +31,19 @@ class Retriever(Protocol):
 
 
 def _check(query: str, k: int) -> None:
+    """Every retriever's arguments, checked before any index sees them."""
+    if not isinstance(query, str):
+        raise InvalidArgumentError(f"query must be a string, got {type(query).__name__}")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no index can hold or match it
+        raise InvalidArgumentError(f"query is not valid Unicode text: {exc.reason} at {exc.start}") from exc
     if not query.strip():
         raise EmptyQueryError()
-    if k < 1:
-        raise InvalidArgumentError(f"k must be at least 1, got {k}")
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise InvalidArgumentError(f"k must be a whole number, got {k!r}")
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgumentError(f"k must be between 1 and {MAX_K:,} (hybridctx.schema.MAX_K), got {k:,}")
 
 
 def _hits(found: list[tuple[Chunk, float]]) -> list[Hit]:

@@ -8,6 +8,10 @@ from typing import Any, Literal, NewType
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+# The most candidates one retrieval may ask for: a 1M-token window holds about 8,000 chunks
+# of 128 tokens, so this is generous recall many times over; beyond it, a typo (k=10**9 made
+# tantivy try to allocate 32 GB and abort the process) is refused with a typed error.
+MAX_K = 100_000
 
 class Document(BaseModel):
     """A unit of source material. `acl=None` means every principal may read it."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridctx.generate.openai_compatible import OpenAISettings
 from hybridctx.generate.vllm import VLLMSettings
-from hybridctx.schema import Ordering, Strategy
+from hybridctx.schema import MAX_K, Ordering, Strategy
 from hybridctx.sources import MAX_FILE_BYTES
 
 __all__ = ["Settings", "Strategy", "default_cache_dir"]
@@ -60,7 +60,7 @@ class Settings(BaseModel):
         "only the inverted lists its queries probe",
     )
     # retrieve
-    k: int = Field(100, ge=1, description="Candidates retrieved for pack/ask")
+    k: int = Field(100, ge=1, le=MAX_K, strict=True, description="Candidates retrieved for pack/ask")
     retrieval: Literal["hybrid", "dense", "lexical"] = Field(
         "hybrid", description="Dense (embeddings), lexical (BM25) or both fused (reciprocal rank fusion)"
     )

@@ -7,8 +7,10 @@ anything is written, because it is almost always a typo.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -79,35 +81,83 @@ class PathSource:
                 raise SourceNotFoundError(path)
 
     def folders(self) -> list[Path]:
-        return [p for p in self.paths if p.is_dir()]
+        return [p for p in self.paths if _is_folder(p)]
 
-    def files(self) -> Iterator[Path]:
+    def files(self) -> Iterator[Path | Failure]:
         for path in self.paths:
-            if path.is_dir():
-                for folder, dirs, names in os.walk(path):
-                    dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
-                    for name in sorted(names):
-                        file = Path(folder, name)
-                        if file.suffix.lower() in self.suffixes and not file.is_symlink():
-                            yield file
+            if _is_folder(path):
+                for file in walk_files(path):
+                    if isinstance(file, Failure) or file.suffix.lower() in self.suffixes:
+                        yield file
             else:
                 yield path
 
     def documents(self) -> Iterator[Document | Failure]:
         for file in self.files():
+            if isinstance(file, Failure):
+                yield file
+                continue
             try:
                 yield read_text_file(file, self.max_file_bytes)
             except UnreadableDocumentError as exc:
                 yield Failure(item=str(file), reason=exc.reason)
 
 
+def _is_folder(path: Path) -> bool:
+    """A folder to walk: a symlink to one is not (symlinks are never followed)."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def walk_files(root: Path) -> Iterator[Path | Failure]:
+    """Every file under `root`, sorted, outside SKIPPED_DIRS, never entering a symlinked
+    folder (it comes as a file, which reading refuses). A folder that cannot be listed (no
+    permission, a path longer than PATH_MAX) comes as a Failure: nothing under a root is left
+    out without a reason."""
+    errors: list[OSError] = []
+    for folder, dirs, names in os.walk(root, onerror=errors.append):
+        yield from _listing_failures(errors)
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and d not in links)
+        for name in sorted(names + links):
+            yield Path(folder, name)
+    yield from _listing_failures(errors)
+
+
+def _listing_failures(errors: list[OSError]) -> Iterator[Failure]:
+    while errors:
+        error = errors.pop(0)
+        yield Failure(item=str(error.filename), reason=f"cannot list the folder: {error.strerror or error}")
+
+
+def read_regular_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, opened without following a symlink and without blocking.
+
+    Checked on the open file, not before opening it: a FIFO in an indexed folder hung `index`
+    forever at open, and a symlink named on the command line indexed its target (/etc/passwd).
+    Anything but a regular file raises UnreadableDocumentError saying what it is.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableDocumentError(path, "a symbolic link: not followed (name its target)") from exc
+        raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno())
+        if not stat.S_ISREG(mode.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode.st_mode) else "a device" if stat.S_ISCHR(mode.st_mode)
+                    or stat.S_ISBLK(mode.st_mode) else "a folder" if stat.S_ISDIR(mode.st_mode) else "a special file")
+            raise UnreadableDocumentError(path, f"{kind}, not a regular file: not read")
+        check_size(path, mode.st_size, max_bytes)
+        try:
+            return file.read()
+        except OSError as exc:
+            raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
 def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Document:
     """A UTF-8 text file as a Document whose id is its absolute path."""
-    try:
-        check_size(path, path.stat().st_size, max_bytes)
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableDocumentError(path, f"cannot read: {exc.strerror or exc}") from exc
+    data = read_regular_file(path, max_bytes)
     return Document(
         id=document_id(path),
         text=decode_text(data, path),

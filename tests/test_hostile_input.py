@@ -4,6 +4,7 @@ indexes every good one."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,73 @@ def test_hostile_files_are_listed_and_good_ones_indexed(tmp_path, embedder):
         again = pipe.add(corpus)  # nothing new, the same failures, no duplicates
         assert again.documents_added == 0 and len(again.failed) == len(report.failed)
         assert pipe.stats()["documents"] == len(indexed)
+
+
+@pytest.mark.timeout(60)  # a FIFO used to block `index` forever at open
+def test_fifos_devices_and_symlinks_are_listed_with_their_reason_never_read(tmp_path):
+    from hybridctx.sources import PathSource
+    from hybridctx_connectors.sources import FolderSource
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the indexed folder\n")
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "good.md").write_text("The relay restarts after 45 seconds.\n")
+    os.mkfifo(root / "pipe.md")
+    (root / "alias.md").symlink_to(secret)
+    for source in (PathSource([root]), FolderSource(root)):
+        items = list(source.documents())
+        reasons = {os.path.basename(i.item): i.reason for i in items if not hasattr(i, "text")}
+        assert "a FIFO" in reasons["pipe.md"] and "symbolic link" in reasons["alias.md"]
+        assert [os.path.basename(i.id) for i in items if hasattr(i, "text")] == ["good.md"]
+
+    link = tmp_path / "link-to-secret"
+    link.symlink_to(secret)
+    folder_link = tmp_path / "link-to-docs"
+    folder_link.symlink_to(root, target_is_directory=True)
+    for named in (link, folder_link):  # named on the command line: still not followed
+        for source in (PathSource([named]), FolderSource(named)):
+            (failure,) = source.documents()
+            assert "symbolic link" in failure.reason and failure.item == str(named)
+            assert source.folders() == []  # so a re-add never removes the target folder's documents
+    (device,) = PathSource([Path("/dev/zero")]).documents()
+    assert "a device" in device.reason
+
+
+def test_a_folder_too_deep_to_list_is_reported_not_skipped(tmp_path):
+    from hybridctx.sources import PathSource
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 names of 250 characters: past PATH_MAX (4,096)
+            os.mkdir("d" * 250, dir_fd=fd)
+            inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with os.fdopen(os.open("note.md", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as note:
+            note.write("unreachable by path\n")
+    finally:
+        os.close(fd)
+    items = list(PathSource([root]).documents())
+    assert items and all("cannot list the folder" in i.reason for i in items)
+    assert any("too long" in i.reason.lower() for i in items)
+
+
+@pytest.mark.slow
+def test_bad_query_and_k_arguments_are_typed_errors(open_pipe):
+    from hybridctx.errors import InvalidArgumentError
+    from hybridctx.schema import MAX_K
+
+    pipe = open_pipe()
+    pipe.add(["The relay restarts after 45 seconds of silence."])
+    for k in (10**9, MAX_K + 1, 0, 2**63, 1.5, "10", True):
+        with pytest.raises(InvalidArgumentError, match="k must"):
+            pipe.retrieve("relay", k=k)
+    for query in (None, 42, "relay \ud800"):
+        with pytest.raises(InvalidArgumentError, match="query"):
+            pipe.retrieve(query, k=5)
+    assert len(pipe.retrieve("relay", k=MAX_K)) == 1  # the largest k is answered, from what there is
+    with pytest.raises(InvalidArgumentError, match="k"):
+        Pipeline.open(pipe.kb.root, embedder=pipe.embedder, k=10**9)

@@ -71,6 +71,22 @@ def test_bad_calls_come_back_as_errors_naming_the_argument(toolbox, call, messag
 def test_added_documents_are_readable_by_the_adding_principal_only(toolbox):
     added = json.loads(toolbox.call({"name": "add_documents", "arguments": {
         "documents": [{"id": "bob-note", "text": "Bob's bicycle is parked at gate 12."}]}}))
-    assert added["added"] == 1
-    assert toolbox.pipeline.retrieve("bicycle gate", k=1, principal="bob")[0].chunk.doc_id == "bob-note"
-    assert all(h.chunk.doc_id != "bob-note" for h in toolbox.pipeline.retrieve("bicycle gate", k=5, principal="carol"))
+    assert added["added"] == 1 and added["ids"] == ["agent:bob:bob-note"]
+    assert toolbox.pipeline.retrieve("bicycle gate", k=1, principal="bob")[0].chunk.doc_id == "agent:bob:bob-note"
+    assert all(h.chunk.doc_id != "agent:bob:bob-note"
+               for h in toolbox.pipeline.retrieve("bicycle gate", k=5, principal="carol"))
+
+
+def test_an_add_cannot_replace_or_reveal_another_principals_document(toolbox):
+    def add(doc_id: str) -> dict:
+        return json.loads(toolbox.call({"name": "add_documents", "arguments": {
+            "documents": [{"id": doc_id, "text": "Bob was here: the plan is cancelled."}]}}))
+
+    taken, fresh = add("plan"), add("never-used")  # "plan" is alice's
+    assert taken["added"] == fresh["added"] == 1 and not taken["failed"]  # the same answer: no existence oracle
+    hits = toolbox.pipeline.retrieve("Nightjar ships", k=5, principal="alice")
+    (plan,) = [h for h in hits if h.chunk.doc_id == "plan"]
+    assert "4 June" in plan.chunk.text  # alice's text and ACL are untouched
+    assert toolbox.pipeline.retrieve("Nightjar ships", k=5, principal="bob")[0].chunk.doc_id != "plan"
+    again = add("plan")  # bob's own "plan" is his to replace (here: unchanged)
+    assert again["unchanged"] == 1

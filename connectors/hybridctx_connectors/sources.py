@@ -24,7 +24,15 @@ from typing import Any
 
 from hybridctx.errors import InvalidArgumentError, ModelUnavailableError, SourceNotFoundError, UnreadableDocumentError
 from hybridctx.schema import Document, Failure
-from hybridctx.sources import MAX_FILE_BYTES, SKIPPED_DIRS, TEXT_SUFFIXES, check_size, decode_text, document_id
+from hybridctx.sources import (
+    MAX_FILE_BYTES,
+    TEXT_SUFFIXES,
+    check_size,
+    decode_text,
+    document_id,
+    read_regular_file,
+    walk_files,
+)
 
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 PDF_SUFFIXES = frozenset({".pdf"})
@@ -58,7 +66,8 @@ def document_from_bytes(data: bytes, name: str, metadata: dict[str, Any]) -> Doc
 
 class FolderSource:
     """Files under a folder that match `include` and not `exclude` (globs relative to the
-    folder), never following symlinks; text, markdown, reStructuredText, code, HTML and PDF.
+    folder), never following symlinks (a symlink, FIFO or device is listed as a failure with
+    its reason); text, markdown, reStructuredText, code, HTML and PDF.
     `root` may also be one file, read whatever its suffix. A file whose format needs an extra
     that is not installed is listed as a failure naming the extra."""
 
@@ -78,26 +87,27 @@ class FolderSource:
         """The root, when every file under it is listed (no include or exclude patterns): a
         re-add then removes the documents of files that are gone (`hybridctx.sources.FolderWalk`)."""
         unfiltered = self.include == ["**/*"] and not self.exclude
-        return [self.root] if self.root.is_dir() and unfiltered else []
+        return [self.root] if self._is_folder() and unfiltered else []
+
+    def _is_folder(self) -> bool:
+        return self.root.is_dir() and not self.root.is_symlink()  # a symlinked root is read (and refused) as a file
 
     def documents(self) -> Iterator[Document | Failure]:
-        if not self.root.is_dir():
+        if not self._is_folder():
             yield self._read(self.root, self.root.name)
             return
-        for folder, dirs, names in os.walk(self.root):  # os.walk does not follow symlinked folders
-            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
-            for name in sorted(names):
-                path = Path(folder, name)
-                relative = path.relative_to(self.root).as_posix()
-                if path.is_symlink() or path.suffix.lower() not in READABLE_SUFFIXES:
-                    continue
-                if _matches(relative, self.include, self.exclude):
-                    yield self._read(path, relative)
+        for path in walk_files(self.root):
+            if isinstance(path, Failure):
+                yield path
+                continue
+            relative = path.relative_to(self.root).as_posix()
+            if path.suffix.lower() in READABLE_SUFFIXES and _matches(relative, self.include, self.exclude):
+                yield self._read(path, relative)
 
     def _read(self, path: Path, relative: str) -> Document | Failure:
         try:
-            check_size(path, path.stat().st_size, self.max_file_bytes)
-            document = document_from_bytes(path.read_bytes(), str(path), {"name": path.name, "path": relative})
+            data = read_regular_file(path, self.max_file_bytes)
+            document = document_from_bytes(data, str(path), {"name": path.name, "path": relative})
             return document.model_copy(update={"id": document_id(path)})
         except OSError as exc:
             return Failure(item=str(path), reason=f"cannot read: {exc.strerror or exc}")

@@ -76,7 +76,8 @@ class Toolbox:
         }
         if allow_add:
             self.tools["add_documents"] = (
-                AddDocumentsArguments, self.add_documents, "Add or replace documents in the knowledge base."
+                AddDocumentsArguments, self.add_documents,
+                "Add or replace your own documents in the knowledge base (readable by you alone).",
             )
 
     def definitions(self) -> list[dict[str, Any]]:
@@ -135,11 +136,22 @@ class Toolbox:
         }
 
     def add_documents(self, args: AddDocumentsArguments) -> dict[str, Any]:
+        """Documents an agent adds live under its principal's own ids (`agent:<principal>:<id>`)
+        and are readable by that principal alone. With the ids as given, bob adding a document
+        with alice's id replaced her text and took over its ACL, and "added 0" against "added 1"
+        told him which ids exist; in its own namespace an add can only replace the caller's
+        own documents, and answers the same whatever others hold."""
         acl = {self.principal} if self.principal is not None else None  # an agent adds only what it may read
-        documents = [Document(id=d.id, text=d.text, metadata=d.metadata, acl=acl) for d in args.documents]
+        documents = [
+            Document(id=self.own_id(d.id), text=d.text, metadata=d.metadata, acl=acl) for d in args.documents
+        ]
         report = self.pipeline.add(documents)
         return {"added": report.documents_added, "unchanged": report.documents_unchanged,
-                "failed": [f.model_dump() for f in report.failed]}
+                "ids": [d.id for d in documents], "failed": [f.model_dump() for f in report.failed]}
+
+    def own_id(self, document_id: str) -> str:
+        """The id an agent's document is stored under."""
+        return f"agent:{self.principal or ''}:{document_id}"
 
 
 def describe_failure(tool: str, exc: ValidationError | HybridCtxError) -> str:

@@ -81,7 +81,7 @@ class LexicalIndex:
         parsed, _errors = self._index.parse_query_lenient(query, ["text"])  # never fails on odd syntax
         searcher = self._index.searcher()
         wanted = set(allowed.tolist()) if allowed is not None else None
-        fetch = max(k * _OVERFETCH, 10)
+        fetch = min(max(k * _OVERFETCH, 10), searcher.num_docs + 1)  # tantivy allocates for `fetch` up front
         while True:
             hits = searcher.search(parsed, fetch).hits
             scores, ids = [], []
@@ -94,7 +94,7 @@ class LexicalIndex:
                     ids.append(vector_id[0])
             if len(ids) >= k or len(hits) < fetch:
                 return np.asarray(scores[:k], dtype=np.float32), np.asarray(ids[:k], dtype=np.int64)
-            fetch *= 4
+            fetch = min(fetch * 4, searcher.num_docs + 1)
 
     # -- writing (under the knowledge base's write lock) ---------------------------------------
     def stage(self, add: Iterable[tuple[int, str]] = (), remove: Sequence[int] = ()) -> None:
