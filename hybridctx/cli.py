@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hybridctx.errors import HybridCtxError, InvalidArgumentError
+from hybridctx.errors import HybridCtxError, InvalidArgumentError, KnowledgeBaseNotFoundError
 from hybridctx.pack import ORDERINGS
 from hybridctx.schema import AddReport, Answer, Hit, PackedContext
 
@@ -63,12 +63,19 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
     return filters or None
 
 
-def _open(kb: Path, quiet: bool = False, embedder_instance: Any = None, **overrides: Any) -> Any:
+def _open(
+    kb: Path, quiet: bool = False, embedder_instance: Any = None, create: bool = False, **overrides: Any
+) -> Any:
     """The pipeline on `kb`; `overrides` are settings fields (a `backend` override is the
     generating model's settings, VLLMSettings or OpenAISettings, not a backend object).
-    An existing KB is opened with the embedder tier it was built with unless one is given."""
+    An existing KB is opened with the embedder tier it was built with unless one is given;
+    only `create` (indexing) makes a new one."""
+    from hybridctx.index.kb import MANIFEST, checked_root
     from hybridctx.pipeline import Pipeline
     from hybridctx.settings import Settings
+
+    if not create and not (checked_root(kb) / MANIFEST).is_file():
+        raise KnowledgeBaseNotFoundError(kb)
 
     if overrides.get("embedder") is None:
         overrides["embedder"] = _built_tier(kb)
@@ -180,7 +187,7 @@ def index(
     overrides: dict[str, Any] = {"embedder": embedder_tier}
     if embedder is not None:
         overrides["commit_every_chunks"] = embedder.texts_per_call
-    with _open(kb, quiet or as_json, embedder, **overrides) as pipe:
+    with _open(kb, quiet or as_json, embedder, create=True, **overrides) as pipe:
         report = pipe.add([FolderSource(path, max_file_bytes=pipe.settings.max_file_bytes) for path in paths])
     if as_json:
         print_json(report)

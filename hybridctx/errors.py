@@ -67,6 +67,14 @@ class KnowledgeBaseFormatError(KnowledgeBaseError):
     """A file of the knowledge base is missing, damaged, or of an unknown format version."""
 
 
+class KnowledgeBaseNotFoundError(KnowledgeBaseError):
+    def __init__(self, kb_path: object) -> None:
+        super().__init__(
+            f"no knowledge base at {kb_path}: build one with `hybridctx index FILES --kb {kb_path}` "
+            "(reading commands never create one, so a mistyped --kb is not an empty result)"
+        )
+
+
 class KnowledgeBaseLockedError(KnowledgeBaseError):
     """Another process is writing to the knowledge base."""
 

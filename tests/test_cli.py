@@ -77,7 +77,10 @@ def test_pack_prints_the_prompt_and_how_it_was_packed(run, corpus, tmp_path):
         (("pack", "x", "--kb", "{tmp}/kb", "--ordering", "random"), "--ordering must be one of"),
     ],
 )
-def test_bad_input_exits_2_with_a_message_naming_it(run, tmp_path, args, message):
+def test_bad_input_exits_2_with_a_message_naming_it(run, tmp_path, args, message, embedder):
+    from hybridctx import Pipeline
+
+    Pipeline.open(tmp_path / "kb", embedder=embedder, show_progress=False).close()  # reading commands need a KB
     result = run(*(a.format(tmp=tmp_path) for a in args))
     assert result.exit_code == 2, result.output
     assert message in result.stderr

@@ -128,3 +128,31 @@ def test_bad_query_and_k_arguments_are_typed_errors(open_pipe):
     assert len(pipe.retrieve("relay", k=MAX_K)) == 1  # the largest k is answered, from what there is
     with pytest.raises(InvalidArgumentError, match="k"):
         Pipeline.open(pipe.kb.root, embedder=pipe.embedder, k=10**9)
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_bad_kbs_and_arguments_with_exit_2_and_creates_nothing(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridctx.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"})
+
+    def run(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    typo = tmp_path / "typo"
+    for command in (["search", "relay"], ["ask", "relay?"], ["list"], ["stats"]):
+        result = run(*command, "--kb", typo)
+        assert result.exit_code == 2 and "no knowledge base at" in result.output, result.output
+    assert not typo.exists()  # reading commands never create a KB
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a knowledge base")
+    for command in (["search", "relay"], ["index", corpus]):
+        result = run(*command, "--kb", a_file)
+        assert result.exit_code == 2 and "is a file" in result.output, result.output
+    result = run("mcp", "--kb", tmp_path / "kb", "--http", "127.0.0.1:notaport")
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+    assert run("index", corpus, "--kb", tmp_path / "kb", "--quiet").exit_code == 0
+    result = run("search", "How many times does the client retry?", "--kb", tmp_path / "kb", "-k", 10**9)
+    assert result.exit_code == 2 and "k must be between" in result.output, result.output

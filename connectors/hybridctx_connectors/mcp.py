@@ -14,7 +14,7 @@ import inspect
 from typing import Annotated, Any
 
 from hybridctx import Pipeline
-from hybridctx.errors import HybridCtxError, ModelUnavailableError
+from hybridctx.errors import HybridCtxError, InvalidArgumentError, ModelUnavailableError
 from hybridctx.schema import Chunk
 from hybridctx_connectors.tools import Toolbox, describe_failure
 
@@ -57,13 +57,21 @@ def build_server(toolbox: Toolbox, name: str = "hybridctx") -> Any:
 
 def serve(kb: str, principal: str | None = None, http: str | None = None, allow_add: bool = False) -> None:
     """Serve the knowledge base at `kb` over stdio, or over streamable HTTP at `http` (HOST:PORT)."""
+    address = None if http is None else host_and_port(http)  # checked before the KB is opened
     with Pipeline.open(kb, show_progress=False) as pipeline:
         server = build_server(Toolbox(pipeline, principal=principal, allow_add=allow_add))
-        if http is None:
+        if address is None:
             server.run("stdio")
         else:
-            host, _, port = http.rpartition(":")
-            server.run("streamable-http", host=host or "127.0.0.1", port=int(port))
+            server.run("streamable-http", host=address[0], port=address[1])
+
+
+def host_and_port(http: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`, on 127.0.0.1) as a host and a port number."""
+    host, _, port = http.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgumentError(f"--http {http!r}: expected HOST:PORT with a port from 1 to 65535")
+    return host or "127.0.0.1", int(port)
 
 
 def reassemble(chunks: list[Chunk]) -> str:

@@ -35,6 +35,8 @@ from pydantic import BaseModel, ValidationError
 
 from hybridctx.errors import (
     EmbeddingModelMismatchError,
+    InvalidArgumentError,
+    KnowledgeBaseError,
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
 )
@@ -81,7 +83,7 @@ class KnowledgeBase:
         `dimension` is called only to create a new KB (it may load the embedding model).
         `mmap_index`: map the dense index file rather than read it into memory.
         """
-        root = Path(root)
+        root = checked_root(root)
         manifest_path = root / MANIFEST
         if manifest_path.exists():
             manifest = _read_manifest(manifest_path)
@@ -92,7 +94,10 @@ class KnowledgeBase:
                 raise KnowledgeBaseFormatError(
                     f"{root} is not empty and holds no {MANIFEST}: not a hybridctx knowledge base"
                 )
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise KnowledgeBaseError(f"cannot create a knowledge base at {root}: {exc.strerror or exc}") from exc
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 embedding_model=embedding_model,
@@ -322,9 +327,19 @@ class KnowledgeBaseWriter:
         self._store.close()
 
 
+def checked_root(root: str | Path) -> Path:
+    """`root` as a KB folder, refused with a typed error naming it when it cannot be one."""
+    if "\x00" in str(root):
+        raise InvalidArgumentError(f"knowledge base path {str(root)!r} holds a NUL character")
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise KnowledgeBaseFormatError(f"{root} is a file, not a knowledge base folder")
+    return root
+
+
 def built_with(root: str | Path) -> str | None:
     """The embedder name the KB at `root` records (e.g. "all-MiniLM-L6-v2@static"); None if no KB is there."""
-    path = Path(root) / MANIFEST
+    path = checked_root(root) / MANIFEST
     return _read_manifest(path).embedding_model if path.exists() else None
 
 
