@@ -11,7 +11,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -244,6 +244,10 @@ def iter_documents(items: Item | Iterable[Item], max_file_bytes: int = MAX_FILE_
     """
     if isinstance(items, (Document, str, os.PathLike, Source)):
         items = [items]
+    elif isinstance(items, Mapping) or not isinstance(items, Iterable):  # a dict would index its keys as texts
+        raise InvalidArgumentError(
+            f"add: cannot index a {type(items).__name__}; pass Documents, texts, paths or a Source, or a list of them"
+        )
     resolved: list[Document | Source | Failure] = []
     for item in items:
         if isinstance(item, (Document, Source)):

@@ -72,6 +72,9 @@ def test_missing_paths_and_odd_items_are_refused_up_front(tmp_path):
         iter_documents([tmp_path / "nope"])
     with pytest.raises(InvalidArgumentError, match="int"):
         iter_documents([42])
+    for odd in (None, 42, {"a": "b"}):  # not items, nor a list of them (a dict would index its keys)
+        with pytest.raises(InvalidArgumentError, match=type(odd).__name__):
+            iter_documents(odd)
 
 
 def test_demo_corpus_is_the_standard_library_without_tests_or_empty_files():
