@@ -75,6 +75,10 @@ class KnowledgeBaseNotFoundError(KnowledgeBaseError):
         )
 
 
+class DiskFullError(KnowledgeBaseError):
+    """The disk ran out of space while writing the knowledge base; it stands at its last commit."""
+
+
 class KnowledgeBaseLockedError(KnowledgeBaseError):
     """Another process is writing to the knowledge base."""
 

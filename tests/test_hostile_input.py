@@ -156,3 +156,26 @@ def test_the_cli_refuses_bad_kbs_and_arguments_with_exit_2_and_creates_nothing(c
     assert run("index", corpus, "--kb", tmp_path / "kb", "--quiet").exit_code == 0
     result = run("search", "How many times does the client retry?", "--kb", tmp_path / "kb", "-k", 10**9)
     assert result.exit_code == 2 and "k must be between" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_a_typed_error_and_the_kb_stays_at_its_last_commit(open_pipe, monkeypatch):
+    import faiss
+
+    from hybridctx.errors import DiskFullError
+
+    pipe = open_pipe()
+    pipe.add(["The relay restarts after 45 seconds of silence."])
+
+    def full(*_):  # what FAISS raises when a write fails for want of space
+        raise RuntimeError("Error: 'ret == (size_t)1' failed: write error in dense.faiss: No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(faiss, "write_index", full)
+        with pytest.raises(DiskFullError, match="full"):
+            pipe.add(["Part number ZX-4471 fits the older housings only."])
+    assert pipe.stats()["documents"] == 1
+    assert "relay" in pipe.retrieve("relay restarts", k=1)[0].chunk.text
+    # Space again: the same add finishes.
+    assert pipe.add(["Part number ZX-4471 fits the older housings only."]).documents_added == 1
+    assert pipe.retrieve("ZX-4471", k=1)[0].chunk.text.startswith("Part number")

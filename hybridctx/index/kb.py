@@ -21,6 +21,7 @@ commit) is read as a single segment and becomes version 2 at its next commit.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import json
@@ -34,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from hybridctx.errors import (
+    DiskFullError,
     EmbeddingModelMismatchError,
     InvalidArgumentError,
     KnowledgeBaseError,
@@ -209,6 +211,13 @@ class KnowledgeBase:
             writer = KnowledgeBaseWriter(self)
             try:
                 yield writer
+            except Exception as exc:
+                if _is_disk_full(exc):  # the last commit stands: what was not committed is not half there
+                    raise DiskFullError(
+                        f"the disk holding {self.root} is full: this add stopped at its last commit; "
+                        "free some space and run it again to finish (unchanged documents are skipped)"
+                    ) from exc
+                raise
             finally:
                 writer.close()
 
@@ -325,6 +334,14 @@ class KnowledgeBaseWriter:
             self._in_transaction = False
         self._lexical.close()
         self._store.close()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, from any of the stores (SQLite, FAISS, tantivy, plain files), says the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "database or disk is full" in text or "Disk quota exceeded" in text
 
 
 def checked_root(root: str | Path) -> Path:
