@@ -54,13 +54,25 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _parse_filters(pairs: list[str]) -> dict[str, Any] | None:
+    """`--filter KEY=VALUE` pairs as filters; a value that reads as a number also matches that
+    number (`--filter year=2024` found nothing when the metadata held the integer 2024)."""
     filters: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidArgumentError(f"--filter {pair!r}: expected KEY=VALUE")
-        filters.setdefault(key, []).append(value)
+        filters.setdefault(key, []).extend([value, *_as_number(value)])
     return filters or None
+
+
+def _as_number(value: str) -> list[int | float]:
+    for kind in (int, float):
+        try:
+            number = kind(value)
+        except ValueError:
+            continue
+        return [number] if number == number and abs(number) != float("inf") else []  # not NaN nor infinity
+    return []
 
 
 def _open(

@@ -137,3 +137,14 @@ def test_index_reads_html_lists_and_deletes_by_path_and_drops_files_gone(run, tm
     assert json.loads(run("delete", str(docs / "a.md"), "--kb", "kb", "--json").stdout)["documents_removed"] == 1
     assert json.loads(run("delete", "docs", "--kb", "kb", "--json").stdout)["documents_removed"] == 1  # relative
     assert json.loads(run("stats", "--kb", "kb", "--json").stdout)["documents"] == 0
+
+
+def test_a_filter_value_that_reads_as_a_number_matches_numeric_metadata(run, tmp_path, embedder):
+    from hybridctx import Document, Pipeline
+
+    with Pipeline.open(tmp_path / "kb", embedder=embedder, show_progress=False) as pipe:
+        pipe.add([Document(id="report-2024", text="Revenue grew in the year.", metadata={"year": 2024}),
+                  Document(id="report-2023", text="Revenue fell in the year.", metadata={"year": 2023})])
+    found = run("search", "revenue", "--kb", tmp_path / "kb", "--filter", "year=2024", "--json")
+    assert found.exit_code == 0, found.output
+    assert [h["doc_id"] for h in json.loads(found.stdout)] == ["report-2024"]
