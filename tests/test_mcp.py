@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 RELAY = "The Zephyr relay restarts after 45 seconds of silence. Error code ZR-118 means the fuse blew."
 SECRET = "Project Nightjar ships on 4 June to the Oslo office."
+TODO_ID, TODO = "/srv/bob/../bob/todo list?.md", "Bob must renew the parking permit by Friday."  # path-like
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def kb(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("mcp") / "kb"
     with Pipeline.open(root, embedder=embedder, show_progress=False) as pipe:
         pipe.add([Document(id="relay", text=RELAY, metadata={"source": "ops/relay.md"}),
-                  Document(id="nightjar", text=SECRET, acl={"alice"})])
+                  Document(id="nightjar", text=SECRET, acl={"alice"}),
+                  Document(id=TODO_ID, text=TODO, acl={"bob"})])
     return root
 
 
@@ -50,6 +52,8 @@ async def exercise(session) -> dict:  # type: ignore[no-untyped-def]
     smuggled = await session.call_tool("search", {"query": "Nightjar", "principal": "alice"})
     listing = await session.read_resource("hybridctx://documents")
     document = await session.read_resource("hybridctx://documents/relay")
+    listed = {d["id"]: d["uri"] for d in json.loads(listing.contents[0].text)}
+    todo = await session.read_resource(listed[TODO_ID])  # the URI as listed reads back, whatever the id
     return {
         "tools": tools,
         "found": json.loads(found.content[0].text),
@@ -59,6 +63,7 @@ async def exercise(session) -> dict:  # type: ignore[no-untyped-def]
         "smuggled": smuggled,
         "listing": json.loads(listing.contents[0].text),
         "document": document.contents[0].text,
+        "todo": todo.contents[0].text,
     }
 
 
@@ -72,8 +77,8 @@ def check(seen: dict) -> None:
     assert "Oslo" not in seen["secret_context"]["context"]  # its exact text as the query finds nothing of it
     smuggled = seen["smuggled"]  # the SDK drops the unknown argument; the principal stays bob
     assert smuggled.is_error or "nightjar" not in smuggled.content[0].text
-    assert [d["id"] for d in seen["listing"]] == ["relay"]
-    assert seen["document"] == RELAY
+    assert sorted(d["id"] for d in seen["listing"]) == sorted(["relay", TODO_ID])
+    assert seen["document"] == RELAY and seen["todo"] == TODO
 
 
 def test_a_client_over_stdio(kb):

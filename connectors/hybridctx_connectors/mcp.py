@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from hybridctx import Pipeline
 from hybridctx.errors import HybridCtxError, InvalidArgumentError, ModelUnavailableError
@@ -26,6 +27,7 @@ def build_server(toolbox: Toolbox, name: str = "hybridctx") -> Any:
     try:
         from mcp.server.mcpserver import MCPServer
         from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+        from mcp.server.mcpserver.resources.templates import ResourceSecurity
     except ImportError as exc:
         raise ModelUnavailableError("the MCP server needs the mcp extra: pip install 'hybridctx[mcp]'") from exc
 
@@ -41,11 +43,14 @@ def build_server(toolbox: Toolbox, name: str = "hybridctx") -> Any:
     @server.resource(DOCUMENTS_URI, name="documents", mime_type="application/json",
                      description="The documents this server's principal may read: id and source.")
     def documents() -> list[dict[str, str]]:
-        return [{"id": doc_id, "source": source, "uri": f"{DOCUMENTS_URI}/{doc_id}"}
+        return [{"id": doc_id, "source": source, "uri": document_uri(doc_id)}
                 for doc_id, source in store.visible_documents(toolbox.principal)]
 
+    # An id is a key the store looks up under the principal's ACL, never a file path: the SDK's
+    # path checks (which refused ids like "/srv/bob/todo.md") do not apply to it.
     @server.resource(DOCUMENTS_URI + "/{doc_id}", name="document", mime_type="text/plain",
-                     description="The text of one document, reassembled from its chunks.")
+                     description="The text of one document, reassembled from its chunks.",
+                     security=ResourceSecurity(exempt_params={"doc_id"}))
     def document(doc_id: str) -> str:
         chunks = store.document_chunks(doc_id, toolbox.principal)
         if not chunks:
@@ -72,6 +77,12 @@ def host_and_port(http: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidArgumentError(f"--http {http!r}: expected HOST:PORT with a port from 1 to 65535")
     return host or "127.0.0.1", int(port)
+
+
+def document_uri(doc_id: str) -> str:
+    """The resource URI of a document: its id percent-encoded whole, slashes included, so that
+    any id ("/srv/bob/todo.md", "a b?c") is one path segment and reads back as itself."""
+    return f"{DOCUMENTS_URI}/{quote(doc_id, safe='')}"
 
 
 def reassemble(chunks: list[Chunk]) -> str:
