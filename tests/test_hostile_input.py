@@ -179,3 +179,22 @@ def test_a_full_disk_is_a_typed_error_and_the_kb_stays_at_its_last_commit(open_p
     # Space again: the same add finishes.
     assert pipe.add(["Part number ZX-4471 fits the older housings only."]).documents_added == 1
     assert pipe.retrieve("ZX-4471", k=1)[0].chunk.text.startswith("Part number")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_kb_whose_store_is_gone_is_refused_and_its_index_kept(open_pipe, tmp_path, damage):
+    from hybridctx.errors import KnowledgeBaseFormatError
+
+    pipe = open_pipe()
+    pipe.add(["The relay restarts after 45 seconds of silence."])
+    pipe.close()
+    store = tmp_path / "kb" / "chunks.sqlite"
+    for wal in store.parent.glob("chunks.sqlite-*"):
+        wal.unlink()
+    store.unlink() if damage == "delete" else store.write_bytes(b"")
+    segments = sorted(p.name for p in store.parent.glob("dense-*"))
+    assert segments
+    with pytest.raises(KnowledgeBaseFormatError, match="chunks.sqlite is missing or empty"):
+        open_pipe()
+    assert sorted(p.name for p in store.parent.glob("dense-*")) == segments  # nothing was discarded

@@ -91,6 +91,7 @@ class KnowledgeBase:
             manifest = _read_manifest(manifest_path)
             if manifest.embedding_model != embedding_model:
                 raise EmbeddingModelMismatchError(root, manifest.embedding_model, embedding_model)
+            _check_store_present(root)
         else:
             if root.exists() and any(root.iterdir()):
                 raise KnowledgeBaseFormatError(
@@ -334,6 +335,20 @@ class KnowledgeBaseWriter:
             self._in_transaction = False
         self._lexical.close()
         self._store.close()
+
+
+def _check_store_present(root: Path) -> None:
+    """Refuse a KB whose chunk store is gone or emptied while its indexes remain: SQLite opened
+    it as a new, empty store, and the next add deleted the old dense segments for good."""
+    store = root / STORE
+    if store.is_file() and store.stat().st_size > 0:
+        return
+    kept = sorted(p.name for p in root.iterdir() if p.name not in (MANIFEST, LOCK) and not p.name.startswith(STORE))
+    if kept:
+        raise KnowledgeBaseFormatError(
+            f"{store} is missing or empty, but {root} still holds {', '.join(kept[:3])}: not opened, since "
+            f"writing would discard them. Restore {STORE} from a backup, or index into a new folder"
+        )
 
 
 def _is_disk_full(exc: BaseException) -> bool:
