@@ -215,8 +215,8 @@ class KnowledgeBase:
             except Exception as exc:
                 if _is_disk_full(exc):  # the last commit stands: what was not committed is not half there
                     raise DiskFullError(
-                        f"the disk holding {self.root} is full: this add stopped at its last commit; "
-                        "free some space and run it again to finish (unchanged documents are skipped)"
+                        f"the disk holding {self.root} is full: the knowledge base stands at its last commit; "
+                        "free some space and run the command again to finish (an add skips what it already committed)"
                     ) from exc
                 raise
             finally:
