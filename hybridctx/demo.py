@@ -5,9 +5,11 @@ Every Python install carries this corpus, so the demo runs anywhere with no down
 
 from __future__ import annotations
 
+import fcntl
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +53,21 @@ def stdlib_files(max_files: int | None = 300) -> list[Path]:
         if (root / module) not in chosen:
             chosen.append(root / module)
     return chosen
+
+
+@contextmanager
+def one_at_a_time(kb: Path, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Demos sharing a KB take turns (the KB admits one writer): a second `hybridctx demo` waits
+    for the first, then finds the corpus indexed and only answers. The lock file sits beside
+    the KB, not in it."""
+    kb.parent.mkdir(parents=True, exist_ok=True)
+    with open(kb.parent / f"{kb.name}.demo.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass

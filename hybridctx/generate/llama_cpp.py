@@ -5,9 +5,13 @@ the cache directory (`hybridctx.generate.models`).
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,42 @@ from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.generate.models import embedded_gguf
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import TokenCounter, count_in_threads
+
+_log = logging.getLogger(__name__)
+# ggml's levels (DEBUG=1 ... ERROR=4, 5 continues the previous line). llama-cpp-python 0.3 maps
+# them from an older enum, so with verbose=False it prints every warning (a vocabulary-only load
+# warns "n_ctx_seq > n_ctx_train (0)") and hides the errors; its verbose flag is left alone.
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log_callback: Any = None  # ctypes must keep the callback alive while llama.cpp holds it
+_last_level = logging.DEBUG
+
+
+def _route_llama_logs() -> None:
+    """Send llama.cpp's log lines to the `hybridctx.generate.llama_cpp` logger at their own
+    level (hybridctx's NullHandler keeps them off the terminal unless logging is configured)."""
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        global _last_level
+        _last_level = _GGML_LEVELS.get(level, _last_level)
+        if _log.isEnabledFor(_last_level):
+            _log.log(_last_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+
+    _log_callback = forward
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
+def _close_at_exit(model: weakref.ref[Any]) -> None:
+    """llama.cpp frees a model left open in `__del__` during interpreter shutdown, after its
+    own module globals are gone: a TypeError traceback at exit. atexit runs first."""
+    live = model()
+    if live is not None:
+        live.close()
 
 
 class LlamaTokenCounter:
@@ -71,7 +111,8 @@ class LlamaCppBackend:
             raise ModelUnavailableError(
                 "the embedded model needs llama-cpp-python: pip install llama-cpp-python"
             ) from exc
-        return Llama(
+        _route_llama_logs()
+        llama = Llama(
             model_path=str(self.model_path),
             n_ctx=self.context_window,
             n_threads=self._threads,
@@ -79,6 +120,8 @@ class LlamaCppBackend:
             vocab_only=vocab_only,
             verbose=False,
         )
+        atexit.register(_close_at_exit, weakref.ref(llama))
+        return llama
 
     def token_counter(self) -> TokenCounter:
         with self._lock:
