@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from hybridctx.generate import (
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
 from hybridctx.index.kb import KnowledgeBase
-from hybridctx.pack import Packer, PackSession, sketch_profiles
+from hybridctx.pack import ControlTokens, Packer, PackSession, PromptTemplate, sketch_profiles
 from hybridctx.retrieve import Candidates, DenseRetriever, HybridRetriever, LexicalRetriever, Retriever, candidates
 from hybridctx.schema import AddReport, Answer, DocumentInfo, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
 from hybridctx.settings import Settings
@@ -149,15 +149,16 @@ class Pipeline:
 
     @cached_property
     def packer(self) -> Packer:
+        template = PromptTemplate(control_tokens=ControlTokens(self.backend.control_tokens()))
         return Packer(
-            self.backend.token_counter(), near_duplicate_threshold=self.settings.near_duplicate_threshold,
+            self.backend.token_counter(), template, near_duplicate_threshold=self.settings.near_duplicate_threshold,
             follow_up_share=self.settings.follow_up_share,
         )
 
     @cached_property
     def synthesizer(self) -> Synthesizer:
         facts_packer = Packer(
-            self.backend.token_counter(), FACTS_TEMPLATE,
+            self.backend.token_counter(), replace(FACTS_TEMPLATE, control_tokens=self.packer.template.control_tokens),
             near_duplicate_threshold=self.settings.near_duplicate_threshold,
         )
         return Synthesizer(self.backend, facts_packer, self.packer.template)

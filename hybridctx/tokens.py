@@ -166,6 +166,11 @@ class HFTokenizer:
         # encode_batch_fast skips the character offsets, which counting does not need: twice as fast.
         return [len(e.ids) for e in self._tok.encode_batch_fast(list(texts), add_special_tokens=self._special)]
 
+    def control_tokens(self) -> frozenset[str]:
+        """The added tokens marked special: `tokenizers` (and so vLLM) reads each as one control
+        token wherever it appears in a text; the others (Gemma's runs of newlines) are text."""
+        return frozenset(t.content for t in self._tok.get_added_tokens_decoder().values() if t.special)
+
     def offsets(self, text: str) -> TokenOffsets:
         segments = _line_segments(text)
         encodings = self._tok.encode_batch(
@@ -191,7 +196,12 @@ def _line_segments(text: str) -> list[tuple[int, int]]:
     return segments
 
 
-_OPENAI_ENCODINGS = ("cl100k_base", "o200k_base")
+# Each encoding's special tokens, as tiktoken's `tiktoken_ext/openai_public.py` declares them
+# (the bpe crate does not list them, and tiktoken reads them only with the ranks it downloads).
+_OPENAI_ENCODINGS = {
+    "cl100k_base": ("<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|endofprompt|>"),
+    "o200k_base": ("<|endoftext|>", "<|endofprompt|>"),
+}
 
 
 class TiktokenCounter:
@@ -218,6 +228,9 @@ class TiktokenCounter:
 
     def count(self, text: str) -> int:
         return self._tokenizer.count(text)
+
+    def control_tokens(self) -> frozenset[str]:
+        return frozenset(_OPENAI_ENCODINGS[self.name])
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return [self._tokenizer.count(t) for t in texts]  # it holds the GIL: threads would not help

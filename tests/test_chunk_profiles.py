@@ -59,7 +59,7 @@ def without_profiles(hits: list[Hit]) -> list[Hit]:
 def test_retrieved_chunks_carry_what_the_packer_would_work_out(pipe, llama_counter):
     hits = pipe.retrieve(QUESTION, k=200)
     assert len(hits) > 40
-    packer = Packer(llama_counter)
+    packer = Packer(llama_counter, pipe.packer.template)
     texts = [h.chunk.text for h in hits]
     sketches = sketch_batch(texts)
     for hit, sketch in zip(hits, sketches, strict=True):
@@ -76,12 +76,12 @@ def test_retrieved_chunks_carry_what_the_packer_would_work_out(pipe, llama_count
 def test_stored_profiles_change_nothing_but_the_work(pipe, llama_counter, budget):
     hits = pipe.retrieve(QUESTION, k=200)
     stored, bare = Recording(llama_counter), Recording(llama_counter)
-    with_profiles = Packer(stored).pack(QUESTION, hits, budget)
-    computed = Packer(bare).pack(QUESTION, without_profiles(hits), budget)
+    with_profiles = Packer(stored, pipe.packer.template).pack(QUESTION, hits, budget)
+    computed = Packer(bare, pipe.packer.template).pack(QUESTION, without_profiles(hits), budget)
     assert with_profiles.prompt == computed.prompt and with_profiles.token_count == computed.token_count
     assert with_profiles.dropped == computed.dropped
     assert with_profiles.token_count == llama_counter.count(with_profiles.prompt) <= budget
-    bodies = {Packer(llama_counter).template.body(h.chunk.text.strip()) for h in hits}
+    bodies = {Packer(llama_counter, pipe.packer.template).template.body(h.chunk.text.strip()) for h in hits}
     assert not bodies & set(stored.texts)  # no chunk was tokenized: the stored counts served
     assert bodies & set(bare.texts)
 
@@ -102,7 +102,7 @@ def test_profiles_of_a_text_changed_after_retrieval_are_not_used(pipe, llama_cou
     longer = " and then it waits for a long, long time" * 8
     changed = [h.model_copy(update={"chunk": h.chunk.model_copy(update={"text": h.chunk.text + longer})}) for h in hits]
     assert changed[0].chunk.profile is hits[0].chunk.profile  # model_copy keeps them: the packer must notice
-    context = Packer(llama_counter).pack(QUESTION, changed, 4000)
+    context = Packer(llama_counter, pipe.packer.template).pack(QUESTION, changed, 4000)
     assert context.token_count == llama_counter.count(context.prompt) <= 4000
     assert longer.strip() in context.prompt
 
@@ -115,12 +115,13 @@ def test_refresh_fills_in_the_profiles_an_older_kb_or_another_model_lacks(pipe, 
     hits = pipe.retrieve(QUESTION, k=200)
     assert any(h.chunk.profile is None for h in hits)
     assert any(h.chunk.profile and h.chunk.profile.tokens == 1 for h in hits)
-    context = Packer(llama_counter).pack(QUESTION, hits, 1500)  # another model's counts are not taken
+    # another model's counts are not taken
+    context = Packer(llama_counter, pipe.packer.template).pack(QUESTION, hits, 1500)
     assert context.token_count == llama_counter.count(context.prompt) <= 1500
 
     assert pipe.refresh_profiles() == lacking > 0
     assert pipe.refresh_profiles() == 0  # nothing left to do
-    packer = Packer(llama_counter)
+    packer = Packer(llama_counter, pipe.packer.template)
     for hit in pipe.retrieve(QUESTION, k=200):
         assert hit.chunk.profile.reader == packer.reader
         assert hit.chunk.profile.tokens == llama_counter.count(packer.template.body(hit.chunk.text.strip()))

@@ -88,3 +88,20 @@ def test_the_packer_fits_the_budget_counts_exactly_and_shows_text_once(chunker, 
         assert " ".join(p.text.split()) == " ".join(text[p.start : p.end].split())
     shown = {c.id for c in ctx.chunks}
     assert shown | {d.chunk_id for d in ctx.dropped} == {c.id for c in chunks}
+
+
+CONTROL = ("<s>", "</s>", "<start_of_turn>", "<unused1>", "<unused12>", "[CLS]", "[C", "<")
+control_text = st.lists(
+    st.one_of(st.sampled_from(CONTROL), st.text(alphabet=st.characters(blacklist_characters="&"), max_size=12)),
+    max_size=30,
+).map("".join)
+
+
+@given(control_text)
+@settings(max_examples=300, deadline=None)
+def test_escaping_control_tokens_leaves_none_and_changes_only_their_first_character(text):
+    from hybridctx.pack.prompt import ControlTokens
+
+    escaped = ControlTokens(CONTROL).escape(text)
+    assert not any(token in escaped for token in CONTROL)
+    assert escaped.replace("&lt;", "<").replace("&#91;", "[") == text

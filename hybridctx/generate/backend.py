@@ -36,6 +36,11 @@ class Backend(Protocol):
         """Counts prompt tokens exactly as this backend's model reads them."""
         ...
 
+    def control_tokens(self) -> frozenset[str]:
+        """The strings this model's tokenizer turns into control tokens when they appear in a
+        prompt: the packer escapes them in everything it quotes."""
+        ...
+
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,

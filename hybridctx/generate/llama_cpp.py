@@ -20,7 +20,7 @@ from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.generate.models import embedded_gguf
 from hybridctx.schema import PackedContext, Usage
-from hybridctx.tokens import TokenCounter, count_in_threads
+from hybridctx.tokens import count_in_threads
 
 _log = logging.getLogger(__name__)
 # ggml's levels (DEBUG=1 ... ERROR=4, 5 continues the previous line). llama-cpp-python 0.3 maps
@@ -82,6 +82,20 @@ class LlamaTokenCounter:
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return count_in_threads(self.count, texts)
 
+    def control_tokens(self) -> frozenset[str]:
+        """The vocabulary's control and unknown tokens (Gemma 3: 6,249). The backend tokenizes
+        prompts with parse_special off, so it reads them as text; they are escaped all the
+        same, so that a prompt means the same to every backend. User-defined tokens (runs of
+        spaces, `<table>`) are ordinary text."""
+        import llama_cpp
+
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return frozenset(
+            llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
+            for token in range(llama_cpp.llama_vocab_n_tokens(self._vocab))
+            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & control
+        )
+
 
 class LlamaCppBackend:
     """llama.cpp on the CPU; loaded lazily, reused across calls (it keeps the last prompt's KV cache)."""
@@ -96,6 +110,7 @@ class LlamaCppBackend:
         self._threads = threads or max(1, len(os.sched_getaffinity(0)))
         self._llm: Any = None
         self._vocab: Any = None
+        self._control_tokens: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -123,11 +138,16 @@ class LlamaCppBackend:
         atexit.register(_close_at_exit, weakref.ref(llama))
         return llama
 
-    def token_counter(self) -> TokenCounter:
+    def token_counter(self) -> LlamaTokenCounter:
         with self._lock:
             if self._llm is None and self._vocab is None:
                 self._vocab = self._load(vocab_only=True)
             return LlamaTokenCounter(self._llm or self._vocab)
+
+    def control_tokens(self) -> frozenset[str]:
+        if self._control_tokens is None:  # 0.2 s over Gemma's 262k-token vocabulary
+            self._control_tokens = self.token_counter().control_tokens()
+        return self._control_tokens
 
     def close(self) -> None:
         """Free the loaded model (llama.cpp would otherwise free it during interpreter shutdown,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.schema import PackedContext, Usage
-from hybridctx.tokens import HFTokenizer, TiktokenCounter, TokenCounter
+from hybridctx.tokens import HFTokenizer, TiktokenCounter
 
 
 class OpenAISettings(BaseModel):
@@ -58,9 +58,13 @@ class OpenAICompatibleBackend:
             timeout=httpx.Timeout(settings.timeout_s, connect=10.0),
             transport=transport,
         )
-        self._counter: TokenCounter | None = None
+        self._counter: HFTokenizer | TiktokenCounter | None = None
 
-    def token_counter(self) -> TokenCounter:
+    def control_tokens(self) -> frozenset[str]:
+        """The counting tokenizer's: the served model's when `tokenizer` names its folder."""
+        return self.token_counter().control_tokens()
+
+    def token_counter(self) -> HFTokenizer | TiktokenCounter:
         if self._counter is None:
             self._counter = _counter_for(self.settings.tokenizer or self.settings.model)
         return self._counter
@@ -162,7 +166,7 @@ def _server_message(response: httpx.Response) -> str:
         return response.text[:500]
 
 
-def _counter_for(tokenizer: str) -> TokenCounter:
+def _counter_for(tokenizer: str) -> HFTokenizer | TiktokenCounter:
     if tokenizer in ("cl100k_base", "o200k_base"):
         return TiktokenCounter(tokenizer)
     path = Path(tokenizer)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
 from hybridctx.schema import PackedContext, Usage
-from hybridctx.tokens import HFTokenizer, TokenCounter
+from hybridctx.tokens import HFTokenizer
 
 
 class RopeScaling(BaseModel):
@@ -102,7 +102,10 @@ class VLLMBackend:
             )
         return path
 
-    def token_counter(self) -> TokenCounter:
+    def control_tokens(self) -> frozenset[str]:
+        return self.token_counter().control_tokens()
+
+    def token_counter(self) -> HFTokenizer:
         """The model's own tokenizer, counting the BOS token vLLM adds to a plain prompt."""
         if self._counter is None:
             tokenizer_json = self.model_path / "tokenizer.json"

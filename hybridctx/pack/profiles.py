@@ -36,5 +36,6 @@ def reader_id(counter: TokenCounter, template: PromptTemplate) -> ReaderId | Non
     if not isinstance(counter, KeyedCounter):
         return None
     probe = template.body("Probe <passage id=\"1\"> text </passage> <|im_start|> end")
-    digest = hashlib.blake2b(f"{counter.key}\n{type(template).__qualname__}\n{probe}".encode(), digest_size=8).digest()
+    quoting = f"{type(template).__qualname__}\n{template.control_tokens.key}\n{probe}"
+    digest = hashlib.blake2b(f"{counter.key}\n{quoting}".encode(), digest_size=8).digest()
     return ReaderId(int.from_bytes(digest, "little", signed=True))  # SQLite integers are signed 64-bit

@@ -3,13 +3,16 @@
 Everything before the first passage is query-independent, so consecutive questions share
 it as a cacheable prefix. Each passage is quoted between `<passage id=...>` and
 `</passage>`; retrieved text is neutralised so that it can neither close its passage early,
-open a fake one, nor smuggle in a chat-template control token (which a server tokenizer
-would otherwise read as a real special token).
+open a fake one, nor smuggle in a control token: the reading model's own list
+(`Backend.control_tokens`) and, for tokenizers not known here, a pattern of the usual shapes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hybridctx.schema import Passage
@@ -21,19 +24,54 @@ _CONTROL_LOOKALIKE = re.compile(
 )
 
 
-def neutralise(text: str) -> str:
-    """Escape the `<` of anything in retrieved text that looks like a delimiter or control token."""
-    return _CONTROL_LOOKALIKE.sub("&lt;", text)
+class ControlTokens:
+    """The exact strings a reading model's tokenizer turns into control tokens wherever they
+    occur in a prompt (Gemma 3's Hugging Face tokenizer: 6,249, `<unused0>`..`<unused6241>`
+    among them, which no hand-written pattern lists).
+
+    Each candidate is looked up by its first character and length: 0.4 s per MB of HTML (a `<`
+    every 5 characters), where one regex alternation of the 6,249 took 12 s, every `<` trying
+    them all. Prose and code without `<` cost nothing."""
+
+    def __init__(self, tokens: Iterable[str] = ()) -> None:
+        self.tokens = frozenset(t for t in tokens if t)
+        lengths: dict[str, set[int]] = defaultdict(set)
+        for token in self.tokens:
+            lengths[token[0]].add(len(token))
+        self._lengths = {first: sorted(found, reverse=True) for first, found in lengths.items()}
+        self._starts = re.compile("[" + "".join(map(re.escape, self._lengths)) + "]") if self._lengths else None
+        self.key = hashlib.blake2b("\n".join(sorted(self.tokens)).encode(), digest_size=8).hexdigest()
+
+    def escape(self, text: str) -> str:
+        """`text` with the first character of each control token written as an HTML entity."""
+        if self._starts is None:
+            return text
+        pieces: list[str] = []
+        done = 0
+        for match in self._starts.finditer(text):
+            at = match.start()
+            first = text[at]
+            if any(text[at:at + length] in self.tokens for length in self._lengths[first]):
+                pieces += [text[done:at], "&lt;" if first == "<" else f"&#{ord(first)};"]
+                done = at + 1
+        pieces.append(text[done:])
+        return "".join(pieces)
 
 
-def _attribute(value: str) -> str:
-    return neutralise(" ".join(value.split())).replace('"', "&quot;")
+NO_CONTROL_TOKENS = ControlTokens()
+
+
+def neutralise(text: str, control_tokens: ControlTokens = NO_CONTROL_TOKENS) -> str:
+    """Escape the first character of anything in retrieved text that is, or looks like, a
+    passage delimiter or a control token."""
+    return control_tokens.escape(_CONTROL_LOOKALIKE.sub("&lt;", text))
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
     """Instructions (with a one-shot example: small base models need it to answer in the
-    right shape), passages, then the question. `head + passages + tail(query)` is the prompt."""
+    right shape), passages, then the question. `head + passages + tail(query)` is the prompt.
+    `control_tokens` are the reading model's, escaped in everything quoted."""
 
     head: str = (
         "Below are passages quoted from a knowledge base, each between <passage id=\"N\"> and "
@@ -55,6 +93,7 @@ class PromptTemplate:
         "Question: {query}\n"
         "Answer:"
     )
+    control_tokens: ControlTokens = NO_CONTROL_TOKENS
 
     def passage(self, passage: Passage) -> str:
         return self.header(passage) + self.body(passage.text)
@@ -62,13 +101,16 @@ class PromptTemplate:
     def header(self, passage: Passage) -> str:
         """The opening line of a passage: its id, source and lines."""
         return (
-            f'<passage id="{passage.number}" source="{_attribute(passage.source)}" '
+            f'<passage id="{passage.number}" source="{self._attribute(passage.source)}" '
             f'lines="{passage.start_line}-{passage.end_line}">\n'
         )
 
     def body(self, text: str) -> str:
         """The quoted text and the closing delimiter."""
-        return f"{neutralise(text)}\n</passage>\n\n"
+        return f"{neutralise(text, self.control_tokens)}\n</passage>\n\n"
+
+    def _attribute(self, value: str) -> str:
+        return neutralise(" ".join(value.split()), self.control_tokens).replace('"', "&quot;")
 
     def tail(self, query: str) -> str:
         return self.question.format(query=" ".join(query.split()))
