@@ -164,3 +164,5 @@ def test_a_filter_value_that_reads_as_a_number_matches_numeric_metadata(run, tmp
     found = run("search", "revenue", "--kb", tmp_path / "kb", "--filter", "year=2024", "--json")
     assert found.exit_code == 0, found.output
     assert [h["doc_id"] for h in json.loads(found.stdout)] == ["report-2024"]
+    typo = run("search", "revenue", "--kb", tmp_path / "kb", "--filter", "yaer=2024")
+    assert typo.exit_code == 2 and "metadata key 'yaer'" in typo.stderr

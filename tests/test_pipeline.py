@@ -88,6 +88,23 @@ def test_documents_texts_and_metadata_filters(open_pipe):
         pipe.retrieve("retries", filters={"bad key'": 1})
     with pytest.raises(InvalidArgumentError, match="filters"):
         pipe.retrieve("retries", filters=["product"])  # type: ignore[arg-type]  # not a mapping
+    with pytest.raises(InvalidArgumentError, match="no document .* has the metadata key 'prodcut'"):
+        pipe.retrieve("retries", filters={"prodcut": "zephyr"})  # a typo is named, not an empty answer
+    pipe.delete("note-3")
+    assert pipe.retrieve("retries", k=20, filters={"tags": "v3"}) == []  # a key once added stays known
+
+
+def test_a_kb_made_before_metadata_keys_were_listed_lists_them_on_open(open_pipe, tmp_path):
+    import sqlite3
+
+    pipe = open_pipe()
+    pipe.add([Document(id="a", text="The Zephyr client retries.", metadata={"product": "zephyr"})])
+    pipe.close()
+    with sqlite3.connect(tmp_path / "kb" / "chunks.sqlite") as db:  # as the store was before
+        db.execute("DELETE FROM metadata_keys")
+        db.execute("DELETE FROM meta WHERE key = 'metadata_keys'")
+    pipe = open_pipe()
+    assert [h.chunk.doc_id for h in pipe.retrieve("retries", filters={"product": "zephyr"})] == ["a"]
 
 
 def test_acl_hides_documents_from_other_principals(open_pipe):

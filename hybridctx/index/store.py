@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS chunk_facts (
     reader INTEGER,
     tokens INTEGER
 );
+-- Every metadata key a document was ever added with, so that a filter on a key no document
+-- has is refused by name instead of matching nothing (kept after the documents go).
+CREATE TABLE IF NOT EXISTS metadata_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Deleted vectors still inside a dense index segment (segments.py): searches skip them.
 CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 -- Lets every query ask "does any document have an ACL?" without scanning the table.
@@ -93,6 +96,7 @@ class ChunkStore:
             if create:  # once per store: creating the tables takes SQLite's write lock
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                _list_metadata_keys(db)
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise KnowledgeBaseFormatError(f"chunk store {self.path} is damaged or not SQLite: {exc}") from exc
@@ -190,6 +194,9 @@ class ChunkStore:
                 sum(c.token_count for c in chunks),
                 time.time(),
             ),
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO metadata_keys(key) VALUES (?)", [(str(key),) for key in document.metadata]
         )
         if acl:
             self._db.executemany(
@@ -299,6 +306,12 @@ class ChunkStore:
 
     def _visibility(self, scope: Scope) -> tuple[list[str], list[Any]]:
         clauses, params = _filter_clauses(scope.filters or {})
+        for key in scope.filters or {}:
+            if not self._db.execute("SELECT 1 FROM metadata_keys WHERE key = ?", (key,)).fetchone():
+                raise InvalidArgumentError(
+                    f"filters: no document in this knowledge base has the metadata key {key!r}"
+                    " (filters match the metadata documents were added with)"
+                )
         principal = scope.principal
         has_acl = self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone()
         if has_acl:
@@ -370,6 +383,18 @@ class ChunkStore:
         docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return int(docs), int(chunks)
+
+
+def _list_metadata_keys(db: sqlite3.Connection) -> None:
+    """Fill `metadata_keys` for a store made before it existed: O(documents), once."""
+    if db.execute("SELECT 1 FROM meta WHERE key = 'metadata_keys'").fetchone():
+        return
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT OR IGNORE INTO metadata_keys SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j"
+        )
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('metadata_keys', 'listed')")
 
 
 def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
