@@ -179,3 +179,22 @@ def test_a_damaged_chunk_store_is_named_on_open(tmp_path, embedder):
     store.write_bytes(bytes(data))
     with pytest.raises(KnowledgeBaseFormatError, match="chunks.sqlite"):
         Pipeline.open(kb, embedder=embedder, show_progress=False)
+
+
+@pytest.mark.parametrize("flipped", [ord("W") ^ ord("X"), 0xFF], ids=["letter", "not-utf8"])
+def test_a_flipped_byte_in_a_stored_chunk_text_is_refused_not_served(tmp_path, embedder, flipped):
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False) as pipe:
+        pipe.add(["The Wolfram valve closes at 40 bar.", "Pumps are serviced every spring."])
+    store = kb / "chunks.sqlite"
+    data = bytearray(store.read_bytes())
+    at = data.index(b"Wolfram valve")
+    data[at] ^= flipped  # "Xolfram", or a byte that is no UTF-8
+    store.write_bytes(bytes(data))
+    with Pipeline.open(kb, embedder=embedder, show_progress=False) as pipe:
+        with pytest.raises(KnowledgeBaseFormatError, match="is damaged") as raised:
+            pipe.retrieve("valve closing pressure", k=2)
+        assert "chunks.sqlite" in str(raised.value)
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, retrieval="lexical") as pipe:
+        hits = pipe.retrieve("pumps serviced", k=2)  # sound chunks are still served
+        assert [h.chunk.text for h in hits] == ["Pumps are serviced every spring."]

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     "end" INTEGER NOT NULL,
     start_line INTEGER NOT NULL,
     end_line INTEGER NOT NULL,
-    token_count INTEGER NOT NULL
+    token_count INTEGER NOT NULL,
+    text_crc INTEGER  -- CRC-32 of the text's UTF-8, checked on every read (none in older stores)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 -- What the packer needs of each chunk, worked out at index time (schema.ChunkProfile; the
@@ -96,7 +98,7 @@ class ChunkStore:
             if create:  # once per store: creating the tables takes SQLite's write lock
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
-                _list_metadata_keys(db)
+                _upgrade(db)
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise KnowledgeBaseFormatError(f"chunk store {self.path} is damaged or not SQLite: {exc}") from exc
@@ -206,9 +208,9 @@ class ChunkStore:
         added = []
         for c in chunks:
             cursor = self._db.execute(
-                'INSERT INTO chunks(id, doc_id, text, start, "end", start_line, end_line, token_count)'
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count),
+                'INSERT INTO chunks(id, doc_id, text, start, "end", start_line, end_line, token_count, text_crc)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count, text_crc(c.text)),
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
         if profiles is not None:
@@ -258,23 +260,37 @@ class ChunkStore:
         for offset in range(0, len(ids), 500):
             batch = ids[offset : offset + 500]
             rows = self._db.execute(
-                'SELECT c.vector_id, c.id, c.doc_id, c.text, c.start, c."end", c.start_line,'
-                " c.end_line, c.token_count, d.metadata, f.exact, f.signature, f.shingles, f.reader, f.tokens"
-                " FROM chunks c JOIN documents d ON d.id = c.doc_id LEFT JOIN chunk_facts f"
+                'SELECT c.vector_id, c.id, c.doc_id, CAST(c.text AS BLOB), c.start, c."end", c.start_line,'
+                " c.end_line, c.token_count, d.metadata, f.exact, f.signature, f.shingles, f.reader, f.tokens,"
+                " c.text_crc FROM chunks c JOIN documents d ON d.id = c.doc_id LEFT JOIN chunk_facts f"
                 f" ON f.vector_id = c.vector_id WHERE c.vector_id IN ({','.join('?' * len(batch))})",
                 batch,
             )
             for row in rows:
+                text = self._checked_text(row[1], row[2], row[3], row[15])
                 profile = None if row[10] is None else ChunkProfile(
                     exact=row[10], signature=row[11], shingles=row[12], reader=row[13], tokens=row[14],
-                    chars=len(row[3]),
+                    chars=len(text),
                 )
                 found[row[0]] = Chunk(
-                    id=row[1], doc_id=row[2], text=row[3], start=row[4], end=row[5],
+                    id=row[1], doc_id=row[2], text=text, start=row[4], end=row[5],
                     start_line=row[6], end_line=row[7], token_count=row[8],
                     metadata=json.loads(row[9]), profile=profile,
                 )
         return found
+
+    def _checked_text(self, chunk_id: str, doc_id: str, data: bytes, crc: int | None) -> str:
+        """A chunk's text, refused if it is not what was stored (the CRC is checked on the
+        bytes, before decoding, so a byte that breaks UTF-8 is caught the same way)."""
+        try:
+            if crc is not None and zlib.crc32(data) != crc:
+                raise ValueError("its text does not match its checksum")
+            return data.decode("utf-8")
+        except ValueError as exc:
+            raise KnowledgeBaseFormatError(
+                f"chunk {chunk_id!r} in {self.path} is damaged ({exc}): delete its document and add it "
+                f"again (hybridctx delete {doc_id!r}, then index it)"
+            ) from exc
 
     def allowed_vector_ids(self, scope: Scope) -> np.ndarray | None:
         """Vector ids that pass the scope's filters and that its principal may read; None if all do.
@@ -385,8 +401,16 @@ class ChunkStore:
         return int(docs), int(chunks)
 
 
-def _list_metadata_keys(db: sqlite3.Connection) -> None:
-    """Fill `metadata_keys` for a store made before it existed: O(documents), once."""
+def text_crc(text: str) -> int:
+    """CRC-32 of a chunk's text as SQLite stores it, UTF-8."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a store made by an earlier hybridctx up to this schema: the chunk text checksum
+    column (older rows keep none), and the metadata keys listed (O(documents), once)."""
+    if not any(row[1] == "text_crc" for row in db.execute("PRAGMA table_info(chunks)")):
+        db.execute("ALTER TABLE chunks ADD COLUMN text_crc INTEGER")
     if db.execute("SELECT 1 FROM meta WHERE key = 'metadata_keys'").fetchone():
         return
     with db:
