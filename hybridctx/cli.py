@@ -1,4 +1,4 @@
-"""The `hybridctx` command line: index, delete, list, stats, search, pack, ask, eval, mcp, compact, demo.
+"""The `hybridctx` command line: index, delete, list, stats, search, pack, ask, eval, mcp, compact, repair, demo.
 
 `--json` on index, delete, list, stats, search and ask prints the result as JSON for scripts.
 
@@ -468,6 +468,34 @@ def compact(kb: Path = KB_OPTION) -> None:
         spec = pipe.rebuild_index()
         seconds = time.perf_counter() - started
         out.print(f"dense index rebuilt as {spec} ({len(pipe.kb.index):,} vectors) in {seconds:.1f} s")
+
+
+@app.command()
+@_friendly_errors
+def repair(kb: Path = KB_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Check every file a search reads, in full, and rebuild the lexical index from the chunk store.
+
+    Exit 0 when the KB is sound after it; 1 when damage remains that only a new index or a backup
+    mends (it names the documents to index again)."""
+    from hybridctx.index.kb import repair as repair_kb
+
+    report = repair_kb(kb)
+    if as_json:
+        print_json(report)
+    else:
+        out.print(f"lexical index rebuilt from the chunk store: {report.lexical_chunks:,} chunks")
+        for problem in report.store_problems:
+            err.print(f"[red]chunk store:[/] {problem}", highlight=False)
+        for name in report.damaged_segments:
+            err.print(f"[red]dense segment damaged or missing:[/] {name}", highlight=False)
+        for chunk_id in report.damaged_chunks:
+            err.print(f"[red]chunk text damaged:[/] {chunk_id}", highlight=False)
+        if report.documents_to_add_again:
+            err.print("documents to index again (into a new KB, or after restoring from a backup): "
+                      + ", ".join(report.documents_to_add_again), highlight=False)
+        out.print("sound" if report.ok else "[red]damaged[/]")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -5,6 +5,7 @@ finishes the job without duplicates. Damaged files are named on open, never read
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -198,3 +199,54 @@ def test_a_flipped_byte_in_a_stored_chunk_text_is_refused_not_served(tmp_path, e
     with Pipeline.open(kb, embedder=embedder, show_progress=False, retrieval="lexical") as pipe:
         hits = pipe.retrieve("pumps serviced", k=2)  # sound chunks are still served
         assert [h.chunk.text for h in hits] == ["Pumps are serviced every spring."]
+
+
+def _repair(kb: Path):
+    from typer.testing import CliRunner
+
+    from hybridctx.cli import app
+
+    result = CliRunner().invoke(app, ["repair", "--kb", str(kb), "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_lost_lexical_meta_json_is_refused_and_repair_rebuilds_it_from_the_store(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, retrieval="lexical") as pipe:
+        pipe.add(documents()[:8])
+        before = [(h.chunk.id, h.score) for h in pipe.retrieve("valve", k=5)]
+    (kb / "lexical" / "meta.json").unlink()  # tantivy would open an empty index: 0 hits, silently
+    with pytest.raises(KnowledgeBaseFormatError, match="meta.json.*hybridctx repair"):
+        Pipeline.open(kb, embedder=embedder, show_progress=False)
+    code, report = _repair(kb)
+    assert code == 0 and report["ok"] and report["lexical_chunks"] == 8
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, retrieval="lexical") as pipe:
+        assert [(h.chunk.id, h.score) for h in pipe.retrieve("valve", k=5)] == before
+        pipe.add(documents()[8:10])  # and it takes writes again
+        assert pipe.stats()["chunks"] == 10
+
+
+def test_repair_names_damaged_segments_and_chunk_texts_and_the_documents_to_index_again(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, commit_every_chunks=4) as pipe:
+        pipe.add(documents()[:8])
+        first = next(info for info, _ in pipe.kb.index.segments if info.min_id == 1)
+        first_segment_docs = {c.doc_id for c in pipe.kb.store.chunks(range(1, first.max_id + 1)).values()}
+    code, report = _repair(kb)
+    assert code == 0 and report["ok"]  # a sound KB is found sound
+    assert len(list(kb.glob("dense-*.faiss"))) == 2
+    segment = kb / first.name
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    store = kb / "chunks.sqlite"
+    data = bytearray(store.read_bytes())
+    at = data.index(b"RX0007")
+    data[at] ^= ord("a") ^ ord("b")
+    store.write_bytes(bytes(data))
+    code, report = _repair(kb)
+    assert code == 1 and not report["ok"] and report["store_problems"] == []
+    assert report["damaged_segments"] == [segment.name]
+    assert [c.split("#")[0] for c in report["damaged_chunks"]] == [documents()[7].id]
+    assert report["documents_to_add_again"] == sorted({*first_segment_docs, documents()[7].id})
+    assert report["lexical_chunks"] == 7  # the damaged text is left out of the rebuilt index

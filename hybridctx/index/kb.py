@@ -25,6 +25,7 @@ import errno
 import fcntl
 import itertools
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, computed_field
 
 from hybridctx.errors import (
     DiskFullError,
@@ -41,8 +42,9 @@ from hybridctx.errors import (
     KnowledgeBaseError,
     KnowledgeBaseFormatError,
     KnowledgeBaseLockedError,
+    KnowledgeBaseNotFoundError,
 )
-from hybridctx.index.dense import FaissIndex
+from hybridctx.index.dense import FaissIndex, file_checksum
 from hybridctx.index.lexical import LexicalIndex
 from hybridctx.index.segments import SegmentedIndex, SegmentInfo
 from hybridctx.index.store import ChunkStore
@@ -196,14 +198,7 @@ class KnowledgeBase:
     @contextmanager
     def writer(self) -> Iterator[KnowledgeBaseWriter]:
         """Exclusive write access; a second writer gets `KnowledgeBaseLockedError`."""
-        lock_path = self.root / LOCK
-        with open(lock_path, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise KnowledgeBaseLockedError(
-                    f"knowledge base {self.root} is being written by another process ({lock_path})"
-                ) from exc
+        with _write_lock(self.root):
             self.refresh()
             self._remove_stale_index_files()
             if not self.lexical_current:
@@ -335,6 +330,91 @@ class KnowledgeBaseWriter:
             self._in_transaction = False
         self._lexical.close()
         self._store.close()
+
+
+@contextmanager
+def _write_lock(root: Path) -> Iterator[None]:
+    lock_path = root / LOCK
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise KnowledgeBaseLockedError(
+                f"knowledge base {root} is being written by another process ({lock_path})"
+            ) from exc
+        yield
+
+
+class RepairReport(BaseModel):
+    """What `repair` found and did. `ok`: every file a search reads is sound now."""
+
+    store_problems: list[str]  # SQLite's integrity_check: restore chunks.sqlite from a backup
+    damaged_segments: list[str]  # dense segment files missing or failing their checksum
+    damaged_chunks: list[str]  # chunk ids whose stored text fails its checksum
+    documents_to_add_again: list[str]  # the documents those hold: delete them and index them again
+    lexical_chunks: int  # chunks the rebuilt lexical index holds
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return not (self.store_problems or self.damaged_segments or self.damaged_chunks)
+
+
+def repair(root: str | Path) -> RepairReport:
+    """Check, in full, every file a search reads, and rebuild the lexical index from the chunk
+    store's checked texts (it holds nothing the store does not). O(corpus): a maintenance
+    command, run under the write lock.
+
+    Opening checks less: dense segments by their CRC-32 (by size alone when memory-mapped),
+    chunk texts as they are read, tantivy its own files. A damaged dense segment cannot be
+    rebuilt here, since the store keeps no vectors: the report names the documents it holds
+    (and those with a damaged text), to index again into a new KB or restore from a backup."""
+    root = checked_root(root)
+    if not (root / MANIFEST).is_file():
+        raise KnowledgeBaseNotFoundError(root)
+    _read_manifest(root / MANIFEST)
+    _check_store_present(root)
+    with _write_lock(root):
+        store = ChunkStore(root / STORE)
+        try:
+            problems = store.integrity_problems()
+            generation, segments_json, _ = store.index_state()
+            infos = [SegmentInfo.model_validate(s) for s in json.loads(segments_json or "[]")]
+            bad_segments = [
+                info for info in infos
+                if not (root / info.name).is_file()
+                or (info.checksum is not None and file_checksum(root / info.name) != info.checksum)
+            ]
+            bad_chunks = store.damaged_chunks()
+            documents = {doc_id for _, doc_id in bad_chunks}
+            for info in bad_segments:
+                documents.update(store.documents_between(info.min_id, info.max_id))
+            _rebuild_lexical(root, store, generation)
+            lexical_chunks = store.counts()[1] - len(bad_chunks)
+        finally:
+            store.close()
+    return RepairReport(
+        store_problems=problems, damaged_segments=[info.name for info in bad_segments],
+        damaged_chunks=[chunk_id for chunk_id, _ in bad_chunks], documents_to_add_again=sorted(documents),
+        lexical_chunks=lexical_chunks,
+    )
+
+
+def _rebuild_lexical(root: Path, store: ChunkStore, generation: int) -> None:
+    """Build a new lexical index beside the old one, then swap them: a reader opening meanwhile
+    finds one or the other."""
+    fresh, old = root / f"{LEXICAL}.new", root / f"{LEXICAL}.old"
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    lexical = LexicalIndex(fresh)
+    try:
+        lexical.rebuild(store.chunk_texts(skip_damaged=True), generation)
+    finally:
+        lexical.close()
+    if (root / LEXICAL).exists():
+        (root / LEXICAL).rename(old)
+    fresh.rename(root / LEXICAL)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_store_present(root: Path) -> None:

@@ -51,11 +51,17 @@ class LexicalIndex:
         try:
             if (path / "meta.json").exists():
                 self._index = tantivy.Index.open(str(path))
+            elif any(path.glob("*.idx")):  # tantivy would start a new, empty index over them
+                raise KnowledgeBaseFormatError(
+                    f"lexical index {path} has lost its meta.json; `hybridctx repair` rebuilds it from the chunk store"
+                )
             else:
                 path.mkdir(parents=True, exist_ok=True)
                 self._index = tantivy.Index(self._schema, path=str(path))
         except ValueError as exc:
-            raise KnowledgeBaseFormatError(f"lexical index {path} cannot be opened: {exc}") from exc
+            raise KnowledgeBaseFormatError(
+                f"lexical index {path} cannot be opened: {exc}; `hybridctx repair` rebuilds it from the chunk store"
+            ) from exc
         self._writer: Any = None
 
     # -- reading -----------------------------------------------------------------------------

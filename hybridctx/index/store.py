@@ -341,9 +341,33 @@ class ChunkStore:
                 params.append(principal)
         return clauses, params
 
-    def chunk_texts(self) -> Iterator[tuple[int, str]]:
-        """(vector id, text) of every chunk, to rebuild the lexical index from."""
-        yield from self._db.execute("SELECT vector_id, text FROM chunks ORDER BY vector_id")
+    def chunk_texts(self, skip_damaged: bool = False) -> Iterator[tuple[int, str]]:
+        """(vector id, text) of every chunk, checked, to rebuild the lexical index from; a
+        damaged text is KnowledgeBaseFormatError, or left out with `skip_damaged`."""
+        rows = self._db.execute(
+            "SELECT vector_id, id, doc_id, CAST(text AS BLOB), text_crc FROM chunks ORDER BY vector_id"
+        )
+        for vector_id, chunk_id, doc_id, data, crc in rows:
+            try:
+                yield vector_id, self._checked_text(chunk_id, doc_id, data, crc)
+            except KnowledgeBaseFormatError:
+                if not skip_damaged:
+                    raise
+
+    def damaged_chunks(self) -> list[tuple[str, str]]:
+        """(chunk id, document id) of every chunk whose text fails its checksum: O(corpus)."""
+        damaged = []
+        rows = self._db.execute("SELECT id, doc_id, CAST(text AS BLOB), text_crc FROM chunks ORDER BY vector_id")
+        for chunk_id, doc_id, data, crc in rows:
+            try:
+                self._checked_text(chunk_id, doc_id, data, crc)
+            except KnowledgeBaseFormatError:
+                damaged.append((chunk_id, doc_id))
+        return damaged
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own `PRAGMA integrity_check` (pages, indexes, constraints): O(store)."""
+        return [row[0] for row in self._db.execute("PRAGMA integrity_check") if row[0] != "ok"]
 
     def visible_documents(self, principal: str | None) -> list[tuple[str, str]]:
         """(id, source) of every document `principal` may read, by id."""
@@ -362,6 +386,13 @@ class ChunkStore:
         ).fetchall()
         chunks = self.chunks([r[0] for r in rows])
         return [chunks[r[0]] for r in rows if r[0] in chunks]
+
+    def documents_between(self, min_id: int, max_id: int) -> list[str]:
+        """Ids of the documents with a chunk whose vector id is in [min_id, max_id]."""
+        rows = self._db.execute(
+            "SELECT DISTINCT doc_id FROM chunks WHERE vector_id BETWEEN ? AND ? ORDER BY doc_id", (min_id, max_id)
+        )
+        return [row[0] for row in rows]
 
     def document_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT id FROM documents ORDER BY id")]
