@@ -38,6 +38,8 @@ def test_a_call_as_openai_returns_it_gives_json_results(toolbox):
             "function": {"name": "search", "arguments": json.dumps({"query": "relay restart", "k": 5})}}
     result = json.loads(toolbox.call(call))
     assert result["passages"][0]["doc_id"] == "relay" and "45 seconds" in result["passages"][0]["text"]
+    assert [p["rank"] for p in result["passages"]] == list(range(1, len(result["passages"]) + 1))
+    assert not any("score" in p for p in result["passages"])  # scores carry corpus-wide BM25 statistics
     context = json.loads(toolbox.call({"name": "get_context", "arguments": {"query": "When does the relay restart?",
                                                                            "budget_tokens": 512}}))
     assert '<passage id="1"' in context["context"] and "45 seconds" in context["context"]

@@ -111,9 +111,11 @@ class Toolbox:
         return run(model.model_validate(arguments))
 
     def search(self, args: SearchArguments) -> dict[str, Any]:
+        """Ranked passages without their scores: BM25 statistics are global to the KB, so a
+        score moves with documents the caller may not read (docs/guide.md, "Access control")."""
         hits = self.pipeline.retrieve(args.query, k=args.k, filters=args.filters, principal=self.principal)
         return {"passages": [
-            {"rank": h.rank, "score": h.score, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
+            {"rank": h.rank, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
              "source": h.chunk.source, "location": h.chunk.location, "text": h.chunk.text}
             for h in hits
         ]}
