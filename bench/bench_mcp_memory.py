@@ -1,0 +1,116 @@
+"""Is the MCP HTTP server's memory bounded under many clients?
+
+Starts `hybridctx mcp --http` on a small KB, then runs rounds of 200 concurrent clients (each
+opens a streamable-HTTP session, initializes, searches, fetches a context, closes) and reads
+the server's resident memory (VmRSS) after warm-up and after each round. Memory that stops
+growing from round to round is bounded; growth that continues with every round is a leak.
+
+    .venv/bin/python bench/bench_mcp_memory.py [--rounds 6] [--clients 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import anyio
+from _results import write_section
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def one_client(url: str, n: int, failures: list[str]) -> None:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    try:
+        async with streamable_http_client(url) as (read, write, *_), ClientSession(read, write) as session:
+            await session.initialize()
+            await session.call_tool("search", {"query": f"valve {n % 40} pressure", "k": 10})
+            question = f"When is valve {n % 40} serviced?"
+            await session.call_tool("get_context", {"query": question, "budget_tokens": 1024})
+    except Exception as exc:  # noqa: BLE001  (counted, not hidden: the figure reports them)
+        failures.append(f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def round_of(url: str, clients: int, failures: list[str]) -> None:
+    async with anyio.create_task_group() as group:
+        for n in range(clients):
+            group.start_soon(one_client, url, n, failures)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--clients", type=int, default=200)
+    args = parser.parse_args()
+    from hybridctx import Document, Pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kb = Path(tmp) / "kb"
+        with Pipeline.open(kb, show_progress=False) as pipe:
+            pipe.add([Document(id=f"valve-{i}", text=f"Valve {i} is serviced every {i + 2} weeks at {10 + i} bar.")
+                      for i in range(40)])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = open(Path(tmp) / "server.log", "w")
+        server = subprocess.Popen([sys.executable, "-m", "hybridctx", "mcp", "--kb", str(kb), "--http",
+                                   f"127.0.0.1:{port}"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                  stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}/mcp"
+        try:
+            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                if server.poll() is not None:
+                    raise SystemExit((Path(tmp) / "server.log").read_text()[-2000:])
+                time.sleep(0.5)
+            failures: list[str] = []
+            anyio.run(round_of, url, 20, failures)  # warm-up: models loaded, first allocations made
+            rows = [("warm-up (20 clients)", rss_mb(server.pid), 0.0, len(failures))]
+            for r in range(args.rounds):
+                started = time.perf_counter()
+                anyio.run(round_of, url, args.clients, failures)
+                rows.append((f"round {r + 1} ({args.clients} clients)", rss_mb(server.pid),
+                             time.perf_counter() - started, len(failures)))
+                print(rows[-1], flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+    growth = [b[1] - a[1] for a, b in zip(rows[1:], rows[2:])]
+    late = sum(growth[len(growth) // 2:]) / max(1, len(growth) - len(growth) // 2)
+    load = os.getloadavg()[0]
+    lines = [
+        "## MCP server memory under many clients",
+        "",
+        f"Measured {date.today()} by `bench/bench_mcp_memory.py` (load average {load:.1f}): `hybridctx mcp --http` "
+        f"on a 40-document KB; rounds of {args.clients} concurrent streamable-HTTP clients, each initializing, "
+        "searching and fetching a 1,024-token context. Server resident memory after each round:",
+        "",
+        "| after | server RSS (MB) | round seconds | client failures so far |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {rss:,.0f} | {seconds:.1f} | {failed} |" for name, rss, seconds, failed in rows],
+        "",
+        f"Growth per round over the second half: **{late:+.1f} MB**, {1024 * late / args.clients:+.0f} KB per "
+        "client session (the first round's jump is allocator pools and caches). Zero would be bounded; a "
+        "steady positive figure is state kept per closed session.",
+    ]
+    if failures:
+        lines += ["", "First client failure: `" + failures[0] + "`"]
+    write_section("mcp-memory", lines)
+
+
+if __name__ == "__main__":
+    main()
