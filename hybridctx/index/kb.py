@@ -385,12 +385,12 @@ def repair(root: str | Path) -> RepairReport:
                 if not (root / info.name).is_file()
                 or (info.checksum is not None and file_checksum(root / info.name) != info.checksum)
             ]
-            bad_chunks = store.damaged_chunks()
+            bad_chunks: list[tuple[str, str]] = []
+            _rebuild_lexical(root, store, generation, bad_chunks)
+            lexical_chunks = store.counts()[1] - len(bad_chunks)
             documents = {doc_id for _, doc_id in bad_chunks}
             for info in bad_segments:
                 documents.update(store.documents_between(info.min_id, info.max_id))
-            _rebuild_lexical(root, store, generation)
-            lexical_chunks = store.counts()[1] - len(bad_chunks)
         finally:
             store.close()
     return RepairReport(
@@ -400,15 +400,16 @@ def repair(root: str | Path) -> RepairReport:
     )
 
 
-def _rebuild_lexical(root: Path, store: ChunkStore, generation: int) -> None:
-    """Build a new lexical index beside the old one, then swap them: a reader opening meanwhile
-    finds one or the other."""
+def _rebuild_lexical(root: Path, store: ChunkStore, generation: int, damaged: list[tuple[str, str]]) -> None:
+    """Build a new lexical index beside the old one from the chunk texts that pass their
+    checksum (the others go to `damaged`), then swap them: a reader opening meanwhile finds one
+    or the other."""
     fresh, old = root / f"{LEXICAL}.new", root / f"{LEXICAL}.old"
     for leftover in (fresh, old):
         shutil.rmtree(leftover, ignore_errors=True)
     lexical = LexicalIndex(fresh)
     try:
-        lexical.rebuild(store.chunk_texts(skip_damaged=True), generation)
+        lexical.rebuild(store.chunk_texts(damaged), generation)
     finally:
         lexical.close()
     if (root / LEXICAL).exists():

@@ -341,9 +341,10 @@ class ChunkStore:
                 params.append(principal)
         return clauses, params
 
-    def chunk_texts(self, skip_damaged: bool = False) -> Iterator[tuple[int, str]]:
-        """(vector id, text) of every chunk, checked, to rebuild the lexical index from; a
-        damaged text is KnowledgeBaseFormatError, or left out with `skip_damaged`."""
+    def chunk_texts(self, damaged: list[tuple[str, str]] | None = None) -> Iterator[tuple[int, str]]:
+        """(vector id, text) of every chunk, checked, to rebuild the lexical index from. A damaged
+        text is KnowledgeBaseFormatError; given a `damaged` list, its (chunk id, document id) is
+        appended there instead and the chunk left out: one pass for `repair`, O(corpus)."""
         rows = self._db.execute(
             "SELECT vector_id, id, doc_id, CAST(text AS BLOB), text_crc FROM chunks ORDER BY vector_id"
         )
@@ -351,19 +352,9 @@ class ChunkStore:
             try:
                 yield vector_id, self._checked_text(chunk_id, doc_id, data, crc)
             except KnowledgeBaseFormatError:
-                if not skip_damaged:
+                if damaged is None:
                     raise
-
-    def damaged_chunks(self) -> list[tuple[str, str]]:
-        """(chunk id, document id) of every chunk whose text fails its checksum: O(corpus)."""
-        damaged = []
-        rows = self._db.execute("SELECT id, doc_id, CAST(text AS BLOB), text_crc FROM chunks ORDER BY vector_id")
-        for chunk_id, doc_id, data, crc in rows:
-            try:
-                self._checked_text(chunk_id, doc_id, data, crc)
-            except KnowledgeBaseFormatError:
                 damaged.append((chunk_id, doc_id))
-        return damaged
 
     def integrity_problems(self) -> list[str]:
         """SQLite's own `PRAGMA integrity_check` (pages, indexes, constraints): O(store)."""
