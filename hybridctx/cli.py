@@ -472,14 +472,25 @@ def compact(kb: Path = KB_OPTION) -> None:
 
 @app.command()
 @_friendly_errors
-def repair(kb: Path = KB_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Check every file a search reads, in full, and rebuild the lexical index from the chunk store.
+def repair(
+    kb: Path = KB_OPTION,
+    embed: bool = typer.Option(True, help="Rebuild a damaged dense segment by embedding its chunks again"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check every file a search reads, in full; rebuild the lexical index from the chunk store, and
+    a damaged dense segment from the stored texts of its chunks, embedded again with the KB's model.
 
-    Exit 0 when the KB is sound after it; 1 when damage remains that only a new index or a backup
+    Exit 0 when the KB is sound after it; 1 when damage remains that only indexing again or a backup
     mends (it names the documents to index again)."""
+    from hybridctx.embed import build_embedder, tier_of
+    from hybridctx.index.kb import built_with
     from hybridctx.index.kb import repair as repair_kb
 
-    report = repair_kb(kb)
+    def embedder() -> Any:
+        name = built_with(kb) or ""
+        return build_embedder(tier_of(name), name)
+
+    report = repair_kb(kb, embedder if embed else None, show_progress=not as_json)
     if as_json:
         print_json(report)
     else:
@@ -487,12 +498,13 @@ def repair(kb: Path = KB_OPTION, as_json: bool = JSON_OPTION) -> None:
         for problem in report.store_problems:
             err.print(f"[red]chunk store:[/] {problem}", highlight=False)
         for name in report.damaged_segments:
-            err.print(f"[red]dense segment damaged or missing:[/] {name}", highlight=False)
+            mended = "embedded again" if name in report.rebuilt_segments else "[red]not rebuilt[/]"
+            err.print(f"[red]dense segment damaged or missing:[/] {name} ({mended})", highlight=False)
         for chunk_id in report.damaged_chunks:
             err.print(f"[red]chunk text damaged:[/] {chunk_id}", highlight=False)
         if report.documents_to_add_again:
-            err.print("documents to index again (into a new KB, or after restoring from a backup): "
-                      + ", ".join(report.documents_to_add_again), highlight=False)
+            err.print("documents to index again (delete them and add them again; into a new KB while a "
+                      "segment stays damaged): " + ", ".join(report.documents_to_add_again), highlight=False)
         out.print("sound" if report.ok else "[red]damaged[/]")
     if not report.ok:
         raise typer.Exit(1)

@@ -155,19 +155,51 @@ def test_a_kill_at_a_random_moment_leaves_a_consistent_kb(tmp_path, embedder):
         assert assert_consistent(pipe) == DOCS
 
 
-def test_a_damaged_segment_file_is_named_on_open(tmp_path, embedder):
+@pytest.mark.parametrize("mmap_index", [False, True], ids=["read", "mapped"])
+def test_a_damaged_segment_file_is_named_on_open(tmp_path, embedder, mmap_index):
     kb = tmp_path / "kb"
     with Pipeline.open(kb, embedder=embedder, show_progress=False) as pipe:
         pipe.add(documents()[:8])
     [segment] = kb.glob("dense-*.faiss")
+    written = segment.stat()
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte among the vectors: FAISS would read it silently
     segment.write_bytes(bytes(data))
+    os.utime(segment, ns=(written.st_atime_ns, written.st_mtime_ns))  # its mtime put back does not hide it
     with pytest.raises(KnowledgeBaseFormatError, match=segment.name):
-        Pipeline.open(kb, embedder=embedder, show_progress=False).retrieve("valve", k=3)
+        Pipeline.open(kb, embedder=embedder, show_progress=False, mmap_index=mmap_index).retrieve("valve", k=3)
     segment.write_bytes(bytes(data[: len(data) // 3]))  # truncated
     with pytest.raises(KnowledgeBaseFormatError, match=segment.name):
-        Pipeline.open(kb, embedder=embedder, show_progress=False).retrieve("valve", k=3)
+        Pipeline.open(kb, embedder=embedder, show_progress=False, mmap_index=mmap_index).retrieve("valve", k=3)
+
+
+def test_mapped_segments_are_read_whole_only_when_changed_since_verified(tmp_path, embedder, monkeypatch):
+    """Opening maps segments without reading them (an index larger than RAM opens at once), yet a
+    file changed since its checksum was verified, by a write or a copy, is checked in full first."""
+    import shutil
+
+    import hybridctx.index.dense as dense
+
+    kb = tmp_path / "kb"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, commit_every_chunks=4, retrieval="dense") as pipe:
+        pipe.add(documents()[:8])
+        expected = [(h.chunk.id, h.score) for h in pipe.retrieve("valve 3 of the cooling loop", k=5)]
+    read_whole: list[str] = []
+    real = dense.file_checksum
+    monkeypatch.setattr(dense, "file_checksum", lambda path: read_whole.append(path.name) or real(path))
+
+    def search(root: Path) -> list[tuple[str, float]]:
+        with Pipeline.open(root, embedder=embedder, show_progress=False, mmap_index=True, retrieval="dense") as pipe:
+            return [(h.chunk.id, h.score) for h in pipe.retrieve("valve 3 of the cooling loop", k=5)]
+
+    assert search(kb) == expected and read_whole == []  # as written: trusted by stamp
+    copy = tmp_path / "copy"
+    shutil.copytree(kb, copy)  # same bytes and mtimes, new files: verified in full
+    assert search(copy) == expected and sorted(read_whole) == sorted(p.name for p in kb.glob("dense-*.faiss"))
+    code, report = _repair(copy)  # verifies every segment and records the copies' stamps
+    assert code == 0 and report["ok"]
+    read_whole.clear()
+    assert search(copy) == expected and read_whole == []
 
 
 def test_a_damaged_chunk_store_is_named_on_open(tmp_path, embedder):
@@ -201,12 +233,12 @@ def test_a_flipped_byte_in_a_stored_chunk_text_is_refused_not_served(tmp_path, e
         assert [h.chunk.text for h in hits] == ["Pumps are serviced every spring."]
 
 
-def _repair(kb: Path):
+def _repair(kb: Path, *options: str):
     from typer.testing import CliRunner
 
     from hybridctx.cli import app
 
-    result = CliRunner().invoke(app, ["repair", "--kb", str(kb), "--json"])
+    result = CliRunner().invoke(app, ["repair", "--kb", str(kb), "--json", *options])
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -226,12 +258,14 @@ def test_a_lost_lexical_meta_json_is_refused_and_repair_rebuilds_it_from_the_sto
         assert pipe.stats()["chunks"] == 10
 
 
-def test_repair_names_damaged_segments_and_chunk_texts_and_the_documents_to_index_again(tmp_path, embedder):
+def test_repair_embeds_a_damaged_segment_again_and_names_the_documents_of_damaged_texts(tmp_path, embedder):
     kb = tmp_path / "kb"
-    with Pipeline.open(kb, embedder=embedder, show_progress=False, commit_every_chunks=4) as pipe:
+    question = "valve 3 of the cooling loop"
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, commit_every_chunks=4, retrieval="dense") as pipe:
         pipe.add(documents()[:8])
         first = next(info for info, _ in pipe.kb.index.segments if info.min_id == 1)
         first_segment_docs = {c.doc_id for c in pipe.kb.store.chunks(range(1, first.max_id + 1)).values()}
+        expected = [(h.chunk.id, h.score) for h in pipe.retrieve(question, k=8)]
     code, report = _repair(kb)
     assert code == 0 and report["ok"]  # a sound KB is found sound
     assert len(list(kb.glob("dense-*.faiss"))) == 2
@@ -244,9 +278,23 @@ def test_repair_names_damaged_segments_and_chunk_texts_and_the_documents_to_inde
     at = data.index(b"RX0007")
     data[at] ^= ord("a") ^ ord("b")
     store.write_bytes(bytes(data))
-    code, report = _repair(kb)
+
+    code, report = _repair(kb, "--no-embed")  # names what it does not mend
     assert code == 1 and not report["ok"] and report["store_problems"] == []
-    assert report["damaged_segments"] == [segment.name]
+    assert report["damaged_segments"] == [segment.name] and report["rebuilt_segments"] == []
     assert [c.split("#")[0] for c in report["damaged_chunks"]] == [documents()[7].id]
     assert report["documents_to_add_again"] == sorted({*first_segment_docs, documents()[7].id})
     assert report["lexical_chunks"] == 7  # the damaged text is left out of the rebuilt index
+
+    code, report = _repair(kb)  # embeds the damaged segment's chunks again, from their stored texts
+    assert code == 1 and report["rebuilt_segments"] == report["damaged_segments"] == [segment.name]
+    assert report["documents_to_add_again"] == [documents()[7].id]  # only the damaged text is left
+    assert not segment.exists()
+    with Pipeline.open(kb, embedder=embedder, show_progress=False, retrieval="dense") as pipe:
+        pipe.delete([documents()[7].id])  # as the report says: delete it and add it again
+        pipe.add([documents()[7]])
+        hits = pipe.retrieve(question, k=8)
+    assert [h.chunk.id for h in hits] == [chunk_id for chunk_id, _ in expected]
+    assert [h.score for h in hits] == pytest.approx([score for _, score in expected], abs=1e-5)
+    code, report = _repair(kb)
+    assert code == 0 and report["ok"] and report["damaged_segments"] == [] and report["lexical_chunks"] == 8

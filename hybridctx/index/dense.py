@@ -134,16 +134,18 @@ class FaissIndex:
         return built
 
     @classmethod
-    def load(cls, path: Path, dimension: int, mmap: bool = False, checksum: str | None = None) -> FaissIndex:
+    def load(
+        cls, path: Path, dimension: int, mmap: bool = False, checksum: str | None = None, stamp: str | None = None
+    ) -> FaissIndex:
         """`mmap`: map the file instead of reading it, so that a reader pages in only the
         lists its queries probe (an index larger than RAM); such an index is searched, not changed.
         `checksum`: what `save` returned; a file that does not match is refused (FAISS reads a
-        damaged vector silently). Mapped files are not read whole, so only their size is checked."""
-        if checksum is not None:
-            matches = (
-                str(path.stat().st_size) == checksum.split(":")[0] if mmap else file_checksum(path) == checksum
-            )
-            if not matches:
+        damaged vector silently). A mapped file is read whole for that only when its `file_stamp`
+        differs from `stamp`, taken when its checksum was last verified: any change made to the
+        file since (a write, a copy, a restore) moves its ctime, which no program can set back,
+        so an unchanged stamp proves the checked bytes, and opening stays O(1) in the file's size."""
+        if checksum is not None and not (mmap and stamp is not None and file_stamp(path) == stamp):
+            if file_checksum(path) != checksum:
                 raise KnowledgeBaseFormatError(
                     f"FAISS index {path} is damaged: its checksum does not match the store's"
                 )
@@ -259,6 +261,12 @@ class FaissIndex:
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 self._searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
         return self._searcher
+
+
+def file_stamp(path: Path) -> str:
+    """'<device>:<inode>:<size>:<mtime>:<ctime>' of a file: what changes whenever its bytes do."""
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def file_checksum(path: Path) -> str:

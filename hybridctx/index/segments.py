@@ -45,6 +45,7 @@ class SegmentInfo(BaseModel):
     min_id: int
     max_id: int
     checksum: str | None = None  # of the file, set when it is written (none for format 1 files)
+    stamp: str | None = None  # the file's `file_stamp` when its checksum was last verified
 
     @property
     def live(self) -> int:

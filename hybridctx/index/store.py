@@ -341,12 +341,17 @@ class ChunkStore:
                 params.append(principal)
         return clauses, params
 
-    def chunk_texts(self, damaged: list[tuple[str, str]] | None = None) -> Iterator[tuple[int, str]]:
-        """(vector id, text) of every chunk, checked, to rebuild the lexical index from. A damaged
-        text is KnowledgeBaseFormatError; given a `damaged` list, its (chunk id, document id) is
-        appended there instead and the chunk left out: one pass for `repair`, O(corpus)."""
+    def chunk_texts(
+        self, damaged: list[tuple[str, str]] | None = None, between: tuple[int, int] | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """(vector id, text) of every chunk (with a vector id in `between`, both ends included),
+        checked, to rebuild an index from. A damaged text is KnowledgeBaseFormatError; given a
+        `damaged` list, its (chunk id, document id) is appended there instead and the chunk left
+        out: one pass for `repair`, O(corpus)."""
+        low, high = between if between is not None else (0, 2**63 - 1)
         rows = self._db.execute(
-            "SELECT vector_id, id, doc_id, CAST(text AS BLOB), text_crc FROM chunks ORDER BY vector_id"
+            "SELECT vector_id, id, doc_id, CAST(text AS BLOB), text_crc FROM chunks"
+            " WHERE vector_id BETWEEN ? AND ? ORDER BY vector_id", (low, high),
         )
         for vector_id, chunk_id, doc_id, data, crc in rows:
             try:
