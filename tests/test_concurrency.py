@@ -113,3 +113,24 @@ def test_readers_see_whole_commits_while_a_writer_adds(tmp_path, embedder):
     out, err = reader.communicate(timeout=300)
     assert reader.returncode == 0, err[-2000:]
     assert int(out.split()[-1]) >= 3
+
+
+def test_threads_that_come_and_go_leave_no_open_connections_behind(tmp_path, embedder):
+    """Servers query from pools whose threads come and go; each thread gets its own SQLite
+    connection, and those of ended threads are closed (they were all kept open: the MCP server's
+    memory grew with every client)."""
+
+    def open_store_files() -> int:
+        return sum("chunks.sqlite" in os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                   if os.path.islink(f"/proc/self/fd/{fd}"))
+
+    with Pipeline.open(tmp_path / "kb", embedder=embedder, show_progress=False) as pipe:
+        pipe.add(batch(1))
+        pipe.retrieve("valve", k=3)
+        before = open_store_files()
+        for _ in range(30):  # one after another, as a pool retires idle workers and starts new ones
+            worker = threading.Thread(target=pipe.retrieve, args=("valve",), kwargs={"k": 3})
+            worker.start()
+            worker.join()
+        assert open_store_files() <= before + 3  # the newest thread's connection (database, WAL, shm)
+    assert open_store_files() == 0

@@ -83,12 +83,17 @@ _SCALARS = (str, int, float, bool)
 
 class ChunkStore:
     """The SQLite chunk store, with one connection per thread (a sqlite3 connection must not
-    serve two threads at once). A writer uses its own instance, inside `begin()`/`commit()`."""
+    serve two threads at once). A writer uses its own instance, inside `begin()`/`commit()`.
+
+    Servers run queries on pools whose threads come and go (anyio retires a worker idle for
+    10 s), so the connections of threads that ended are closed as new ones open: keeping them
+    all (for `close`) held one SQLite connection and its page cache per thread ever seen, what
+    the MCP server's memory grew by under many clients."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[sqlite3.Connection, threading.Thread] = {}  # -> the thread it serves
         self._connections_lock = threading.Lock()
         self._local.db = self._connect(create=True)
 
@@ -103,7 +108,10 @@ class ChunkStore:
         except sqlite3.DatabaseError as exc:
             raise KnowledgeBaseFormatError(f"chunk store {self.path} is damaged or not SQLite: {exc}") from exc
         with self._connections_lock:
-            self._connections.append(db)
+            for ended in [old for old, thread in self._connections.items() if not thread.is_alive()]:
+                ended.close()
+                del self._connections[ended]
+            self._connections[db] = threading.current_thread()
         return db
 
     @property
