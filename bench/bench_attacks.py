@@ -34,7 +34,8 @@ AREAS: dict[str, tuple[list[str], str]] = {
         ["test_durability.py::", "test_hostile_input.py::.*store_is_gone", "test_hostile_input.py::.*full_disk"],
         "a kill at any point leaves the last commit, and the same add resumes; a damaged or missing "
         "segment, store, chunk text or lexical meta.json is refused naming the file, never read "
-        "silently; `hybridctx repair` checks every file in full and rebuilds the lexical index; a full "
+        "silently (memory-mapped segments too, when changed since verified); `hybridctx repair` checks "
+        "every file in full, rebuilds the lexical index and re-embeds damaged dense segments; a full "
         "disk is DiskFullError with the KB at its last commit",
     ),
     "Hostile input": (
@@ -50,6 +51,11 @@ AREAS: dict[str, tuple[list[str], str]] = {
         "every bad k, query, filter, path or address is a typed error naming it (CLI: exit 2, no "
         "traceback); k is bounded (MAX_K); reading commands never create a KB; an unknown filter key "
         "is named",
+    ),
+    "Many clients": (
+        ["test_concurrency.py::.*threads_that_come_and_go", "test_concurrency.py::.*readers_see_whole"],
+        "concurrent readers see whole commits; a thread's SQLite connection is closed once the thread "
+        "has ended, so a server's memory is bounded by its live threads (bench_mcp_memory.py)",
     ),
     "A clean terminal": (
         ["test_cli.py::.*two_demos"],

@@ -2,10 +2,13 @@
 
 Starts `hybridctx mcp --http` on a small KB, then runs rounds of 200 concurrent clients (each
 opens a streamable-HTTP session, initializes, searches, fetches a context, closes) and reads
-the server's resident memory (VmRSS) after warm-up and after each round. Memory that stops
-growing from round to round is bounded; growth that continues with every round is a leak.
+the server's resident memory (VmRSS), threads and open chunk-store files after warm-up and after
+each round. Rounds are `--pause` seconds apart, longer than the 10 s after which anyio retires an
+idle worker thread, so that each round runs on new threads (per-thread state that outlives its
+thread shows as open files that grow). Memory that stops growing from round to round is
+bounded; growth that continues with every round is a leak.
 
-    .venv/bin/python bench/bench_mcp_memory.py [--rounds 6] [--clients 200]
+    .venv/bin/python bench/bench_mcp_memory.py [--rounds 10] [--clients 200] [--pause 12]
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ import anyio
 from _results import write_section
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+def server_state(pid: int) -> tuple[float, int, int]:
+    """Resident MB, threads, and open files of the chunk store (database, WAL, shared memory)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    fds = Path(f"/proc/{pid}/fd")
+    store_files = 0
+    for fd in fds.iterdir():
+        try:
+            store_files += "chunks.sqlite" in os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"]), store_files
 
 
 async def one_client(url: str, n: int, failures: list[str]) -> None:
@@ -53,8 +62,9 @@ async def round_of(url: str, clients: int, failures: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--pause", type=float, default=12.0, help="seconds between rounds")
     args = parser.parse_args()
     from hybridctx import Document, Pipeline
 
@@ -78,12 +88,14 @@ def main() -> None:
                 time.sleep(0.5)
             failures: list[str] = []
             anyio.run(round_of, url, 20, failures)  # warm-up: models loaded, first allocations made
-            rows = [("warm-up (20 clients)", rss_mb(server.pid), 0.0, len(failures))]
+            rows = [("warm-up (20 clients)", *server_state(server.pid), 0.0, len(failures))]
             for r in range(args.rounds):
+                time.sleep(args.pause)
                 started = time.perf_counter()
                 anyio.run(round_of, url, args.clients, failures)
-                rows.append((f"round {r + 1} ({args.clients} clients)", rss_mb(server.pid),
-                             time.perf_counter() - started, len(failures)))
+                seconds = time.perf_counter() - started
+                rows.append((f"round {r + 1} ({args.clients} clients)", *server_state(server.pid), seconds,
+                             len(failures)))
                 print(rows[-1], flush=True)
         finally:
             server.terminate()
@@ -97,11 +109,13 @@ def main() -> None:
         "",
         f"Measured {date.today()} by `bench/bench_mcp_memory.py` (load average {load:.1f}): `hybridctx mcp --http` "
         f"on a 40-document KB; rounds of {args.clients} concurrent streamable-HTTP clients, each initializing, "
-        "searching and fetching a 1,024-token context. Server resident memory after each round:",
+        f"searching and fetching a 1,024-token context, {args.pause:.0f} s apart (anyio retires idle worker "
+        "threads after 10 s, so each round runs on new threads). The server after each round:",
         "",
-        "| after | server RSS (MB) | round seconds | client failures so far |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {rss:,.0f} | {seconds:.1f} | {failed} |" for name, rss, seconds, failed in rows],
+        "| after | server RSS (MB) | threads | open chunk-store files | round seconds | client failures so far |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[f"| {name} | {rss:,.0f} | {threads} | {files} | {seconds:.1f} | {failed} |"
+          for name, rss, threads, files, seconds, failed in rows],
         "",
         f"Growth per round over the second half: **{late:+.1f} MB**, {1024 * late / args.clients:+.0f} KB per "
         "client session (the first round's jump is allocator pools and caches). Zero would be bounded; a "
