@@ -143,7 +143,8 @@ class FaissIndex:
         damaged vector silently). A mapped file is read whole for that only when its `file_stamp`
         differs from `stamp`, taken when its checksum was last verified: any change made to the
         file since (a write, a copy, a restore) moves its ctime, which no program can set back,
-        so an unchanged stamp proves the checked bytes, and opening stays O(1) in the file's size."""
+        so an unchanged stamp proves the checked bytes, and opening stays O(1) in the file's size
+        (a 1.5 GB IVF segment: under 2 ms, against 0.3-0.9 s to check it; bench/RESULTS.md)."""
         if checksum is not None and not (mmap and stamp is not None and file_stamp(path) == stamp):
             if file_checksum(path) != checksum:
                 raise KnowledgeBaseFormatError(
