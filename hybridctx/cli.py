@@ -1,4 +1,5 @@
-"""The `hybridctx` command line: index, delete, list, stats, search, pack, ask, eval, mcp, compact, repair, demo.
+"""The `hybridctx` command line: index, delete, list, stats, search, pack, ask, eval, mcp, serve, compact, repair,
+demo.
 
 `--json` on index, delete, list, stats, search and ask prints the result as JSON for scripts.
 
@@ -145,13 +146,15 @@ def describe_context(context: PackedContext) -> str:
     )
 
 
-def print_answer(answer: Answer) -> None:
+def print_answer(answer: Answer, streamed: bool = False) -> None:
+    """The answer with its facts, citations and usage; `streamed`: its text is on screen already."""
     for fact in answer.facts:
         sources = ", ".join(c.location for c in fact.citations) or "no passage"
         out.print(f"  [dim]- {fact.text} ({sources})[/]", highlight=False)
     route = answer.route + (f" over {len(answer.windows)} windows" if answer.windows else "")
     route += ", escalated" if answer.escalated else ""
-    out.print(f"[bold]Answer:[/] {answer.text or '(empty)'}  [dim]({route})[/]", highlight=False)
+    text = "" if streamed else f"[bold]Answer:[/] {escape(answer.text) or '(empty)'}  "
+    out.print(f"{text}[dim]({route})[/]", highlight=False)
     for c in answer.citations:
         how = "cited" if c.explicit else "attributed"
         out.print(f"  [{c.passage}] {c.location} ({how})", highlight=False)
@@ -293,12 +296,20 @@ def ask(
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
     backend = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
     overrides = {"backend": backend} if backend is not None else {}
+    packing = _packing(budget, ordering, filter, principal)
     with _open(kb, quiet=as_json, **overrides) as pipe:
-        answer = pipe.ask(question, strategy=strategy, **_packing(budget, ordering, filter, principal))
-    if as_json:  # the prompt stays out: `hybridctx pack` prints it
-        print_json(answer.model_dump(mode="json", exclude={"context": {"prompt"}, "windows": {"__all__": {"prompt"}}}))
-    else:
-        print_answer(answer)
+        if as_json:  # the prompt stays out: `hybridctx pack` prints it
+            answer = pipe.ask(question, strategy=strategy, **packing)
+            without_prompts = {"context": {"prompt"}, "windows": {"__all__": {"prompt"}}}
+            print_json(answer.model_dump(mode="json", exclude=without_prompts))
+            return
+        stream = pipe.stream(question, strategy=strategy, **packing)
+        out.print("[bold]Answer:[/] ", end="")
+        for piece in stream:  # printed as the model writes it
+            out.out(piece, end="", highlight=False)
+            out.file.flush()
+        out.print()
+        print_answer(stream.text(), streamed=True)
 
 
 def _backend_settings(
@@ -395,6 +406,37 @@ def mcp(
     from hybridctx_connectors.mcp import serve
 
     serve(str(kb), principal=principal, http=http, allow_add=allow_add)
+
+
+@app.command()
+@_friendly_errors
+def serve(
+    kb: Path = KB_OPTION,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on"),
+    keys: Path | None = typer.Option(
+        None, help="JSON file mapping API keys to principals (without it: no key, no principal)"
+    ),
+    budget: int | None = typer.Option(None, help="Token budget of each answer's context"),
+    vllm_model: Path | None = VLLM_MODEL_OPTION,
+    max_model_len: int = MAX_MODEL_LEN_OPTION,
+    enforce_eager: bool = ENFORCE_EAGER_OPTION,
+    openai_url: str | None = OPENAI_URL_OPTION,
+    openai_model: str | None = OPENAI_MODEL_OPTION,
+    tokenizer: str | None = TOKENIZER_OPTION,
+) -> None:
+    """Serve the knowledge base as an OpenAI-compatible chat model (/v1/chat/completions, streamed or not)."""
+    from hybridctx_connectors.openai_server import read_keys
+    from hybridctx_connectors.openai_server import serve as serve_app
+
+    principals = read_keys(keys) if keys is not None else None
+    backend = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
+    overrides: dict[str, Any] = {"backend": backend} if backend is not None else {}
+    if budget is not None:
+        overrides["budget_tokens"] = budget
+    with _open(kb, quiet=True, **overrides) as pipe:
+        err.print(f"serving {kb} at http://{host}:{port}/v1 (OpenAI-compatible)", highlight=False)
+        serve_app(pipe, host=host, port=port, keys=principals)
 
 
 def _csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[Any] | None:

@@ -3,18 +3,27 @@
     pipe = Pipeline.open("kb/")
     pipe.add(["docs/", "notes.md"])
     answer = pipe.ask("How do I configure retries?")
+    for piece in (stream := pipe.stream("And timeouts?")):   # the answer as it is written
+        print(piece, end="")
+    stream.answer                                              # then the whole Answer
+
+Each query method has an async twin (`aretrieve`, `apack`, `aask`, `astream`) that runs the
+work on a thread, so an event loop never waits on a model; at most `Settings.max_concurrency`
+calls run at once, sharing the pipeline's one copy of each model.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
@@ -31,6 +40,7 @@ from hybridctx.generate import (
     cite,
     unsupported_citations,
 )
+from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, Call
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
 from hybridctx.index.kb import KnowledgeBase
@@ -78,6 +88,7 @@ class Pipeline:
         backend: Backend | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._calls = threading.BoundedSemaphore(self.settings.max_concurrency)  # async and streamed calls
         self._embedder = embedder
         self._backend = backend
         self._owns_backend = backend is None  # made here on first use: closed by close()
@@ -256,6 +267,7 @@ class Pipeline:
         *,
         ordering: Ordering | None = None,
         strategy: Strategy | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """Retrieve, pack and generate; the backend refuses a prompt that overflows its window.
 
@@ -264,13 +276,18 @@ class Pipeline:
         retrieved material exceeds one (map-reduce); "self_route" answers directly and, when
         the model says the documents do not contain the answer, again by synthesis over the
         model's whole window (`Answer.escalated`).
+
+        `on_text` receives the answer's text as the model writes it (`stream` iterates over it
+        instead): piece by piece for "direct"; for the other strategies, whose model output is
+        facts first, the answer once it is parsed.
         """
         call = self._per_call(budget_tokens, max_new_tokens, ordering, strategy)
         scope = _scope(filters, principal)
-        return answer_by(
+        answer = answer_by(
             call.strategy,
             direct=lambda: self.generate(
-                self._pack(query, call, scope), max_new_tokens=call.max_new_tokens, temperature=temperature
+                self._pack(query, call, scope), max_new_tokens=call.max_new_tokens, temperature=temperature,
+                on_text=on_text if call.strategy == "direct" else None,
             ),
             synthesis=lambda budget_tokens: self.synthesizer.answer(
                 query, self._candidates(query, budget_tokens, scope).hits, budget_tokens, call.max_new_tokens,
@@ -279,6 +296,80 @@ class Pipeline:
             budget_tokens=call.budget_tokens,
             window_tokens=self.backend.context_window,
         )
+        if on_text is not None and call.strategy != "direct" and answer.text:
+            on_text(answer.text)
+        return answer
+
+    def stream(
+        self,
+        query: str,
+        budget_tokens: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        principal: str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        *,
+        ordering: Ordering | None = None,
+        strategy: Strategy | None = None,
+    ) -> AnswerStream:
+        """`ask`, streamed: iterate for the answer's text as the model writes it (joined, the
+        pieces are `Answer.text`); then `.answer` is the whole `Answer`."""
+        return AnswerStream(self._bounded(lambda on_text: self.ask(
+            query, budget_tokens, filters, principal, max_new_tokens, temperature,
+            ordering=ordering, strategy=strategy, on_text=on_text,
+        )))
+
+    # -- async twins: the same work on a thread, the event loop free meanwhile ---------
+    async def aretrieve(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
+    ) -> list[Hit]:
+        """`retrieve`, awaited."""
+        return await self._off_loop(lambda: self.retrieve(query, k, filters, principal))
+
+    async def apack(
+        self, query: str, budget_tokens: int | None = None, hits: Sequence[Hit] | None = None,
+        filters: Mapping[str, Any] | None = None, principal: str | None = None, *,
+        ordering: Ordering | None = None, max_new_tokens: int | None = None,
+    ) -> PackedContext:
+        """`pack`, awaited."""
+        return await self._off_loop(lambda: self.pack(
+            query, budget_tokens, hits, filters, principal, ordering=ordering, max_new_tokens=max_new_tokens
+        ))
+
+    async def aask(
+        self, query: str, budget_tokens: int | None = None, filters: Mapping[str, Any] | None = None,
+        principal: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.0, *,
+        ordering: Ordering | None = None, strategy: Strategy | None = None,
+    ) -> Answer:
+        """`ask`, awaited."""
+        return await self._off_loop(lambda: self.ask(
+            query, budget_tokens, filters, principal, max_new_tokens, temperature, ordering=ordering, strategy=strategy
+        ))
+
+    def astream(
+        self, query: str, budget_tokens: int | None = None, filters: Mapping[str, Any] | None = None,
+        principal: str | None = None, max_new_tokens: int | None = None, temperature: float = 0.0, *,
+        ordering: Ordering | None = None, strategy: Strategy | None = None,
+    ) -> AsyncAnswerStream:
+        """`stream` for `async for` (call it inside a running event loop); then `.answer`."""
+        return AsyncAnswerStream(self._bounded(lambda on_text: self.ask(
+            query, budget_tokens, filters, principal, max_new_tokens, temperature,
+            ordering=ordering, strategy=strategy, on_text=on_text,
+        )))
+
+    async def _off_loop(self, work: Callable[[], _T]) -> _T:
+        """`work` on a worker thread, once fewer than `max_concurrency` calls of this pipeline run."""
+        def bounded() -> _T:
+            with self._calls:
+                return work()
+        return await anyio.to_thread.run_sync(bounded)
+
+    def _bounded(self, call: Call) -> Call:
+        """`call` (run by a stream's thread), once fewer than `max_concurrency` calls of this pipeline run."""
+        def bounded(on_text: Callable[[str], None]) -> Answer:
+            with self._calls:
+                return call(on_text)
+        return bounded
 
     def _per_call(
         self, budget_tokens: int | None = None, max_new_tokens: int | None = None, ordering: Ordering | None = None,
@@ -302,10 +393,15 @@ class Pipeline:
         cache of it) carries over and each question pays only for new tokens."""
         return Session(self, _scope(filters, principal), ordering)
 
-    def generate(self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0) -> Answer:
+    def generate(
+        self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
         call = self._per_call(max_new_tokens=max_new_tokens)
-        generation = self.backend.generate(context, max_new_tokens=call.max_new_tokens, temperature=temperature)
+        generation = self.backend.generate(
+            context, max_new_tokens=call.max_new_tokens, temperature=temperature, on_text=on_text
+        )
         return Answer(
             text=generation.text,
             citations=cite(generation.text, context),
@@ -345,6 +441,9 @@ class Pipeline:
         self.close()
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
 class _PerCall:
     k: int
@@ -377,7 +476,30 @@ class Session:
         return self.pipeline._pack(query, call, self.scope, session=self.state)
 
     def ask(
-        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
+        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         context = self.pack(query, budget_tokens, max_new_tokens)
-        return self.pipeline.generate(context, max_new_tokens=max_new_tokens, temperature=temperature)
+        return self.pipeline.generate(context, max_new_tokens=max_new_tokens, temperature=temperature, on_text=on_text)
+
+    def stream(
+        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
+    ) -> AnswerStream:
+        """`ask`, streamed (see `Pipeline.stream`)."""
+        return AnswerStream(self.pipeline._bounded(
+            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text)
+        ))
+
+    async def aask(
+        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
+    ) -> Answer:
+        """`ask`, awaited."""
+        return await self.pipeline._off_loop(lambda: self.ask(query, budget_tokens, max_new_tokens, temperature))
+
+    def astream(
+        self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
+    ) -> AsyncAnswerStream:
+        """`stream` for `async for` (inside a running event loop)."""
+        return AsyncAnswerStream(self.pipeline._bounded(
+            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text)
+        ))

@@ -75,3 +75,28 @@ def test_the_packed_context_runnable_feeds_a_chain():
     assert '<passage id="1" source="notes/' in out["context"] and "45 seconds" in out["context"]
     assert "Nightjar" not in out["context"]  # the runnable reads as its principal (none here)
     assert out["prompt"].endswith("Question: Why does the relay restart?")
+
+
+async def test_the_async_methods_use_the_pipelines_async_twins_and_answer_as_the_sync_ones():
+    from unittest.mock import patch
+
+    retriever = HybridCtxRetriever(pipeline=knowledge_base(), k=5, principal="alice")
+    runnable = packed_context(knowledge_base(), budget_tokens=600)
+    awaited: list[str] = []
+
+    def counted(name):
+        real = getattr(Pipeline, name)
+
+        async def twin(self, *args, **kwargs):
+            awaited.append(name)
+            return await real(self, *args, **kwargs)
+        return twin
+
+    with patch.object(Pipeline, "aretrieve", counted("aretrieve")), patch.object(Pipeline, "apack", counted("apack")):
+        docs = await retriever.ainvoke("Project Nightjar")
+        context = await runnable.ainvoke("Why does the relay restart?")
+    assert awaited == ["aretrieve", "apack"]  # not LangChain's default (the sync method in an executor)
+    assert [(d.id, d.metadata["score"]) for d in docs] == [
+        (d.id, d.metadata["score"]) for d in retriever.invoke("Project Nightjar")]
+    assert docs[0].metadata["doc_id"] == "plan"
+    assert context == runnable.invoke("Why does the relay restart?")

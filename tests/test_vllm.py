@@ -119,6 +119,10 @@ def test_vllm_answers_from_the_passage_it_is_given(engine):
     generation = engine.generate(context, max_new_tokens=24)
     assert "7" in generation.text or "seven" in generation.text.lower()
     assert generation.usage.prompt_tokens == context.token_count
+    pieces: list[str] = []  # streamed: the engine stepped by hand, each step's new text handed on
+    streamed = engine.generate(context, max_new_tokens=24, on_text=pieces.append)
+    assert len(pieces) >= 2 and "".join(pieces).strip() == streamed.text == generation.text
+    assert streamed.usage.prompt_tokens == context.token_count and streamed.usage.cached_tokens > 0
 
 
 def test_a_batch_shares_its_prefix_and_a_too_long_prompt_is_refused(open_pipe, corpus, engine):

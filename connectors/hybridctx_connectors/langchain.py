@@ -2,6 +2,7 @@
 
     retriever = HybridCtxRetriever(pipeline=Pipeline.open("kb/"), k=20, principal="alice")
     docs = retriever.invoke("retry backoff")                 # or .invoke(query, k=5, filters={...})
+    docs = await retriever.ainvoke("retry backoff")          # async: off the event loop (Pipeline.aretrieve)
     chain = {"context": packed_context(pipeline, budget_tokens=8000), "question": RunnablePassthrough()} | prompt | llm
 
 The principal is set when the adapter is built, never per call. Install with the `langchain` extra.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.runnables import Runnable, RunnableLambda
@@ -24,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     ) from exc
 from pydantic import ConfigDict
 
-from hybridctx import Pipeline
+from hybridctx import Hit, Pipeline
 from hybridctx_connectors.tools import quoted_passages
 
 
@@ -47,28 +48,43 @@ class HybridCtxRetriever(BaseRetriever):
         k: int | None = None,
         filters: dict[str, Any] | None = None,
     ) -> list[Document]:
-        hits = self.pipeline.retrieve(
+        return _documents(self.pipeline.retrieve(
             query, k=k or self.k, filters=filters if filters is not None else self.filters, principal=self.principal
+        ))
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[Document]:
+        return _documents(await self.pipeline.aretrieve(
+            query, k=k or self.k, filters=filters if filters is not None else self.filters, principal=self.principal
+        ))
+
+
+def _documents(hits: list[Hit]) -> list[Document]:
+    return [
+        Document(
+            id=hit.chunk.id,
+            page_content=hit.chunk.text,
+            metadata={
+                **hit.chunk.metadata,
+                "source": hit.chunk.source,
+                "doc_id": hit.chunk.doc_id,
+                "chunk_id": hit.chunk.id,
+                "start": hit.chunk.start,
+                "end": hit.chunk.end,
+                "start_line": hit.chunk.start_line,
+                "end_line": hit.chunk.end_line,
+                "score": hit.score,
+                "rank": hit.rank,
+            },
         )
-        return [
-            Document(
-                id=hit.chunk.id,
-                page_content=hit.chunk.text,
-                metadata={
-                    **hit.chunk.metadata,
-                    "source": hit.chunk.source,
-                    "doc_id": hit.chunk.doc_id,
-                    "chunk_id": hit.chunk.id,
-                    "start": hit.chunk.start,
-                    "end": hit.chunk.end,
-                    "start_line": hit.chunk.start_line,
-                    "end_line": hit.chunk.end_line,
-                    "score": hit.score,
-                    "rank": hit.rank,
-                },
-            )
-            for hit in hits
-        ]
+        for hit in hits
+    ]
 
 
 def packed_context(
@@ -81,4 +97,8 @@ def packed_context(
         ctx = pipeline.pack(question, budget_tokens=budget_tokens, filters=filters, principal=principal)
         return quoted_passages(pipeline, ctx)
 
-    return RunnableLambda(pack, name="hybridctx_packed_context")
+    async def apack(question: str) -> str:
+        ctx = await pipeline.apack(question, budget_tokens=budget_tokens, filters=filters, principal=principal)
+        return quoted_passages(pipeline, ctx)
+
+    return RunnableLambda(pack, afunc=apack, name="hybridctx_packed_context")

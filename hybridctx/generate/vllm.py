@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -165,11 +166,32 @@ class VLLMBackend:
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
     ) -> Generation:
-        """One engine call; the offline engine does not stream, so `on_text` gets the whole answer."""
-        generation = self.generate_many([context], max_new_tokens, temperature, stop)[0]
-        if on_text is not None and generation.text:
-            on_text(generation.text)
-        return generation
+        """One engine call. With `on_text`, the engine is stepped by hand (`LLM.generate` returns
+        only whole answers), handing on each step's new text."""
+        if on_text is None:
+            return self.generate_many([context], max_new_tokens, temperature, stop)[0]
+        check_fits(self.token_counter().count(context.prompt), max_new_tokens, self.context_window)
+        params = _sampling(max_new_tokens, temperature, stop)
+        with self._lock:
+            engine = self._engine().llm_engine
+            request_id, shown, output = f"hybridctx-{uuid.uuid4().hex}", "", None
+            started = time.perf_counter()
+            try:
+                engine.add_request(request_id, context.prompt, params)
+                while engine.has_unfinished_requests():
+                    for output in engine.step():
+                        text = output.outputs[0].text  # all the text so far
+                        if text.startswith(shown) and len(text) > len(shown):
+                            on_text(text[len(shown):])
+                            shown = text
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(f"vLLM failed on a streamed prompt: {exc}") from exc
+            except BaseException:  # the reader left (StreamClosed): free the engine for the next call
+                engine.abort_request([request_id])
+                raise
+        if output is None:
+            raise BackendError("vLLM finished a streamed request without output")
+        return _generation(output, time.perf_counter() - started)
 
     def generate_many(
         self, contexts: Sequence[PackedContext], max_new_tokens: int = 200, temperature: float = 0.0,
@@ -181,11 +203,7 @@ class VLLMBackend:
         counter = self.token_counter()
         for context in contexts:
             check_fits(counter.count(context.prompt), max_new_tokens, self.context_window)
-        from vllm import SamplingParams
-
-        params = SamplingParams(
-            max_tokens=max_new_tokens, temperature=temperature, stop=list(DEFAULT_STOP if stop is None else stop)
-        )
+        params = _sampling(max_new_tokens, temperature, stop)
         with self._lock:
             llm = self._engine()
             started = time.perf_counter()
@@ -217,6 +235,14 @@ class VLLMBackend:
                 if shutdown is not None:
                     shutdown()
                 self._llm = None
+
+
+def _sampling(max_new_tokens: int, temperature: float, stop: Sequence[str] | None) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=max_new_tokens, temperature=temperature, stop=list(DEFAULT_STOP if stop is None else stop)
+    )
 
 
 def _generation(output: Any, batch_seconds: float) -> Generation:
