@@ -418,6 +418,9 @@ def serve(
         None, help="JSON file mapping API keys to principals (without it: no key, no principal)"
     ),
     budget: int | None = typer.Option(None, help="Token budget of each answer's context"),
+    max_sessions: int = typer.Option(
+        256, min=1, help="Chats kept for follow-ups (each holds its prompt's passages: about 60 bytes per budget token)"
+    ),
     vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
     enforce_eager: bool = ENFORCE_EAGER_OPTION,
@@ -436,7 +439,7 @@ def serve(
         overrides["budget_tokens"] = budget
     with _open(kb, quiet=True, **overrides) as pipe:
         err.print(f"serving {kb} at http://{host}:{port}/v1 (OpenAI-compatible)", highlight=False)
-        serve_app(pipe, host=host, port=port, keys=principals)
+        serve_app(pipe, host=host, port=port, keys=principals, max_sessions=max_sessions)
 
 
 def _csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[Any] | None:

@@ -8,22 +8,22 @@
     stream.answer                                              # then the whole Answer
 
 Each query method has an async twin (`aretrieve`, `apack`, `aask`, `astream`) that runs the
-work on a thread, so an event loop never waits on a model; at most `Settings.max_concurrency`
-calls run at once, sharing the pipeline's one copy of each model.
+work on the pipeline's pool of `Settings.max_concurrency` threads, so an event loop never waits
+on a model; the calls share the pipeline's one copy of each model, and the pool's threads keep
+their SQLite connections warm.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
@@ -40,7 +40,7 @@ from hybridctx.generate import (
     cite,
     unsupported_citations,
 )
-from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, Call
+from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, TrimmedText, result_of
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
 from hybridctx.index.kb import KnowledgeBase
@@ -88,7 +88,8 @@ class Pipeline:
         backend: Backend | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self._calls = threading.BoundedSemaphore(self.settings.max_concurrency)  # async and streamed calls
+        # Async and streamed calls run here; waiting ones queue, holding no thread.
+        self._workers = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="hybridctx")
         self._embedder = embedder
         self._backend = backend
         self._owns_backend = backend is None  # made here on first use: closed by close()
@@ -278,8 +279,8 @@ class Pipeline:
         model's whole window (`Answer.escalated`).
 
         `on_text` receives the answer's text as the model writes it (`stream` iterates over it
-        instead): piece by piece for "direct"; for the other strategies, whose model output is
-        facts first, the answer once it is parsed.
+        instead), pieces that joined are `Answer.text`: piece by piece for "direct"; for the other
+        strategies, whose model output is facts first, the answer once it is parsed.
         """
         call = self._per_call(budget_tokens, max_new_tokens, ordering, strategy)
         scope = _scope(filters, principal)
@@ -314,10 +315,10 @@ class Pipeline:
     ) -> AnswerStream:
         """`ask`, streamed: iterate for the answer's text as the model writes it (joined, the
         pieces are `Answer.text`); then `.answer` is the whole `Answer`."""
-        return AnswerStream(self._bounded(lambda on_text: self.ask(
+        return AnswerStream(lambda on_text: self.ask(
             query, budget_tokens, filters, principal, max_new_tokens, temperature,
             ordering=ordering, strategy=strategy, on_text=on_text,
-        )))
+        ), self._workers)
 
     # -- async twins: the same work on a thread, the event loop free meanwhile ---------
     async def aretrieve(
@@ -352,24 +353,15 @@ class Pipeline:
         ordering: Ordering | None = None, strategy: Strategy | None = None,
     ) -> AsyncAnswerStream:
         """`stream` for `async for` (call it inside a running event loop); then `.answer`."""
-        return AsyncAnswerStream(self._bounded(lambda on_text: self.ask(
+        return AsyncAnswerStream(lambda on_text: self.ask(
             query, budget_tokens, filters, principal, max_new_tokens, temperature,
             ordering=ordering, strategy=strategy, on_text=on_text,
-        )))
+        ), self._workers)
 
     async def _off_loop(self, work: Callable[[], _T]) -> _T:
-        """`work` on a worker thread, once fewer than `max_concurrency` calls of this pipeline run."""
-        def bounded() -> _T:
-            with self._calls:
-                return work()
-        return await anyio.to_thread.run_sync(bounded)
-
-    def _bounded(self, call: Call) -> Call:
-        """`call` (run by a stream's thread), once fewer than `max_concurrency` calls of this pipeline run."""
-        def bounded(on_text: Callable[[str], None]) -> Answer:
-            with self._calls:
-                return call(on_text)
-        return bounded
+        """`work` on the pipeline's pool, awaited."""
+        result: _T = await result_of(self._workers.submit(work))
+        return result
 
     def _per_call(
         self, budget_tokens: int | None = None, max_new_tokens: int | None = None, ordering: Ordering | None = None,
@@ -399,8 +391,9 @@ class Pipeline:
     ) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
         call = self._per_call(max_new_tokens=max_new_tokens)
-        generation = self.backend.generate(
-            context, max_new_tokens=call.max_new_tokens, temperature=temperature, on_text=on_text
+        generation = self.backend.generate(  # pieces trimmed so that, joined, they are Answer.text
+            context, max_new_tokens=call.max_new_tokens, temperature=temperature,
+            on_text=TrimmedText(on_text) if on_text is not None else None,
         )
         return Answer(
             text=generation.text,
@@ -430,6 +423,7 @@ class Pipeline:
         return {"documents": documents, "chunks": chunks}
 
     def close(self) -> None:
+        self._workers.shutdown(cancel_futures=True)  # calls not started are dropped; running ones finish
         self.kb.close()
         if self._owns_backend and self._backend is not None:
             self._backend.close()
@@ -486,9 +480,9 @@ class Session:
         self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
     ) -> AnswerStream:
         """`ask`, streamed (see `Pipeline.stream`)."""
-        return AnswerStream(self.pipeline._bounded(
-            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text)
-        ))
+        return AnswerStream(
+            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text), self.pipeline._workers
+        )
 
     async def aask(
         self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
@@ -500,6 +494,6 @@ class Session:
         self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0
     ) -> AsyncAnswerStream:
         """`stream` for `async for` (inside a running event loop)."""
-        return AsyncAnswerStream(self.pipeline._bounded(
-            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text)
-        ))
+        return AsyncAnswerStream(
+            lambda on_text: self.ask(query, budget_tokens, max_new_tokens, temperature, on_text), self.pipeline._workers
+        )

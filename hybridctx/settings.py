@@ -100,8 +100,8 @@ class Settings(BaseModel):
     context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
     generator_threads: int | None = Field(None, description="CPU threads of the embedded model")
     max_concurrency: int = Field(
-        4, ge=1, description="Async and streamed calls (aask, astream, the OpenAI-compatible server) running at "
-        "once, on threads sharing the pipeline's models; more wait their turn",
+        4, ge=1, description="Threads running async and streamed calls (aask, astream, the OpenAI-compatible "
+        "server), sharing the pipeline's models; more calls wait their turn",
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     show_progress: bool = True

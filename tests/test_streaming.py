@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,3 +196,30 @@ def test_a_chat_that_goes_on_from_an_answer_continues_its_session(pipe):
         sessions.keep("alice", [Message(role="user", content=str(n))], session)
     assert sessions.take("alice", [Message(role="user", content="0")]) is not kept[0]
     assert sessions.take("alice", [Message(role="user", content="2")]) is kept[2]
+
+
+def test_leaving_a_stream_stops_the_call_at_its_next_piece():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hybridctx.generate.streaming import AnswerStream, StreamClosed
+
+    written: list[int] = []
+    stopped = threading.Event()
+
+    def endless(on_text):  # writes until the reader leaves, as a model loop calling on_text does
+        try:
+            for n in range(10_000):
+                written.append(n)
+                on_text(f"{n} ")
+                time.sleep(0.001)
+        except StreamClosed:
+            stopped.set()
+            raise
+
+    with ThreadPoolExecutor(1) as workers:
+        with AnswerStream(endless, workers) as stream:
+            assert next(stream) == "0 "
+        assert stopped.wait(5) and len(written) < 10_000
+        assert list(stream) == [] and stream.answer is None
+        with pytest.raises(StreamClosed):
+            stream.text()

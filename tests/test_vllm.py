@@ -208,6 +208,11 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
 
     [a, b] = client.generate_many([context, follow_up], max_new_tokens=8)
     assert a.usage.prompt_tokens == context.token_count and b.usage.prompt_tokens == follow_up.token_count
+
+    stream = pipe.stream("How many times does the Zephyr client retry a failed request?", budget_tokens=3000,
+                         max_new_tokens=24)  # Pipeline.stream over the server: the pieces as the server sends them
+    pieces = list(stream)
+    assert len(pieces) >= 2 and "".join(pieces) == stream.answer.text and stream.answer.citations
     client.close()
 
 

@@ -11,14 +11,15 @@ agent framework asks the KB as if it were a model.
 - Earlier turns form a session (`Pipeline.session()`): a chat that goes on from an answer this
   server gave continues that session, so its prompt keeps the passages already shown and the
   model's KV cache of them is reused. Sessions are found by a digest of the principal and the
-  messages so far, and the least recently used are forgotten past `max_sessions`.
+  messages so far, and the least recently used are forgotten past `max_sessions` (each holds its
+  prompt's passages and their duplicate filter: 60 KB at a 1k-token budget, O(budget)).
 - `GET /v1/models`: the one model, named after the KB.
 - The principal comes from the API key (`Authorization: Bearer KEY`), mapped to principals in
   the `--keys` JSON file (`{"KEY": "alice", ...}`); never from the request body. Without a keys
   file the server takes no key and reads as no principal (documents without an ACL only).
 
-Model work runs off the event loop, on threads (`Pipeline.astream`), at most
-`Settings.max_concurrency` at once. Starlette and uvicorn: the `serve` extra.
+Model work runs off the event loop, on the pipeline's `Settings.max_concurrency` threads
+(`Pipeline.astream`); waiting requests hold no thread. Starlette and uvicorn: the `serve` extra.
 """
 
 from __future__ import annotations
@@ -229,11 +230,14 @@ def read_keys(path: Path) -> dict[str, str]:
     return keys
 
 
-def serve(pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8000, keys: dict[str, str] | None = None) -> None:
+def serve(
+    pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8000, keys: dict[str, str] | None = None,
+    max_sessions: int = 256,
+) -> None:
     """Serve `pipeline` until interrupted."""
     try:
         import uvicorn
     except ImportError as exc:
         raise ModelUnavailableError("the OpenAI-compatible server needs the serve extra: "
                                     "pip install 'hybridctx[serve]'") from exc
-    uvicorn.run(build_app(pipeline, keys), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(pipeline, keys, max_sessions), host=host, port=port, log_level="warning")

@@ -2,9 +2,10 @@
 
 Backends hand pieces to an `on_text` callback (llama.cpp and OpenAI-compatible servers token by
 token, vLLM's offline engine as its step loop produces them). `AnswerStream` runs the call on a
-thread of its own and hands the pieces to a `for` loop, `AsyncAnswerStream` to an `async for`
-loop, so that a caller iterates instead of passing a callback and an event loop never waits on
-model work. Joined, the pieces are exactly `Answer.text` (`TrimmedText`).
+worker thread (the pipeline's pool) and hands the pieces to a `for` loop, `AsyncAnswerStream` to
+an `async for` loop, so that a caller iterates instead of passing a callback and an event loop
+never waits on model work. `Pipeline.generate` passes the pieces through `TrimmedText`, so that joined they are
+exactly `Answer.text`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, Future
 from contextlib import suppress
 from typing import Any
 
@@ -49,8 +51,8 @@ class TrimmedText:
             self._sink(body)
 
 
-def _start(call: Call, post: Callable[[tuple[str, Any]], None], closed: threading.Event) -> None:
-    """Run `call` on a new thread, posting ("text", piece)... then ("done", answer) or ("failed", exc)."""
+def _start(call: Call, post: Callable[[tuple[str, Any]], None], closed: threading.Event, workers: Executor) -> None:
+    """Run `call` on a worker, posting ("text", piece)... then ("done", answer) or ("failed", exc)."""
 
     def text(piece: str) -> None:
         if closed.is_set():
@@ -59,7 +61,7 @@ def _start(call: Call, post: Callable[[tuple[str, Any]], None], closed: threadin
 
     def run() -> None:
         try:
-            answer = call(TrimmedText(text))
+            answer = call(text)
         except BaseException as exc:  # noqa: BLE001  (handed to the reader, who raises it)
             with suppress(Exception):  # the reader's loop is gone: nobody to tell
                 post(("failed", exc))
@@ -67,7 +69,12 @@ def _start(call: Call, post: Callable[[tuple[str, Any]], None], closed: threadin
         with suppress(Exception):
             post(("done", answer))
 
-    threading.Thread(target=run, name="hybridctx-answer", daemon=True).start()
+    def dropped(future: Future[None]) -> None:
+        if future.cancelled():  # the pool was shut down (Pipeline.close) before the call started
+            with suppress(Exception):
+                post(("failed", StreamClosed("the pipeline was closed before the answer started")))
+
+    workers.submit(run).add_done_callback(dropped)
 
 
 class _Reader:
@@ -101,11 +108,11 @@ class AnswerStream(_Reader, Iterator[str]):
     is the whole `Answer` (citations, usage). Leaving early (`close()`, or the end of a `with`
     block) stops the model at its next piece. An error of the call is raised by the loop."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, workers: Executor) -> None:
         self.answer = None
         self._closed = threading.Event()
         self._items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        _start(call, self._items.put, self._closed)
+        _start(call, self._items.put, self._closed, workers)
 
     def __next__(self) -> str:
         piece = None if self._finished() else self._take(self._items.get())
@@ -133,7 +140,7 @@ class AsyncAnswerStream(_Reader, AsyncIterator[str]):
     """`async for piece in stream`: `AnswerStream` for async code. The model runs on its own
     thread and posts each piece to the event loop, which only awaits; make it inside a running loop."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, workers: Executor) -> None:
         self.answer = None
         self._closed = threading.Event()
         token = anyio.lowlevel.current_token()
@@ -142,7 +149,7 @@ class AsyncAnswerStream(_Reader, AsyncIterator[str]):
         def post(item: tuple[str, Any]) -> None:
             anyio.from_thread.run_sync(send.send_nowait, item, token=token)
 
-        _start(call, post, self._closed)
+        _start(call, post, self._closed, workers)
 
     async def __anext__(self) -> str:
         piece = None if self._finished() else self._take(await self._receive.receive())
@@ -164,3 +171,17 @@ class AsyncAnswerStream(_Reader, AsyncIterator[str]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def result_of(future: Future[Any]) -> Any:
+    """Await a worker's `future` without blocking the event loop (asyncio, trio: anyio's token)."""
+    done = anyio.Event()
+    token = anyio.lowlevel.current_token()
+
+    def wake(_: Future[Any]) -> None:
+        with suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    future.add_done_callback(wake)
+    await done.wait()
+    return future.result()
