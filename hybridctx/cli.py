@@ -304,11 +304,14 @@ def ask(
             print_json(answer.model_dump(mode="json", exclude=without_prompts))
             return
         stream = pipe.stream(question, strategy=strategy, **packing)
-        out.print("[bold]Answer:[/] ", end="")
-        for piece in stream:  # printed as the model writes it
+        shown = False
+        for piece in stream:  # printed as the model writes it, once the models have loaded
+            if not shown:
+                out.print("[bold]Answer:[/] ", end="")
+                shown = True
             out.out(piece, end="", highlight=False)
             out.file.flush()
-        out.print()
+        out.print("" if shown else "[bold]Answer:[/] (empty)")
         print_answer(stream.text(), streamed=True)
 
 
