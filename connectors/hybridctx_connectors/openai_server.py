@@ -162,11 +162,8 @@ def build_app(pipeline: Pipeline, keys: dict[str, str] | None = None, max_sessio
             return error(400, "the last message must be the user's question")
         question, earlier = body.messages[-1].text(), body.messages[:-1]
         session = sessions.take(principal, earlier)
-        try:
-            stream = session.astream(question, max_new_tokens=body.max_completion_tokens or body.max_tokens,
-                                     temperature=body.temperature)
-        except HybridCtxError as exc:
-            return error(400, str(exc))
+        stream = session.astream(question, max_new_tokens=body.max_completion_tokens or body.max_tokens,
+                                 temperature=body.temperature)  # bad arguments surface as the stream's error
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:

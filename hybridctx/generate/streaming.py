@@ -4,8 +4,8 @@ Backends hand pieces to an `on_text` callback (llama.cpp and OpenAI-compatible s
 token, vLLM's offline engine as its step loop produces them). `AnswerStream` runs the call on a
 worker thread (the pipeline's pool) and hands the pieces to a `for` loop, `AsyncAnswerStream` to
 an `async for` loop, so that a caller iterates instead of passing a callback and an event loop
-never waits on model work. `Pipeline.generate` passes the pieces through `TrimmedText`, so that joined they are
-exactly `Answer.text`.
+never waits on model work. `Pipeline.generate` passes the pieces through `TrimmedText`, so that
+joined they are exactly `Answer.text`.
 """
 
 from __future__ import annotations
