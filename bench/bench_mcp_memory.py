@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import anyio
-from _results import write_section
+from _results import rss_mb, served, write_section
 
 
 def server_state(pid: int) -> tuple[float, int, int]:
     """Resident MB, threads, and open files of the chunk store (database, WAL, shared memory)."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    threads = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Threads:"))
     fds = Path(f"/proc/{pid}/fd")
     store_files = 0
     for fd in fds.iterdir():
@@ -37,7 +34,7 @@ def server_state(pid: int) -> tuple[float, int, int]:
             store_files += "chunks.sqlite" in os.readlink(fd)
         except OSError:  # closed meanwhile
             continue
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"]), store_files
+    return rss_mb(pid), int(threads.split()[1]), store_files
 
 
 async def one_client(url: str, n: int, failures: list[str]) -> None:
@@ -73,19 +70,8 @@ def main() -> None:
         with Pipeline.open(kb, show_progress=False) as pipe:
             pipe.add([Document(id=f"valve-{i}", text=f"Valve {i} is serviced every {i + 2} weeks at {10 + i} bar.")
                       for i in range(40)])
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        log = open(Path(tmp) / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "hybridctx", "mcp", "--kb", str(kb), "--http",
-                                   f"127.0.0.1:{port}"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                                  stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/mcp"
-        try:
-            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-                if server.poll() is not None:
-                    raise SystemExit((Path(tmp) / "server.log").read_text()[-2000:])
-                time.sleep(0.5)
+        with served(["mcp", "--kb", str(kb), "--http", "127.0.0.1:"], Path(tmp) / "server.log") as (server, port):
+            url = f"http://127.0.0.1:{port}/mcp"
             failures: list[str] = []
             anyio.run(round_of, url, 20, failures)  # warm-up: models loaded, first allocations made
             rows = [("warm-up (20 clients)", *server_state(server.pid), 0.0, len(failures))]
@@ -97,10 +83,6 @@ def main() -> None:
                 rows.append((f"round {r + 1} ({args.clients} clients)", *server_state(server.pid), seconds,
                              len(failures)))
                 print(rows[-1], flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
     growth = [b[1] - a[1] for a, b in zip(rows[1:], rows[2:])]
     late = sum(growth[len(growth) // 2:]) / max(1, len(growth) - len(growth) // 2)
     load = os.getloadavg()[0]

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import anyio
-from _results import percentile, write_section
+from _results import percentile, rss_mb, served, write_section
 
 from hybridctx import Document, Pipeline
 
@@ -63,13 +60,6 @@ def in_process(kb: Path, questions: int) -> dict[str, list[float]]:
             pipe.ask(question(n))
             seconds["whole"].append(time.perf_counter() - started)
     return seconds
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 async def client(url: str, n: int, until: float, first: list[float], done: list[float], errors: list[str]) -> None:
@@ -118,19 +108,9 @@ def main() -> None:
         local = in_process(kb, args.questions)
         print({k: round(percentile(v, 0.5), 3) for k, v in local.items()}, flush=True)
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        log = open(Path(tmp) / "server.log", "w")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "hybridctx", "serve", "--kb", str(kb), "--port", str(port), "--budget",
-             str(BUDGET)], env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/v1"
-        try:
-            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-                if server.poll() is not None:
-                    raise SystemExit((Path(tmp) / "server.log").read_text()[-2000:])
-                time.sleep(0.5)
+        arguments = ["serve", "--kb", str(kb), "--budget", str(BUDGET), "--port="]
+        with served(arguments, Path(tmp) / "server.log") as (server, port):
+            url = f"http://127.0.0.1:{port}/v1"
             anyio.run(load, url, 2, 5.0)  # warm-up: the model loaded
             rss = [rss_mb(server.pid)]
             rounds = []
@@ -140,10 +120,6 @@ def main() -> None:
                 rss.append(rss_mb(server.pid))
                 print(f"round: {len(rounds[-1][1])} answers, {len(rounds[-1][2])} errors, RSS {rss[-1]:.0f} MB",
                       flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
     load_average = os.getloadavg()[0]
     first, done, errors, wall = rounds[0]
     p50 = {k: percentile(v, 0.5) for k, v in local.items()}

@@ -102,11 +102,6 @@ def content_of(answer: Answer) -> str:
     return f"{answer.text}\n\nSources:\n{sources}" if sources else answer.text
 
 
-def sources_suffix(answer: Answer) -> str:
-    """What `content_of` adds after the streamed answer text."""
-    return content_of(answer)[len(answer.text):]
-
-
 def citations_of(answer: Answer) -> list[dict[str, Any]]:
     return [c.model_dump() for c in answer.citations]
 
@@ -166,6 +161,12 @@ def build_app(pipeline: Pipeline, keys: dict[str, str] | None = None, max_sessio
                                  temperature=body.temperature)  # bad arguments surface as the stream's error
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
+        def answered(answer: Answer) -> str:
+            """The reply's text; the session is kept under the chat it ends, for a follow-up."""
+            content = content_of(answer)
+            sessions.keep(principal, [*body.messages, Message(role="assistant", content=content)], session)
+            return content
+
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
             event = {"id": reply_id, "object": "chat.completion.chunk", "created": created,
                      "model": model_name, "choices": choices, **extra}
@@ -185,9 +186,8 @@ def build_app(pipeline: Pipeline, keys: dict[str, str] | None = None, max_sessio
                 return
             finally:
                 await stream.aclose()
-            reply = Message(role="assistant", content=content_of(answer))
-            sessions.keep(principal, [*body.messages, reply], session)
-            yield delta({"content": sources_suffix(answer), "citations": citations_of(answer)}, "stop")
+            sources = answered(answer)[len(answer.text):]  # what follows the streamed answer text
+            yield delta({"content": sources, "citations": citations_of(answer)}, "stop")
             if (body.stream_options or {}).get("include_usage"):
                 yield chunk([], usage=usage_of(answer))
             yield "data: [DONE]\n\n"
@@ -199,8 +199,7 @@ def build_app(pipeline: Pipeline, keys: dict[str, str] | None = None, max_sessio
             answer = await stream.text()
         except HybridCtxError as exc:
             return error(400, str(exc))
-        content = content_of(answer)
-        sessions.keep(principal, [*body.messages, Message(role="assistant", content=content)], session)
+        content = answered(answer)
         return JSONResponse({
             "id": reply_id, "object": "chat.completion", "created": created, "model": model_name,
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {

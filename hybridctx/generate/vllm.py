@@ -184,10 +184,10 @@ class VLLMBackend:
                         if text.startswith(shown) and len(text) > len(shown):
                             on_text(text[len(shown):])
                             shown = text
-            except (RuntimeError, ValueError) as exc:
-                raise BackendError(f"vLLM failed on a streamed prompt: {exc}") from exc
-            except BaseException:  # the reader left (StreamClosed): free the engine for the next call
+            except BaseException as exc:  # a failure, or the reader left (StreamClosed): free the engine
                 engine.abort_request([request_id])
+                if isinstance(exc, (RuntimeError, ValueError)):
+                    raise BackendError(f"vLLM failed on a streamed prompt: {exc}") from exc
                 raise
         if output is None:
             raise BackendError("vLLM finished a streamed request without output")
