@@ -51,6 +51,19 @@ class InvalidArgumentError(InputError):
     """An argument has a value out of its range or of the wrong shape."""
 
 
+class BudgetTooLargeError(InvalidArgumentError):
+    """A budget larger than the reading model's window: it could not read the prompt."""
+
+    def __init__(self, budget_tokens: int, window_tokens: int) -> None:
+        super().__init__(
+            f"budget_tokens={budget_tokens:,} is larger than the model's context window ({window_tokens:,} tokens): "
+            "it could not read the prompt; lower budget_tokens, or use a model with a larger window "
+            "(Settings.context_window for the embedded model, or Settings.backend)"
+        )
+        self.budget_tokens = budget_tokens
+        self.window_tokens = window_tokens
+
+
 class KnowledgeBaseError(HybridCtxError):
     """The knowledge base on disk cannot be used as asked."""
 

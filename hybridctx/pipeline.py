@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import Embedder, build_embedder, embedder_name, tokenizer_file
-from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
+from hybridctx.errors import BudgetTooLargeError, InvalidArgumentError, ModelUnavailableError
 from hybridctx.generate import (
     Backend,
     LlamaCppBackend,
@@ -45,7 +45,17 @@ from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
 from hybridctx.index.kb import KnowledgeBase
 from hybridctx.pack import ControlTokens, Packer, PackSession, PromptTemplate, sketch_profiles
-from hybridctx.retrieve import Candidates, DenseRetriever, HybridRetriever, LexicalRetriever, Retriever, candidates
+from hybridctx.retrieve import (
+    DEFAULT_K,
+    MORE_RECALL,
+    Candidates,
+    DenseRetriever,
+    HybridRetriever,
+    LexicalRetriever,
+    Retriever,
+    candidates,
+    recall_k,
+)
 from hybridctx.schema import AddReport, Answer, DocumentInfo, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
 from hybridctx.settings import Settings
 from hybridctx.sources import Item, document_id, folder_prefix, iter_documents
@@ -87,6 +97,11 @@ class Pipeline:
         embedder: Embedder | None = None,
         backend: Backend | None = None,
     ) -> None:
+        if isinstance(backend, (VLLMSettings, OpenAISettings)):
+            raise InvalidArgumentError(
+                f"backend= takes a loaded Backend object, and {type(backend).__name__} is settings: pass them as "
+                f"Settings(backend={type(backend).__name__}(...)), or Pipeline.open(path, settings) with them there"
+            )
         self.settings = settings or Settings()
         # Async and streamed calls run here; waiting ones queue, holding no thread.
         self._workers = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="hybridctx")
@@ -219,7 +234,9 @@ class Pipeline:
     def retrieve(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None, principal: str | None = None
     ) -> list[Hit]:
-        return self.retriever.retrieve(query, self._per_call(k=k).k, _scope(filters, principal))
+        """The `k` best chunks (default: `settings.k`, else 100) that the scope sees."""
+        k = k if k is not None else self.settings.k or DEFAULT_K
+        return self.retriever.retrieve(query, k, _scope(filters, principal))
 
     def pack(
         self,
@@ -237,7 +254,9 @@ class Pipeline:
 
         Without `hits`: when everything the principal may read is small enough to fit, all of
         it is packed (`recall="whole_corpus"`, no retrieval loss); otherwise a generous
-        retrieval (`settings.k`) is packed.
+        retrieval, scaled to the budget (`settings.k` overrides it), is packed. A budget larger
+        than the model's window is refused (`BudgetTooLargeError`); `stopped_by` says whether
+        the budget or the candidates ran out.
         """
         call = self._per_call(budget_tokens, max_new_tokens, ordering)
         return self._pack(query, call, _scope(filters, principal), hits, session)
@@ -247,15 +266,24 @@ class Pipeline:
         session: PackSession | None = None,
     ) -> PackedContext:
         found = self._candidates(query, call.budget_tokens, scope) if hits is None else Candidates(list(hits), False)
-        context = self.packer.pack(
-            query, found.hits, call.budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
-            session=session,
-        )
+        while True:
+            context = self.packer.pack(
+                query, found.hits, call.budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
+                session=session,
+            )
+            # Short with more in the corpus: retrieve more (not in a session, whose state the pack moved on).
+            if hits is not None or session is not None or self.settings.k is not None or not found.short_of(context):
+                break
+            found = self._candidates(query, call.budget_tokens, scope, k=found.k * MORE_RECALL)
         recall = found.recall_of(context)
         return context if recall == context.recall else context.model_copy(update={"recall": recall})
 
-    def _candidates(self, query: str, budget_tokens: int, scope: Scope) -> Candidates:
-        return candidates(self.retriever, self.kb, query, self.settings.k, budget_tokens, scope)
+    def _candidates(self, query: str, budget_tokens: int, scope: Scope, k: int | None = None) -> Candidates:
+        """Candidates for a budget: `settings.k` of them, or as many as the budget calls for."""
+        if k is None:
+            s = self.settings
+            k = s.k or recall_k(budget_tokens, s.chunk_tokens - s.chunk_overlap_tokens)
+        return candidates(self.retriever, self.kb, query, k, budget_tokens, scope)
 
     def ask(
         self,
@@ -365,13 +393,16 @@ class Pipeline:
 
     def _per_call(
         self, budget_tokens: int | None = None, max_new_tokens: int | None = None, ordering: Ordering | None = None,
-        strategy: Strategy | None = None, k: int | None = None,
+        strategy: Strategy | None = None,
     ) -> _PerCall:
-        """A call's arguments, the settings' defaults where it gave none."""
+        """A call's arguments, the settings' defaults where it gave none; a budget the model
+        could not read is refused here, before any work."""
         s = self.settings
+        budget_tokens = s.budget_tokens if budget_tokens is None else budget_tokens
+        if budget_tokens > self.backend.context_window:
+            raise BudgetTooLargeError(budget_tokens, self.backend.context_window)
         return _PerCall(
-            k=s.k if k is None else k,
-            budget_tokens=s.budget_tokens if budget_tokens is None else budget_tokens,
+            budget_tokens=budget_tokens,
             max_new_tokens=s.max_new_tokens if max_new_tokens is None else max_new_tokens,
             ordering=ordering or s.ordering,
             strategy=strategy or s.strategy,
@@ -390,9 +421,10 @@ class Pipeline:
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer from an already packed context (what `ask` does after `pack`)."""
-        call = self._per_call(max_new_tokens=max_new_tokens)
+        if max_new_tokens is None:
+            max_new_tokens = self.settings.max_new_tokens
         generation = self.backend.generate(  # pieces trimmed so that, joined, they are Answer.text
-            context, max_new_tokens=call.max_new_tokens, temperature=temperature,
+            context, max_new_tokens=max_new_tokens, temperature=temperature,
             on_text=TrimmedText(on_text) if on_text is not None else None,
         )
         return Answer(
@@ -440,7 +472,6 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class _PerCall:
-    k: int
     budget_tokens: int
     max_new_tokens: int
     ordering: Ordering

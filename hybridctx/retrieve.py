@@ -9,6 +9,7 @@ default: dense retrieval finds paraphrases, lexical retrieval finds rare exact t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -21,6 +22,14 @@ RetrievalMode = Literal["hybrid", "dense", "lexical"]
 # Everything a scope sees is packed whole when its embedding-model tokens are at most this
 # many times the budget (the reader's tokenizer may count the same text differently).
 WHOLE_CORPUS_SLACK = 1.5
+# Candidates for a budget: enough chunks to fill it this many times over, so that what
+# duplicates, overlaps already shown and near copies take out still fills it; and never
+# fewer than the classic generous recall. A pack left short retrieves this many times more.
+RECALL_PER_BUDGET = 3
+DEFAULT_K = 100
+MORE_RECALL = 4
+# A pack filling less of its budget than this, with candidates left in the corpus, retrieves more.
+FILL_TARGET = 0.9
 _EVERYTHING = Scope()
 
 
@@ -117,12 +126,29 @@ class Candidates:
 
     hits: list[Hit]
     whole_corpus: bool
+    k: int = 0  # how many were asked for: fewer came back when the scope holds fewer
+
+    def short_of(self, context: PackedContext) -> bool:
+        """True if `context` ran out of these candidates well short of its budget while the
+        scope holds more: a larger retrieval would fill it."""
+        room = context.budget_tokens - context.max_new_tokens
+        return (
+            context.stopped_by == "candidates" and not self.whole_corpus and len(self.hits) >= self.k
+            and self.k < MAX_K and context.token_count < FILL_TARGET * room
+        )
 
     def recall_of(self, context: PackedContext) -> Recall:
         """"whole_corpus" if the whole corpus was retrieved and all of it fitted the window."""
         if self.whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
             return "whole_corpus"
         return "retrieved"
+
+
+def recall_k(budget_tokens: int, chunk_stride_tokens: int) -> int:
+    """How many candidates a budget calls for: `RECALL_PER_BUDGET` times the chunks it holds
+    (`chunk_stride_tokens`: the new tokens each chunk adds past its overlap), at least `DEFAULT_K`.
+    A fixed k=100 filled 12,191 tokens of a 64k budget over a 250k-token corpus."""
+    return min(MAX_K, max(DEFAULT_K, math.ceil(RECALL_PER_BUDGET * budget_tokens / chunk_stride_tokens)))
 
 
 def candidates(
@@ -133,4 +159,5 @@ def candidates(
     aggregate over its chunks: O(visible chunks) in SQLite, not in Python."""
     chunks, tokens = kb.store.visible_size(scope)
     whole_corpus = 0 < chunks and tokens <= WHOLE_CORPUS_SLACK * budget_tokens
-    return Candidates(retriever.retrieve(query, max(k, chunks) if whole_corpus else k, scope), whole_corpus)
+    k = min(MAX_K, max(k, chunks)) if whole_corpus else k
+    return Candidates(retriever.retrieve(query, k, scope), whole_corpus, k)

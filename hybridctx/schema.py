@@ -124,6 +124,9 @@ class Passage(BaseModel):
 
 Ordering = Literal["canonical", "relevance", "edges"]
 Recall = Literal["retrieved", "whole_corpus"]
+# Why packing stopped: the budget was full, the candidates ran out first, or the budget was
+# cut to the reading model's measured effective context (`Pipeline.calibrate`).
+StopReason = Literal["budget", "candidates", "effective_context"]
 
 
 class PackedContext(BaseModel):
@@ -133,7 +136,7 @@ class PackedContext(BaseModel):
     (`max_new_tokens`: the room kept for the answer). `prefix_token_count` counts the tokens
     before the first query-dependent one: the instructions, plus in a session the passages
     already shown. `recall` says whether everything the principal may read was packed
-    ("whole_corpus") or a retrieved selection ("retrieved").
+    ("whole_corpus") or a retrieved selection ("retrieved"); `stopped_by` why no more was packed.
     """
 
     query: str
@@ -146,6 +149,10 @@ class PackedContext(BaseModel):
     prefix_token_count: int
     ordering: Ordering = "canonical"
     recall: Recall = "retrieved"
+    stopped_by: StopReason = Field(
+        "candidates", description="budget: the budget was full; candidates: they ran out first; effective_context: "
+        "the budget was cut to what the reading model was measured to use (`Pipeline.calibrate`)",
+    )
     dropped: list[DroppedCandidate] = Field(default_factory=list)
 
     def passage(self, number: int) -> Passage | None:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybridctx.errors import BudgetTooLargeError
 from hybridctx.generate.openai_compatible import OpenAISettings
 from hybridctx.generate.vllm import VLLMSettings
 from hybridctx.schema import MAX_K, Ordering, Strategy
@@ -60,7 +61,11 @@ class Settings(BaseModel):
         "only the inverted lists its queries probe",
     )
     # retrieve
-    k: int = Field(100, ge=1, le=MAX_K, strict=True, description="Candidates retrieved for pack/ask")
+    k: int | None = Field(
+        None, ge=1, le=MAX_K, strict=True, description="Candidates retrieved for pack/ask/sessions; None: scaled "
+        "to the budget (three times the chunks it holds, at least 100; more when a pack comes out short), and "
+        "100 for `retrieve`",
+    )
     retrieval: Literal["hybrid", "dense", "lexical"] = Field(
         "hybrid", description="Dense (embeddings), lexical (BM25) or both fused (reciprocal rank fusion)"
     )
@@ -120,7 +125,7 @@ class Settings(BaseModel):
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.budget_tokens > self.window_tokens:
-            raise ValueError(f"budget_tokens must fit in the model's context window ({self.window_tokens})")
+            raise BudgetTooLargeError(self.budget_tokens, self.window_tokens)
         if self.dense_weight + self.lexical_weight == 0:
             raise ValueError("dense_weight and lexical_weight cannot both be 0")
         if self.max_new_tokens >= self.budget_tokens:

@@ -52,7 +52,7 @@ class EvalConfig(BaseModel):
     answer_budgets: list[int] = Field([2_000], description="Budgets for answer-level runs (the model's window)")
     answer_lengths: list[int] | None = Field(None, description="Haystack lengths of answer-level runs; None: all")
     answer_tokens: int = Field(64, ge=1)
-    k: int = Field(1000, ge=1, description="hybridctx's generous recall")
+    k: int | None = Field(None, ge=1, description="hybridctx's recall; None: the library's default, scaled to the budget")
     seed: int = 0
     haystack: Path | None = Field(None, description="A folder of the user's documents; default: Paul Graham's essays")
 
@@ -92,10 +92,15 @@ def run_eval(
 ) -> EvalResult:
     """Run `config`. `pipeline_factory(folder) -> Pipeline` makes the KB of each haystack; by
     default each is opened with `settings` (the defaults: the embedded models) and `k=config.k`,
-    all sharing one embedding model and one backend, which is closed at the end."""
+    all sharing one embedding model and one backend, which is closed at the end.
+
+    Context level measures what a reader whose window holds each budget would be shown, so
+    the embedded model is opened with a window of the largest budget measured."""
     if pipeline_factory is not None:
         return _run(config, pipeline_factory, show_progress)
-    shared = (settings or Settings()).model_copy(update={"k": config.k, "show_progress": False})
+    settings = settings or Settings()
+    window = max(settings.context_window, *config.budgets, *(config.answer_budgets if config.answers else []))
+    shared = settings.model_copy(update={"k": config.k, "show_progress": False, "context_window": window})
     embedder, backend = embedder_from(shared), build_backend(shared)
     try:
         return _run(config, lambda folder: Pipeline(folder, shared, embedder=embedder, backend=backend), show_progress)

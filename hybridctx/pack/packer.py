@@ -164,6 +164,7 @@ class Packer:
             max_new_tokens=max_new_tokens,
             prefix_token_count=prefix_tokens,
             ordering=ordering,
+            stopped_by="budget" if any(d[1] == "over_budget" for d in selection.dropped) else "candidates",
             dropped=[{"chunk_id": c, "reason": r, "kept": k} for c, r, k in selection.dropped],  # validated in one go
         )
 
