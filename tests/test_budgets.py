@@ -83,10 +83,11 @@ def test_a_pack_short_of_its_budget_retrieves_more(tmp_path, embedder, wide_read
 def test_a_budget_above_the_window_is_refused_per_call(open_pipe, corpus, backend):
     pipe = open_pipe()
     pipe.add(corpus)
+    window = f"larger than the model's context window \\({backend.context_window:,}"
     for call in (lambda: pipe.pack("tomatoes?", budget_tokens=64_000),
                  lambda: pipe.ask("tomatoes?", budget_tokens=64_000),
                  lambda: pipe.session().pack("tomatoes?", budget_tokens=64_000)):
-        with pytest.raises(BudgetTooLargeError, match=f"larger than the model's context window \\({backend.context_window:,}"):
+        with pytest.raises(BudgetTooLargeError, match=window):
             call()
     with pytest.raises(InvalidArgumentError, match="budget_tokens=16,000 is larger than the model's context window"):
         Pipeline.open(pipe.kb.root, budget_tokens=16_000)  # the same message for the settings

@@ -52,7 +52,7 @@ class EvalConfig(BaseModel):
     answer_budgets: list[int] = Field([2_000], description="Budgets for answer-level runs (the model's window)")
     answer_lengths: list[int] | None = Field(None, description="Haystack lengths of answer-level runs; None: all")
     answer_tokens: int = Field(64, ge=1)
-    k: int | None = Field(None, ge=1, description="hybridctx's recall; None: the library's default, scaled to the budget")
+    k: int | None = Field(None, ge=1, description="hybridctx's recall; None: the default, scaled to the budget")
     seed: int = 0
     haystack: Path | None = Field(None, description="A folder of the user's documents; default: Paul Graham's essays")
 
