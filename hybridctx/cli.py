@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hybridctx.errors import HybridCtxError, InvalidArgumentError, KnowledgeBaseNotFoundError
+from hybridctx.errors import HybridCtxError, InvalidArgumentError, KnowledgeBaseNotFoundError, ModelUnavailableError
 from hybridctx.pack import ORDERINGS
 from hybridctx.schema import AddReport, Answer, Hit, PackedContext
 
@@ -136,14 +136,18 @@ def print_hits(hits: list[Hit], snippet_chars: int = 160) -> None:
 
 
 def describe_context(context: PackedContext) -> str:
-    """One line: size, passages, recall, and how many candidates were dropped for what."""
+    """One line: size, passages, recall, why packing stopped, and how many candidates were dropped for what."""
     dropped = Counter(d.reason for d in context.dropped)
     left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(dropped.items()))
     return (
         f"{context.token_count} prompt tokens ({len(context.passages)} passages from {len(context.chunks)} chunks, "
-        f"{context.ordering} order, {context.recall.replace('_', ' ')}, budget {context.budget_tokens}"
-        f"{'; left out: ' + left_out if left_out else ''})"
+        f"{context.ordering} order, {context.recall.replace('_', ' ')}, budget {context.budget_tokens}, "
+        f"{_STOPPED[context.stopped_by]}{'; left out: ' + left_out if left_out else ''})"
     )
+
+
+_STOPPED = {"budget": "budget full", "candidates": "candidates ran out",
+            "effective_context": "cut to the model's effective context"}
 
 
 def print_answer(answer: Answer, streamed: bool = False) -> None:
@@ -313,6 +317,59 @@ def ask(
             out.file.flush()
         out.print("" if shown else "[bold]Answer:[/] (empty)")
         print_answer(stream.text(), streamed=True)
+
+
+@app.command()
+@_friendly_errors
+def calibrate(
+    seeds: int = typer.Option(3, min=1, help="Questions per probe task and length"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Probe lengths up to this, not the whole window"),
+    context_window: int = typer.Option(8192, "--context-window", help="The embedded model's window"),
+    plot: Path = typer.Option(Path("calibration.png"), "--plot", help="Where the accuracy-vs-length plot goes"),
+    vllm_model: Path | None = VLLM_MODEL_OPTION,
+    max_model_len: int = MAX_MODEL_LEN_OPTION,
+    enforce_eager: bool = ENFORCE_EAGER_OPTION,
+    openai_url: str | None = OPENAI_URL_OPTION,
+    openai_model: str | None = OPENAI_MODEL_OPTION,
+    tokenizer: str | None = TOKENIZER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Measure how much of its window the model reads well (its effective context) and store it:
+    `ask` then reads at most that much per window with this model."""
+    from hybridctx.generate.calibration import calibrate as probe
+    from hybridctx.generate.calibration import plot as plot_calibrations
+    from hybridctx.generate.calibration import save_calibration
+    from hybridctx.pipeline import build_backend
+    from hybridctx.settings import Settings
+
+    backend_settings = _backend_settings(vllm_model, max_model_len, enforce_eager, openai_url, openai_model, tokenizer)
+    try:
+        settings = Settings(backend=backend_settings, context_window=context_window,
+                            budget_tokens=min(2048, context_window))
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"invalid settings: {exc}") from exc
+    backend = build_backend(settings)
+    try:
+        found = probe(backend, seeds=seeds, max_tokens=max_tokens, show_progress=not as_json)
+    finally:
+        backend.close()
+    stored = save_calibration(settings.cache_dir, found)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    grid = Table(title=f"Answered right, {found.model}")
+    grid.add_column("prompt tokens", justify="right")
+    for task in found.accuracy:
+        grid.add_column(task, justify="right")
+    for i, length in enumerate(found.lengths):
+        grid.add_row(f"{length:,}", *(f"{scores[i]:.2f}" for scores in found.accuracy.values()))
+    out.print(grid)
+    out.print(f"effective context: [bold]{found.effective_tokens:,}[/] tokens of {found.window_tokens:,} "
+              f"({found.seconds:.0f} s); stored in {stored}")
+    try:
+        out.print(f"plot: {plot_calibrations([found], plot)}")
+    except ModelUnavailableError as exc:
+        out.print(f"no plot: {exc}")
 
 
 def _backend_settings(

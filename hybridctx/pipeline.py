@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,6 +40,7 @@ from hybridctx.generate import (
     cite,
     unsupported_citations,
 )
+from hybridctx.generate.calibration import Calibration, calibrate, load_calibration, save_calibration
 from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, TrimmedText, result_of
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
@@ -52,6 +53,7 @@ from hybridctx.retrieve import (
     DenseRetriever,
     HybridRetriever,
     LexicalRetriever,
+    MultiHopRetriever,
     Retriever,
     candidates,
     recall_k,
@@ -108,6 +110,7 @@ class Pipeline:
         self._embedder = embedder
         self._backend = backend
         self._owns_backend = backend is None  # made here on first use: closed by close()
+        self._calibration: Calibration | Literal[False] | None = None  # False: looked up, none stored
         # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
         self.embedding_model = (
             embedder.name if embedder is not None
@@ -165,14 +168,18 @@ class Pipeline:
     @cached_property
     def retriever(self) -> Retriever:
         s = self.settings
+        lexical = LexicalRetriever(self.kb)
+        first: Retriever
         if s.retrieval == "lexical":
-            return LexicalRetriever(self.kb)
-        dense = DenseRetriever(self.kb, self.embedder)
-        if s.retrieval == "dense":
-            return dense
-        return HybridRetriever(
-            dense, LexicalRetriever(self.kb), s.dense_weight, s.lexical_weight, s.rrf_k, s.fusion_depth
-        )
+            first = lexical
+        elif s.retrieval == "dense":
+            first = DenseRetriever(self.kb, self.embedder)
+        else:
+            first = HybridRetriever(
+                DenseRetriever(self.kb, self.embedder), lexical, s.dense_weight, s.lexical_weight, s.rrf_k,
+                s.fusion_depth,
+            )
+        return MultiHopRetriever(first, lexical, s.hops, rrf_k=s.rrf_k) if s.hops else first
 
     @cached_property
     def packer(self) -> Packer:
@@ -259,24 +266,27 @@ class Pipeline:
         the budget or the candidates ran out.
         """
         call = self._per_call(budget_tokens, max_new_tokens, ordering)
-        return self._pack(query, call, _scope(filters, principal), hits, session)
+        return self._pack(query, call.budget_tokens, call, _scope(filters, principal), hits, session)
 
     def _pack(
-        self, query: str, call: _PerCall, scope: Scope, hits: Sequence[Hit] | None = None,
+        self, query: str, budget_tokens: int, call: _PerCall, scope: Scope, hits: Sequence[Hit] | None = None,
         session: PackSession | None = None,
     ) -> PackedContext:
-        found = self._candidates(query, call.budget_tokens, scope) if hits is None else Candidates(list(hits), False)
+        """Pack `budget_tokens` (the call's, or less: what the model reads well)."""
+        found = self._candidates(query, budget_tokens, scope) if hits is None else Candidates(list(hits), False)
         while True:
             context = self.packer.pack(
-                query, found.hits, call.budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
+                query, found.hits, budget_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering,
                 session=session,
             )
             # Short with more in the corpus: retrieve more (not in a session, whose state the pack moved on).
             if hits is not None or session is not None or self.settings.k is not None or not found.short_of(context):
                 break
-            found = self._candidates(query, call.budget_tokens, scope, k=found.k * MORE_RECALL)
-        recall = found.recall_of(context)
-        return context if recall == context.recall else context.model_copy(update={"recall": recall})
+            found = self._candidates(query, budget_tokens, scope, k=found.k * MORE_RECALL)
+        update: dict[str, Any] = {"recall": found.recall_of(context)}
+        if budget_tokens < call.budget_tokens and context.stopped_by == "budget":
+            update["stopped_by"] = "effective_context"
+        return context.model_copy(update=update)
 
     def _candidates(self, query: str, budget_tokens: int, scope: Scope, k: int | None = None) -> Candidates:
         """Candidates for a budget: `settings.k` of them, or as many as the budget calls for."""
@@ -315,12 +325,12 @@ class Pipeline:
         answer = answer_by(
             call.strategy,
             direct=lambda: self.generate(
-                self._pack(query, call, scope), max_new_tokens=call.max_new_tokens, temperature=temperature,
-                on_text=on_text if call.strategy == "direct" else None,
+                self._pack(query, call.read_tokens, call, scope), max_new_tokens=call.max_new_tokens,
+                temperature=temperature, on_text=on_text if call.strategy == "direct" else None,
             ),
-            synthesis=lambda budget_tokens: self.synthesizer.answer(
-                query, self._candidates(query, budget_tokens, scope).hits, budget_tokens, call.max_new_tokens,
-                max_windows=self.settings.max_windows, temperature=temperature,
+            synthesis=lambda budget_tokens: self.synthesizer.answer(  # windows of what the model reads well
+                query, self._candidates(query, budget_tokens, scope).hits, min(budget_tokens, call.read_tokens),
+                call.max_new_tokens, max_windows=self.settings.max_windows, temperature=temperature,
             ),
             budget_tokens=call.budget_tokens,
             window_tokens=self.backend.context_window,
@@ -401,12 +411,38 @@ class Pipeline:
         budget_tokens = s.budget_tokens if budget_tokens is None else budget_tokens
         if budget_tokens > self.backend.context_window:
             raise BudgetTooLargeError(budget_tokens, self.backend.context_window)
+        max_new_tokens = s.max_new_tokens if max_new_tokens is None else max_new_tokens
+        effective = self.effective_tokens
         return _PerCall(
             budget_tokens=budget_tokens,
-            max_new_tokens=s.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            read_tokens=budget_tokens if effective is None else min(budget_tokens, effective + max_new_tokens),
+            max_new_tokens=max_new_tokens,
             ordering=ordering or s.ordering,
             strategy=strategy or s.strategy,
         )
+
+    @property
+    def effective_tokens(self) -> int | None:
+        """Prompt tokens the reading model uses well (`Settings.effective_context`): a number
+        set there, or its calibration (`calibrate`) where one was stored; None: the whole budget."""
+        setting = self.settings.effective_context
+        if setting == "window":
+            return None
+        if isinstance(setting, int):
+            return setting
+        if self._calibration is None:
+            self._calibration = load_calibration(self.settings.cache_dir, self.backend.model_id) or False
+        return self._calibration.effective_tokens if self._calibration else None
+
+    def calibrate(self, seeds: int = 3, max_tokens: int | None = None) -> Calibration:
+        """Measure how much of its window the reading model really uses, store it for this
+        model in the cache, and read at most that much per window from now on (see
+        `hybridctx.generate.calibration`). Minutes on a CPU: `3 * 2 * seeds` probes of up to
+        the window (or `max_tokens`)."""
+        found = calibrate(self.backend, seeds=seeds, max_tokens=max_tokens, show_progress=self.settings.show_progress)
+        save_calibration(self.settings.cache_dir, found)
+        self._calibration = found
+        return found
 
     def session(
         self, filters: Mapping[str, Any] | None = None, principal: str | None = None, ordering: Ordering | None = None
@@ -473,6 +509,7 @@ _T = TypeVar("_T")
 @dataclass(frozen=True)
 class _PerCall:
     budget_tokens: int
+    read_tokens: int  # what `ask` packs per window: the budget, or less where the model reads less well
     max_new_tokens: int
     ordering: Ordering
     strategy: Strategy
@@ -498,13 +535,15 @@ class Session:
 
     def pack(self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None) -> PackedContext:
         call = self.pipeline._per_call(budget_tokens, max_new_tokens, self.ordering)
-        return self.pipeline._pack(query, call, self.scope, session=self.state)
+        return self.pipeline._pack(query, call.budget_tokens, call, self.scope, session=self.state)
 
     def ask(
         self, query: str, budget_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
-        context = self.pack(query, budget_tokens, max_new_tokens)
+        """Pack the follow-up into the session's prompt (at most what the model reads well) and answer."""
+        call = self.pipeline._per_call(budget_tokens, max_new_tokens, self.ordering)
+        context = self.pipeline._pack(query, call.read_tokens, call, self.scope, session=self.state)
         return self.pipeline.generate(context, max_new_tokens=max_new_tokens, temperature=temperature, on_text=on_text)
 
     def stream(

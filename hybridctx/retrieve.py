@@ -10,6 +10,7 @@ default: dense retrieval finds paraphrases, lexical retrieval finds rare exact t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -115,6 +116,70 @@ class HybridRetriever:
                 continue
             for hit in retriever.retrieve(query, max(k, self.fusion_depth), scope):
                 fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + weight / (self.rrf_k + hit.rank)
+                chunks[hit.chunk.id] = hit.chunk
+        best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:k]
+        return _hits([(chunks[chunk_id], fused[chunk_id]) for chunk_id in best])
+
+
+# Names: the rare, exact terms that chain facts together (identifiers, codes, numbers of three
+# digits or more, acronyms), as opposed to the prose words of a question.
+_NAME = re.compile(
+    r"(?<![\w.])(?:[A-Z][A-Z0-9_]{2,}|[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*"
+    r"|[A-Z][a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]*\d{3,}[A-Za-z0-9]*)(?![\w])"
+)
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?](?=\s|$))?")
+
+
+def names(text: str) -> set[str]:
+    """The names in `text` (see `_NAME`): what a follow-up retrieval can look for exactly."""
+    return set(_NAME.findall(text))
+
+
+class MultiHopRetriever:
+    """Follows chains of facts (X = Y; Y = 7): after the first retrieval, the sentences of its
+    hits that mention a name of the question (an identifier, a code, a number) name new
+    things; a lexical search for those, and again for what that finds, up to `max_hops`
+    times, joins the ranking by reciprocal rank fusion, so each link ranks with the hit that
+    named it. A question without names, or hits that name nothing new, costs nothing more.
+
+    RULER's variable tracking had 0.25 of its chain in the prompt at 4k and 16k with one
+    retrieval: the later links share no word with the question."""
+
+    def __init__(
+        self, first: Retriever, lexical: LexicalRetriever, max_hops: int = 3, hop_k: int = 10, rrf_k: int = 60
+    ) -> None:
+        if max_hops < 1 or hop_k < 1:
+            raise InvalidArgumentError(f"max_hops and hop_k must be at least 1, got {max_hops} and {hop_k}")
+        self.first = first
+        self.lexical = lexical
+        self.max_hops = max_hops
+        self.hop_k = hop_k
+        self.rrf_k = rrf_k
+
+    def retrieve(self, query: str, k: int, scope: Scope = _EVERYTHING) -> list[Hit]:
+        hits = self.first.retrieve(query, k, scope)
+        seen = names(query)
+        rankings, latest, wanted = [hits], hits, seen
+        for _ in range(self.max_hops):
+            named = set()
+            for hit in latest:  # all first-round hits: a rare number ranks low against the prose of a question
+                for sentence in _SENTENCE.findall(hit.chunk.text):
+                    found = names(sentence)
+                    if found & wanted:
+                        named |= found
+            wanted = named - seen
+            if not wanted:
+                break
+            seen |= wanted
+            latest = self.lexical.retrieve(" ".join(sorted(wanted)), self.hop_k, scope)
+            rankings.append(latest)
+        if len(rankings) == 1:
+            return hits
+        fused: dict[str, float] = {}
+        chunks: dict[str, Chunk] = {}
+        for ranking in rankings:
+            for hit in ranking:
+                fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + 1 / (self.rrf_k + hit.rank)
                 chunks[hit.chunk.id] = hit.chunk
         best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:k]
         return _hits([(chunks[chunk_id], fused[chunk_id]) for chunk_id in best])

@@ -71,6 +71,10 @@ class Settings(BaseModel):
     )
     dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in hybrid fusion")
     lexical_weight: float = Field(1.0, ge=0.0, description="Weight of the lexical ranking in hybrid fusion")
+    hops: int = Field(
+        3, ge=0, le=8, description="Follow-up retrievals for chained facts (X = Y; Y = 7): lexical searches for the "
+        "names that the best hits' sentences about the question's names mention; 0: one retrieval",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens rank differences")
     fusion_depth: int = Field(
         100, ge=1, description="Hybrid retrieval fuses each ranking this deep (at least k): any k up to it is "
@@ -98,6 +102,11 @@ class Settings(BaseModel):
         "budget_tokens, escalating to synthesis over the model's whole window when the documents seem not to say)",
     )
     max_windows: int = Field(8, ge=1, description="Map-reduce: at most this many windows per question")
+    effective_context: int | Literal["calibrated", "window"] = Field(
+        "calibrated", description="Prompt tokens `ask` reads per window: 'calibrated' (the model's effective "
+        "length measured by `Pipeline.calibrate`, where it was; else the budget), 'window' (the whole budget), "
+        "or a number of tokens. Small models read far less well than their window (RULER)",
+    )
     backend: VLLMSettings | OpenAISettings | None = Field(
         None, discriminator="kind", description="The generating model: None for the embedded one, or vLLM "
         "settings, or an OpenAI-compatible server's",
@@ -128,6 +137,8 @@ class Settings(BaseModel):
             raise BudgetTooLargeError(self.budget_tokens, self.window_tokens)
         if self.dense_weight + self.lexical_weight == 0:
             raise ValueError("dense_weight and lexical_weight cannot both be 0")
+        if isinstance(self.effective_context, int) and self.effective_context < 256:
+            raise ValueError("effective_context must be at least 256 tokens, 'calibrated' or 'window'")
         if self.max_new_tokens >= self.budget_tokens:
             raise ValueError("max_new_tokens must be smaller than budget_tokens")
         return self

@@ -104,6 +104,7 @@ def open_pipe(tmp_path, embedder, backend):
     def make(name: str = "kb", generator=None, **overrides):
         """`generator`: a backend other than the embedded model's."""
         overrides.setdefault("show_progress", False)
+        overrides.setdefault("effective_context", "window")  # not a calibration this machine may have stored
         pipe = Pipeline.open(tmp_path / name, embedder=embedder, backend=generator or backend, **overrides)
         opened.append(pipe)
         return pipe

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -31,8 +30,9 @@ from hybridctx.evals.tasks import (
     cut_haystack,
     plant_at_depths,
 )
+from hybridctx.generate.calibration import stuffed
 from hybridctx.pipeline import Pipeline, build_backend, embedder_from
-from hybridctx.schema import Chunk, Document, Hit, PackedContext
+from hybridctx.schema import Document, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
 
@@ -190,21 +190,7 @@ def _stuffed(
     pipe: Pipeline, question: str, haystack: list[Document], budget_tokens: int, max_new_tokens: int
 ) -> PackedContext:
     """The haystack's first tokens as one passage, cut to fill the budget."""
-    counter = pipe.packer.counter
-    skeleton = counter.count(pipe.packer.template.render(question, [])) + 64  # header and joins, generously
-    # rounded, so that the cut is shared by the questions
-    passage_budget = (budget_tokens - max_new_tokens - skeleton) // 64 * 64
-    cut = _cut(tuple(d.text for d in haystack), counter, passage_budget)
-    chunk = Chunk(id="haystack#0", doc_id="haystack", text=cut, start=0, end=len(cut), start_line=1,
-                  end_line=cut.count("\n") + 1, token_count=0, metadata={"source": "haystack"})
-    hits = [Hit(chunk=chunk, score=1.0, rank=1)]
-    return pipe.packer.pack(question, hits, budget_tokens, max_new_tokens=max_new_tokens)
-
-
-@lru_cache(maxsize=64)
-def _cut(texts: tuple[str, ...], counter, tokens: int) -> str:
-    """The first `tokens` of the texts joined (cached: every question of a haystack asks it)."""
-    return cut_haystack([Document(id="haystack", text="\n\n".join(texts))], counter, tokens)[0].text
+    return stuffed(pipe.packer, question, tuple(d.text for d in haystack), budget_tokens, max_new_tokens)
 
 
 def _record(case: Case, length: int, budget: int, strategy: StrategyName, context: PackedContext) -> Record:

@@ -32,6 +32,12 @@ class Backend(Protocol):
     name: str
     context_window: int
 
+    @property
+    def model_id(self) -> str:
+        """Names the engine and the model, e.g. `llama.cpp/gemma-3-270m.gguf`: what a
+        calibration of its effective context is stored under."""
+        ...
+
     def token_counter(self) -> TokenCounter:
         """Counts prompt tokens exactly as this backend's model reads them."""
         ...

@@ -119,6 +119,10 @@ class LlamaCppBackend:
             self._model_path = embedded_gguf(self._cache_dir)
         return self._model_path
 
+    @property
+    def model_id(self) -> str:
+        return f"llama.cpp/{self.model_path.name}"
+
     def _load(self, vocab_only: bool) -> Any:
         try:
             from llama_cpp import Llama

@@ -60,6 +60,10 @@ class OpenAICompatibleBackend:
         )
         self._counter: HFTokenizer | TiktokenCounter | None = None
 
+    @property
+    def model_id(self) -> str:
+        return f"openai/{self.settings.model}@{self.settings.base_url}"
+
     def control_tokens(self) -> frozenset[str]:
         """The counting tokenizer's: the served model's when `tokenizer` names its folder."""
         return self.token_counter().control_tokens()

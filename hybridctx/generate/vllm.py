@@ -94,6 +94,10 @@ class VLLMBackend:
         self._lock = threading.Lock()
 
     @property
+    def model_id(self) -> str:
+        return f"vllm/{Path(self.settings.model).name or self.settings.model}"
+
+    @property
     def model_path(self) -> Path:
         path = Path(self.settings.model)
         if not (path / "config.json").is_file():
