@@ -10,7 +10,7 @@ from typing import Literal
 from rich.table import Table
 
 from hybridctx.errors import ModelUnavailableError
-from hybridctx.evals.runner import EvalResult, measured, summary, sweep
+from hybridctx.evals.runner import EvalResult, Record, measured, summary, sweep
 
 Level = Literal["context", "answer"]
 
@@ -43,6 +43,50 @@ def markdown_table(result: EvalResult, level: Level = "context") -> list[str]:
     for task in dict.fromkeys(t for t, _, _ in scores):
         cells = [scores.get((task, s, b)) for b in budgets for s in result.config.strategies]
         lines.append(f"| {task} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return lines
+
+
+def paired_difference(pairs: list[tuple[float, float]], resamples: int = 10_000, seed: int = 0
+                      ) -> tuple[float, float, float]:
+    """Mean of `a - b` over paired scores, with a 95% bootstrap interval (percentile)."""
+    import random
+
+    differences = [a - b for a, b in pairs]
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(rng.choices(differences, k=n)) / n for _ in range(resamples))
+    return sum(differences) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridctx") -> list[str]:
+    """Markdown rows: per task and budget, each strategy's mean, and `ours` minus the stronger
+    other strategy on the same questions with its 95% interval; and how often `ours` cited a
+    passage holding a value (citation precision)."""
+    records = measured(result, level)
+    others = [s for s in result.config.strategies if s != ours]
+    by_key: dict[tuple[str, int], dict[str, dict[tuple[str, int], Record]]] = {}
+    for r in records:
+        by_key.setdefault((r.task, r.budget), {}).setdefault(r.strategy, {})[(r.question, r.length)] = r
+    lines = ["| task | budget | n | " + " | ".join(result.config.strategies)
+             + f" | {ours} - best other (95% CI) | {ours} citations holding a value |",
+             "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|"]
+
+    def score(r: Record) -> float:
+        return (r.context_score if level == "context" else r.answer_score) or 0.0
+
+    for (task, budget), strategies in by_key.items():
+        if ours not in strategies:
+            continue
+        questions = strategies[ours]
+        means = {s: sum(score(r) for r in strategies[s].values()) / len(strategies[s]) for s in strategies}
+        best = max(others, key=lambda s: means.get(s, -1.0))
+        pairs = [(score(r), score(strategies[best][q])) for q, r in questions.items() if q in strategies[best]]
+        diff, low, high = paired_difference(pairs)
+        cited = [r.citation_score for r in questions.values() if r.citation_score is not None]
+        citation = f"{sum(cited) / len(cited):.2f} ({len(cited)} cited)" if cited else "-"
+        lines.append(f"| {task} | {budget:,} | {len(questions)} | "
+                     + " | ".join(f"{means[s]:.2f}" if s in means else "-" for s in result.config.strategies)
+                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] vs {best} | {citation} |")
     return lines
 
 

@@ -32,7 +32,7 @@ from hybridctx.evals.tasks import (
 )
 from hybridctx.generate.calibration import stuffed
 from hybridctx.pipeline import Pipeline, build_backend, embedder_from
-from hybridctx.schema import Document, PackedContext
+from hybridctx.schema import Answer, Document, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
 
@@ -52,6 +52,7 @@ class EvalConfig(BaseModel):
     answer_budgets: list[int] = Field([2_000], description="Budgets for answer-level runs (the model's window)")
     answer_lengths: list[int] | None = Field(None, description="Haystack lengths of answer-level runs; None: all")
     answer_tokens: int = Field(64, ge=1)
+    repeats: int = Field(1, ge=1, description="Cases per task: each repeat plants fresh facts in its own KB")
     k: int | None = Field(None, ge=1, description="hybridctx's recall; None: the default, scaled to the budget")
     seed: int = 0
     haystack: Path | None = Field(None, description="A folder of the user's documents; default: Paul Graham's essays")
@@ -77,6 +78,10 @@ class Record(BaseModel):
     needle_positions: list[float | None] = Field(description="Where each needle sits in the prompt, 0..1; None: absent")
     answer_score: float | None = None
     distractor_score: float | None = None
+    citation_score: float | None = Field(
+        None, description="The share of the passages the answer cites that hold one of the expected values; "
+        "None: it cited none"
+    )
     answer: str | None = None
     seconds: float = 0.0
 
@@ -115,15 +120,15 @@ def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:
     records: list[Record] = []
     per_length = sum(len(config.depths) if t == "needle" else 1 for t in config.tasks)
     with tempfile.TemporaryDirectory(prefix="hybridctx-eval-") as tmp, tqdm(
-        total=per_length * len(config.lengths), desc="eval", unit="case", disable=not show_progress
+        total=per_length * len(config.lengths) * config.repeats, desc="eval", unit="case", disable=not show_progress
     ) as bar:
-        for length in config.lengths:
+        for length, repeat in ((n, r) for n in config.lengths for r in range(config.repeats)):
             # One KB per haystack: all fact tasks planted together (each one's facts are noise to
             # the others), and the word list of the aggregation task on its own.
             fact_cases = [c for t in config.tasks if t != "aggregation" for c in GENERATORS[t](rng, config.depths)]
             jobs = ([fact_cases] if fact_cases else []) + ([[]] if "aggregation" in config.tasks else [])
             for index, cases in enumerate(jobs):
-                pipe = factory(Path(tmp) / f"kb-{length}-{index}")
+                pipe = factory(Path(tmp) / f"kb-{length}-{repeat}-{index}")
                 try:
                     counter = pipe.packer.counter
                     if cases:
@@ -163,15 +168,27 @@ def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, 
         for budget in config.answer_budgets:
             for strategy in config.strategies:
                 started = time.perf_counter()
-                context = _context(pipe, strategy, case.question, haystack, budget, config.answer_tokens)
-                answer = pipe.generate(context, max_new_tokens=config.answer_tokens)
-                record = _record(case, length, budget, strategy, context)
+                if strategy == "hybridctx":  # the default `ask`: recall, packing, what the model reads well
+                    answer = pipe.ask(case.question, budget, max_new_tokens=config.answer_tokens)
+                else:
+                    context = _context(pipe, strategy, case.question, haystack, budget, config.answer_tokens)
+                    answer = pipe.generate(context, max_new_tokens=config.answer_tokens)
+                record = _record(case, length, budget, strategy, answer.context)
                 records.append(record.model_copy(update={
                     "answer": answer.text, "answer_score": case.answer_score(answer.text),
                     "distractor_score": case.distractor_score(answer.text) if case.distractor_values else None,
+                    "citation_score": _citation_score(case, answer),
                     "seconds": time.perf_counter() - started,
                 }))
     return records
+
+
+def _citation_score(case: Case, answer: Answer) -> float | None:
+    """The share of cited passages that hold one of the case's values (a right citation)."""
+    cited = [p for c in answer.citations if (p := answer.context.passage(c.passage)) is not None]
+    if not cited:
+        return None
+    return sum(any(v.lower() in p.text.lower() for v in case.values) for p in cited) / len(cited)
 
 
 def _context(
