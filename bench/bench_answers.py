@@ -1,0 +1,116 @@
+"""Answer level, per model: does hybridctx's default `ask` beat classic top-5 RAG and
+long-context stuffing on the `hybridctx eval` tasks, beyond noise?
+
+Each repeat plants fresh facts of every task into its own 32k-token haystack of the essays;
+each question is answered by all three strategies at each budget, so differences are paired
+(95% bootstrap intervals). hybridctx is the library's default `ask`: recall scaled to the
+budget, multi-hop retrieval, and at most the model's calibrated effective context read.
+
+    .venv/bin/python bench/bench_answers.py [--models gemma,smollm2,vllm] [--repeats 10]
+
+Resumable: a model whose bench/answers_<model>.json exists is not run again (--force).
+Writes the RESULTS.md section "answers".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _results import write_section  # noqa: E402
+from bench_generation import smollm2_gguf  # noqa: E402
+
+from hybridctx.evals import EvalConfig, EvalResult, report, run_eval  # noqa: E402
+from hybridctx.generate import LlamaCppBackend  # noqa: E402
+from hybridctx.generate.models import embedded_safetensors  # noqa: E402
+from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
+from hybridctx.pipeline import Pipeline, embedder_from  # noqa: E402
+from hybridctx.settings import Settings, default_cache_dir  # noqa: E402
+
+HERE = Path(__file__).parent
+WINDOW = 8192
+MODELS = {
+    "gemma": "Gemma 3 270M, llama.cpp (Q4_K_M)",
+    "smollm2": "SmolLM2-135M-Instruct, llama.cpp (Q4_1)",
+    "vllm": "Gemma 3 270M, vLLM CPU (float32, eager)",
+}
+
+
+def backend_of(model: str):
+    cache = default_cache_dir()
+    if model == "gemma":
+        return LlamaCppBackend(cache_dir=cache, context_window=WINDOW)
+    if model == "smollm2":
+        return LlamaCppBackend(smollm2_gguf(), cache_dir=cache, context_window=WINDOW)
+    return VLLMBackend(VLLMSettings(model=str(embedded_safetensors(cache)), max_model_len=WINDOW,
+                                    enforce_eager=True, cpu_kv_cache_gib=2))
+
+
+def run(model: str, config: EvalConfig, cache: Path) -> EvalResult:
+    """`cache`: where the measured calibrations are put for the run (not the user's cache)."""
+    settings = Settings(show_progress=False, cache_dir=cache)
+    embedder, backend = embedder_from(settings), backend_of(model)
+    if model != "gemma":  # its calibration ships; the others' were measured by bench_calibrate.py
+        from hybridctx.generate.calibration import Calibration, save_calibration
+
+        measured = HERE / f"calibration_{backend.model_id.replace('/', '_')}.json"
+        save_calibration(settings.cache_dir, Calibration.model_validate_json(measured.read_text()))
+    try:
+        return run_eval(config, lambda folder: Pipeline(folder, settings, embedder=embedder, backend=backend))
+    finally:
+        backend.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="gemma,smollm2,vllm")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--budgets", default="2000,4000")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    config = EvalConfig(lengths=[32_000], budgets=budgets, depths=[0.5], answers=True, answer_budgets=budgets,
+                        answer_tokens=48, repeats=args.repeats)
+    lines: list[str] = []
+    for model in MODELS:
+        out = HERE / f"answers_{model}.json"
+        if model in args.models.split(",") and (args.force or not out.exists()):
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as cache:
+                result = run(model, config, Path(cache))
+            out.write_text(result.model_dump_json(indent=1))
+            print(f"{model}: {time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+        if not out.exists():
+            continue
+        result = EvalResult.model_validate_json(out.read_text())
+        n = result.config.repeats
+        lines += [
+            f"**{MODELS[model]}**: {n} questions per task (each in its own haystack), {result.seconds / 60:.0f} min. "
+            "Share of planted values the answer names; hybridctx minus the stronger other strategy on the same "
+            "questions, with a 95% bootstrap interval; and the share of hybridctx's cited passages that hold "
+            "a planted value.",
+            "",
+            *report.comparison(result, "answer"),
+            "",
+        ]
+    write_section("answers", [
+        f"## Answer level: hybridctx's default ask against top-5 RAG and stuffing ({date.today()})",
+        "",
+        f"`bench/bench_answers.py`: every `hybridctx eval` task, 32k-token haystacks of the essays, budgets "
+        f"{args.budgets}, 48 answer tokens, load {os.getloadavg()[0]:.1f}. Results per model in "
+        "`bench/answers_<model>.json`.",
+        "",
+        *lines,
+    ])
+
+
+if __name__ == "__main__":
+    main()
