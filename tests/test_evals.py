@@ -148,3 +148,34 @@ def test_cli_eval_quick_at_a_small_size_and_its_bad_input(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hybridctx", "eval", "--answers", "--answer-lengths", "8k"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--answer-lengths '8k'" in bad.stderr
+
+
+def test_paired_differences_come_with_a_95_percent_interval():
+    from hybridctx.evals.report import paired_difference
+
+    assert paired_difference([(1.0, 0.0)] * 20) == (1.0, 1.0, 1.0)
+    diff, low, high = paired_difference([(1.0, 0.0)] * 10 + [(0.0, 1.0)] * 10)
+    assert diff == 0.0 and low < 0 < high  # a coin flip is not a difference
+    diff, low, high = paired_difference([(1.0, 0.0)] * 18 + [(0.0, 1.0)] * 2)
+    assert diff == 0.8 and 0.4 < low < diff < high <= 1.0
+
+
+def test_the_comparison_pairs_each_question_with_the_stronger_other_strategy():
+    from hybridctx.evals import EvalConfig, EvalResult, Record, report
+
+    def record(question, strategy, score, citation=None):
+        return Record(task="multi_key", question=question, length=8000, budget=2000, strategy=strategy,
+                      depths=[0.5], context_score=1.0, prompt_tokens=100, needle_positions=[0.5],
+                      answer="x", answer_score=score, citation_score=citation)
+
+    records = []
+    for i in range(10):
+        records += [record(f"q{i}", "top5", 1.0 if i < 6 else 0.0), record(f"q{i}", "stuffing", 0.0),
+                    record(f"q{i}", "hybridctx", 1.0 if i < 8 else 0.0, citation=1.0 if i < 4 else 0.0)]
+    result = EvalResult(config=EvalConfig(answers=True), records=records, seconds=1.0)
+    header, rule, row = report.comparison(result)
+    assert "95% CI" in header and rule.count("---") == header.count("|") - 1
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:6] == ["multi_key", "2,000", "10", "0.60", "0.00", "0.80"]
+    assert cells[6].startswith("+0.20 [") and cells[6].endswith("vs top5")
+    assert cells[7] == "0.40 (10 cited)"
