@@ -85,6 +85,18 @@ def llama_counter(backend):
     return backend.token_counter()
 
 
+@pytest.fixture(scope="session")
+def essays_kb(tmp_path_factory, embedder, backend) -> Path:
+    """A KB of about 90k tokens of essays: more than the whole-corpus route takes at budgets up to 24k."""
+    from hybridctx import Pipeline
+    from hybridctx.evals.essays import paul_graham_essays
+
+    path = tmp_path_factory.mktemp("essays") / "kb"
+    with Pipeline.open(path, embedder=embedder, backend=backend, show_progress=False) as pipe:
+        pipe.add(paul_graham_essays(max_chars=380_000))
+    return path
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     folder = tmp_path / "corpus"

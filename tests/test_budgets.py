@@ -25,22 +25,6 @@ def wide_reader():
     reader.close()
 
 
-@pytest.fixture(scope="module")
-def essays_kb(tmp_path_factory, embedder, wide_reader):
-    """About 90k tokens of essays: more than a 24k budget's whole-corpus route takes."""
-    essays = paul_graham_essays()
-    chosen, chars = [], 0
-    for essay in essays:
-        chosen.append(essay)
-        chars += len(essay.text)
-        if chars > 380_000:
-            break
-    path = tmp_path_factory.mktemp("essays") / "kb"
-    with Pipeline.open(path, embedder=embedder, backend=wide_reader, show_progress=False) as pipe:
-        pipe.add(chosen)
-    return path
-
-
 def test_recall_scales_with_the_budget():
     assert recall_k(2_000, 96) == 100  # the classic generous recall, at least
     assert recall_k(64_000, 96) == 2_000
@@ -63,12 +47,7 @@ def test_a_pack_short_of_its_budget_retrieves_more(tmp_path, embedder, wide_read
     calls for leave a fifth of them; the pack retrieves more and still fills the budget."""
     from hybridctx import Document
 
-    texts, chars = [], 0
-    for essay in paul_graham_essays():
-        texts.append(essay.text)
-        chars += len(essay.text)
-        if chars > 60_000:
-            break
+    texts = [essay.text for essay in paul_graham_essays(max_chars=60_000)]
     copies = [Document(id=f"copy{n}/{i}", text=t) for n in range(5) for i, t in enumerate(texts)]
     with Pipeline.open(tmp_path / "kb", embedder=embedder, backend=wide_reader, show_progress=False) as pipe:
         pipe.add(copies)

@@ -54,21 +54,6 @@ def test_calibrations_are_kept_by_model(tmp_path):
         load_calibration(tmp_path, "vllm/a")
 
 
-@pytest.fixture(scope="module")
-def essays_kb(tmp_path_factory, embedder, backend):
-    """About 25k tokens of essays: more than a 4k budget's whole-corpus route takes."""
-    chosen, chars = [], 0
-    for essay in paul_graham_essays():
-        chosen.append(essay)
-        chars += len(essay.text)
-        if chars > 100_000:
-            break
-    path = tmp_path_factory.mktemp("essays") / "kb"
-    with Pipeline.open(path, embedder=embedder, backend=backend, show_progress=False) as pipe:
-        pipe.add(chosen)
-    return path
-
-
 @pytest.mark.slow
 def test_ask_reads_at_most_the_calibrated_length(essays_kb, embedder, backend, tmp_path):
     question = "What should founders do when a company is growing fast?"
@@ -123,7 +108,7 @@ def test_hybridctx_calibrate_prints_the_table_and_stores_it(tmp_path):
 @pytest.mark.slow
 def test_multi_hop_retrieval_follows_a_chain_of_names(tmp_path, embedder, backend):
     chain = ["VAR QXBTR = 48213.", "VAR LMWPZ = VAR QXBTR.", "VAR HDKRN = VAR LMWPZ.", "VAR TSVGA = VAR HDKRN."]
-    prose = [essay for essay in paul_graham_essays()[:6]]
+    prose = paul_graham_essays()[:6]
     documents = [*prose, *(Document(id=f"note{i}", text=f"Note {i}. {line} End of note.") for i, line in
                            enumerate(chain))]
     question = "Which variables are assigned the value 48213, directly or through other variables?"

