@@ -528,6 +528,7 @@ def evaluate(
         None, "--answer-lengths", help="Haystack lengths of answer-level runs (default: all)"
     ),
     seed: int = typer.Option(0),
+    repeats: int = typer.Option(1, min=1, help="Cases per task, each in its own haystack (answer-level noise)"),
     out_dir: Path = typer.Option(Path("eval-results"), "--out", help="Where results.json and the plots go"),
     vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
@@ -549,7 +550,7 @@ def evaluate(
     }
     overrides = {key: value for key, value in given.items() if value is not None}
     try:
-        config = (EvalConfig.quick if quick else EvalConfig)(answers=answers, seed=seed, **overrides)
+        config = (EvalConfig.quick if quick else EvalConfig)(answers=answers, seed=seed, repeats=repeats, **overrides)
     except ValidationError as exc:
         raise InvalidArgumentError(f"eval: {exc}") from exc
     if haystack is not None and not haystack.is_dir():
@@ -559,6 +560,7 @@ def evaluate(
     out.print(report.table(result, "context"))
     if config.answers:
         out.print(report.table(result, "answer"))
+        out.print("\n".join(report.comparison(result, "answer")), highlight=False)
     for path in report.write(result, out_dir):
         out.print(f"wrote {path}", highlight=False)
     out.print(f"[dim]{len(result.records)} measurements in {result.seconds:.0f} s[/]")
