@@ -179,3 +179,16 @@ def test_the_comparison_pairs_each_question_with_the_stronger_other_strategy():
     assert cells[:6] == ["multi_key", "2,000", "10", "0.60", "0.00", "0.80"]
     assert cells[6].startswith("+0.20 [") and cells[6].endswith("vs top5")
     assert cells[7] == "0.40 (10 cited)"
+
+
+def test_a_question_asked_again_in_another_repeat_is_paired_by_its_turn():
+    from hybridctx.evals import EvalConfig, EvalResult, Record, report
+
+    def record(strategy, score):
+        return Record(task="aggregation", question="same", length=8000, budget=2000, strategy=strategy, depths=[],
+                      context_score=1.0, prompt_tokens=100, needle_positions=[], answer="x", answer_score=score)
+
+    records = [r for turn in range(4) for r in (record("top5", 0.0), record("hybridctx", 1.0 if turn else 0.0))]
+    result = EvalResult(config=EvalConfig(answers=True, strategies=["top5", "hybridctx"]), records=records, seconds=1)
+    cells = [c.strip() for c in report.comparison(result)[2].strip("|").split("|")]
+    assert cells[2:5] == ["4", "0.00", "0.75"] and cells[5].startswith("+0.75 [")

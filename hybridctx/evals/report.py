@@ -64,9 +64,14 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
     passage holding a value (citation precision)."""
     records = measured(result, level)
     others = [s for s in result.config.strategies if s != ours]
-    by_key: dict[tuple[str, int], dict[str, dict[tuple[str, int], Record]]] = {}
+    # Per task and budget, per strategy, each question's records in run order: the i-th time a
+    # question was asked (repeats ask the aggregation question again) pairs across strategies.
+    by_key: dict[tuple[str, int], dict[str, dict[tuple[str, int, int], Record]]] = {}
+    asked: dict[tuple[str, int, str, str, int], int] = {}
     for r in records:
-        by_key.setdefault((r.task, r.budget), {}).setdefault(r.strategy, {})[(r.question, r.length)] = r
+        key = (r.task, r.budget, r.strategy, r.question, r.length)
+        asked[key] = asked.get(key, -1) + 1
+        by_key.setdefault((r.task, r.budget), {}).setdefault(r.strategy, {})[(r.question, r.length, asked[key])] = r
     lines = ["| task | budget | n | " + " | ".join(result.config.strategies)
              + f" | {ours} - best other (95% CI) | {ours} citations holding a value |",
              "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|"]
