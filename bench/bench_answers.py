@@ -15,6 +15,7 @@ Writes the RESULTS.md section "answers".
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -54,9 +55,10 @@ def backend_of(model: str):
                                     enforce_eager=True, cpu_kv_cache_gib=2))
 
 
-def run(model: str, config: EvalConfig, cache: Path) -> EvalResult:
-    """`cache`: where the measured calibrations are put for the run (not the user's cache)."""
-    settings = Settings(show_progress=False, cache_dir=cache)
+def run(model: str, config: EvalConfig, cache: Path, effective: int | None) -> EvalResult:
+    """`cache`: where the measured calibrations are put for the run (not the user's cache);
+    `effective`: read at most this many tokens instead of the calibrated length."""
+    settings = Settings(show_progress=False, cache_dir=cache, effective_context=effective or "calibrated")
     embedder, backend = embedder_from(settings), backend_of(model)
     if model != "gemma":  # its calibration ships; the others' were measured by bench_calibrate.py
         from hybridctx.generate.calibration import Calibration, save_calibration
@@ -75,25 +77,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budgets", default="2000,4000")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--effective", type=int, help="Read at most this many tokens, not the calibrated length")
+    parser.add_argument("--tasks", default=None, help="Comma-separated tasks (default: all)")
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
+    tasks = {"tasks": args.tasks.split(",")} if args.tasks else {}
     config = EvalConfig(lengths=[32_000], budgets=budgets, depths=[0.5], answers=True, answer_budgets=budgets,
-                        answer_tokens=48, repeats=args.repeats)
-    lines: list[str] = []
-    for model in MODELS:
-        out = HERE / f"answers_{model}.json"
-        if model in args.models.split(",") and (args.force or not out.exists()):
+                        answer_tokens=48, repeats=args.repeats, **tasks)
+    tag = f"_effective{args.effective}" if args.effective else ""
+    for model in args.models.split(","):
+        out = HERE / f"answers_{model}{tag}.json"
+        if model in MODELS and (args.force or not out.exists()):
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as cache:
-                result = run(model, config, Path(cache))
-            out.write_text(result.model_dump_json(indent=1))
-            print(f"{model}: {time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
-        if not out.exists():
-            continue
+                result = run(model, config, Path(cache), args.effective)
+            out.write_text(json.dumps({**result.model_dump(mode="json"), "load": os.getloadavg()[0]}, indent=1))
+            print(f"{model}{tag}: {time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    lines: list[str] = []
+    for out in sorted(HERE.glob("answers_*.json")):
+        model, _, variant = out.stem.removeprefix("answers_").partition("_effective")
         result = EvalResult.model_validate_json(out.read_text())
         n = result.config.repeats
+        load = json.loads(out.read_text()).get("load")
+        label = MODELS[model] + (f", reading at most {int(variant):,} tokens (effective_context)" if variant else "")
         lines += [
-            f"**{MODELS[model]}**: {n} questions per task (each in its own haystack), {result.seconds / 60:.0f} min. "
+            f"**{label}**: {n} questions per task (each in its own haystack), {result.seconds / 60:.0f} min"
+            f"{f', load {load:.1f} at the end' if load is not None else ''}. "
             "Share of planted values the answer names; hybridctx minus the stronger other strategy on the same "
             "questions, with a 95% bootstrap interval; and the share of hybridctx's cited passages that hold "
             "a planted value.",
@@ -104,9 +113,8 @@ def main() -> None:
     write_section("answers", [
         f"## Answer level: hybridctx's default ask against top-5 RAG and stuffing ({date.today()})",
         "",
-        f"`bench/bench_answers.py`: every `hybridctx eval` task, 32k-token haystacks of the essays, budgets "
-        f"{args.budgets}, 48 answer tokens, load {os.getloadavg()[0]:.1f}. Results per model in "
-        "`bench/answers_<model>.json`.",
+        "`bench/bench_answers.py`: the `hybridctx eval` tasks, 32k-token haystacks of the essays, 48 answer tokens. "
+        "Results per model in `bench/answers_<model>.json`.",
         "",
         *lines,
     ])
