@@ -23,10 +23,10 @@ from hybridctx.settings import default_cache_dir
 
 
 def test_probe_lengths_double_up_to_the_window_less_the_answer():
-    assert probe_lengths(8192, 24) == [1024, 2048, 4096, 8168]
-    assert probe_lengths(2048, 24) == [1024, 2024]
+    assert probe_lengths(8192, 24) == [512, 1024, 2048, 4096, 8168]
+    assert probe_lengths(2048, 24) == [512, 1024, 2024]
     with pytest.raises(InvalidArgumentError, match="too small"):
-        probe_lengths(1000, 24)
+        probe_lengths(500, 24)
 
 
 def test_the_effective_length_is_where_the_model_gets_worse_not_where_it_is_weak():
@@ -59,8 +59,8 @@ def test_ask_reads_at_most_the_calibrated_length(essays_kb, embedder, backend, t
     question = "What should founders do when a company is growing fast?"
     opened = dict(embedder=embedder, backend=backend, show_progress=False, cache_dir=tmp_path)
     with Pipeline.open(essays_kb, **opened) as pipe:
-        found = pipe.calibrate(seeds=1, max_tokens=1100)  # the real model, two short lengths
-        assert found.lengths == [1024, 1076] and set(found.accuracy) == {"needle", "hard_distractors"}
+        found = pipe.calibrate(seeds=1, max_tokens=1100)  # the real model, three short lengths
+        assert found.lengths == [512, 1024, 1076] and set(found.accuracy) == {"needle", "multi_key"}
         assert found.model == backend.model_id and found.effective_tokens in found.lengths
     stored = json.loads((tmp_path / "calibration" / "llama.cpp_gemma-3-270m-Q4_K_M.gguf.json").read_text())
     assert stored["effective_tokens"] == found.effective_tokens
