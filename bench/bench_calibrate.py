@@ -58,40 +58,51 @@ def backends(names: list[str]):
         yield "Gemma 3 270M, vLLM CPU (float32, eager)", VLLMBackend(settings)
 
 
+LABELS = {  # Backend.model_id -> what the table calls it
+    "llama.cpp/gemma-3-270m-Q4_K_M.gguf": "Gemma 3 270M, llama.cpp (Q4_K_M)",
+    "llama.cpp/SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M-Instruct, llama.cpp (Q4_1)",
+    "vllm/gemma-3-270m-hf": "Gemma 3 270M, vLLM CPU (float32, eager)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", default="gemma,smollm2,vllm")
     parser.add_argument("--ship", action="store_true", help="Copy the embedded model's calibration into the package")
     args = parser.parse_args()
-    rows, found = [], []
     with tempfile.TemporaryDirectory() as store:
         for label, backend in backends(args.models.split(",")):
             try:
                 result: Calibration = calibrate(backend, seeds=args.seeds)
             finally:
                 backend.close()
-            found.append(result)
-            cells = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(*result.accuracy.values(), strict=True))
-            rows.append(f"| {label} | {cells} | **{result.effective_tokens:,}** | {result.seconds / 60:.1f} min |")
-            print(rows[-1], flush=True)
+            print(f"{label}: effective {result.effective_tokens:,}, {result.seconds / 60:.1f} min", flush=True)
             kept = save_calibration(Path(store), result)
             shutil.copy(kept, HERE / f"calibration_{kept.name}")
             if args.ship and backend.name == "embedded-llama-cpp" and label.startswith("Gemma"):
                 SHIPPED.mkdir(exist_ok=True)
                 shutil.copy(kept, calibration_path(SHIPPED, result.model))
+    # The table holds every model measured so far (a run may measure some of them).
+    found = [Calibration.model_validate_json(p.read_text()) for p in sorted(HERE.glob("calibration_*.json"))]
+    rows = []
+    for result in found:
+        cells = " | ".join(" / ".join(f"{scores[i]:.2f}" for scores in result.accuracy.values())
+                           for i in range(len(result.lengths)))
+        rows.append(f"| {LABELS.get(result.model, result.model)} | {cells} | **{result.effective_tokens:,}** "
+                    f"| {result.seconds / 60:.1f} min | {result.measured_at[:10]} |")
     plot(found, HERE / "calibration.png")
     lengths = found[0].lengths
     write_section("calibration", [
         f"## Effective context of the models available here ({date.today()}, load {os.getloadavg()[0]:.1f})",
         "",
         f"`bench/bench_calibrate.py`: `calibrate` per model, {WINDOW:,}-token window, {args.seeds} seeds per task "
-        "and length. Cells: share answered right, single needle / magic number among 8 near-identical keys. "
-        "Effective: the longest length up to which every length scores >= 0.85 of the best. Plot: "
-        "`bench/calibration.png`.",
+        f"and length. Cells: share answered right, {' / '.join(found[0].accuracy)} (the key asked among others of "
+        "the same sentence, one per 160 tokens). Effective: the longest length up to which every length scores "
+        ">= 0.85 of the best. Plot: `bench/calibration.png`.",
         "",
-        "| model | " + " | ".join(f"{n:,}" for n in lengths) + " | effective | time |",
-        "|---|" + "---|" * len(lengths) + "---|---|",
+        "| model | " + " | ".join(f"{n:,}" for n in lengths) + " | effective | time | measured |",
+        "|---|" + "---|" * len(lengths) + "---|---|---|",
         *rows,
     ])
 
