@@ -48,7 +48,6 @@ from hybridctx.index.kb import KnowledgeBase
 from hybridctx.pack import ControlTokens, Packer, PackSession, PromptTemplate, sketch_profiles
 from hybridctx.retrieve import (
     DEFAULT_K,
-    MORE_RECALL,
     Candidates,
     DenseRetriever,
     HybridRetriever,
@@ -282,7 +281,7 @@ class Pipeline:
             # Short with more in the corpus: retrieve more (not in a session, whose state the pack moved on).
             if hits is not None or session is not None or self.settings.k is not None or not found.short_of(context):
                 break
-            found = self._candidates(query, budget_tokens, scope, k=found.k * MORE_RECALL)
+            found = self._candidates(query, budget_tokens, scope, k=found.more)
         update: dict[str, Any] = {"recall": found.recall_of(context)}
         if budget_tokens < call.budget_tokens and context.stopped_by == "budget":
             update["stopped_by"] = "effective_context"

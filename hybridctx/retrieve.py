@@ -202,6 +202,11 @@ class Candidates:
             and self.k < MAX_K and context.token_count < FILL_TARGET * room
         )
 
+    @property
+    def more(self) -> int:
+        """How many to retrieve when these came out short: `MORE_RECALL` times as many, within MAX_K."""
+        return min(MAX_K, self.k * MORE_RECALL)
+
     def recall_of(self, context: PackedContext) -> Recall:
         """"whole_corpus" if the whole corpus was retrieved and all of it fitted the window."""
         if self.whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):

@@ -86,3 +86,11 @@ def test_backend_settings_passed_as_backend_are_refused_with_where_they_go(tmp_p
     with pytest.raises(InvalidArgumentError, match=r"Settings\(backend=OpenAISettings"):
         Pipeline.open(tmp_path / "kb", backend=settings)  # type: ignore[arg-type]
     assert not (tmp_path / "kb").exists()
+
+
+def test_a_larger_retrieval_never_asks_for_more_than_max_k():
+    from hybridctx.retrieve import Candidates
+    from hybridctx.schema import MAX_K
+
+    assert Candidates([], False, k=1_000).more == 4_000
+    assert Candidates([], False, k=60_000).more == MAX_K
