@@ -436,8 +436,8 @@ class Pipeline:
     def calibrate(self, seeds: int = 3, max_tokens: int | None = None) -> Calibration:
         """Measure how much of its window the reading model really uses, store it for this
         model in the cache, and read at most that much per window from now on (see
-        `hybridctx.generate.calibration`). Minutes on a CPU: `3 * 2 * seeds` probes of up to
-        the window (or `max_tokens`)."""
+        `hybridctx.generate.calibration`). Minutes on a CPU: two probes times `seeds` at each
+        length, doubling from 512 tokens up to the window (or `max_tokens`)."""
         found = calibrate(self.backend, seeds=seeds, max_tokens=max_tokens, show_progress=self.settings.show_progress)
         save_calibration(self.settings.cache_dir, found)
         self._calibration = found
