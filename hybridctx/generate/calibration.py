@@ -124,7 +124,8 @@ def calibrate(
                     room = _room(packer, case.question, budget, ANSWER_TOKENS) - packer.counter.count(
                         " ".join(case.needles + case.distractors)) - 2 * len(planted)
                     text = plant_at_depths(cut_haystack(filler, packer.counter, room), planted)
-                    context = stuffed(packer, case.question, tuple(d.text for d in text), budget, ANSWER_TOKENS)
+                    context = _one_passage(packer, case.question, "\n\n".join(d.text for d in text), budget,
+                                           ANSWER_TOKENS)  # cut to fit above: not counted again
                     if case.context_score(context.prompt) < 1:
                         raise AssertionError(f"a calibration probe lost its needle at {length} tokens")
                     answer = backend.generate(context, max_new_tokens=ANSWER_TOKENS).text
@@ -151,6 +152,11 @@ def stuffed(packer: Packer, question: str, texts: tuple[str, ...], budget_tokens
             ) -> PackedContext:
     """`texts` joined as one passage, cut to fill the budget: a long-context-only reading."""
     cut = _cut(texts, packer.counter, _room(packer, question, budget_tokens, max_new_tokens))
+    return _one_passage(packer, question, cut, budget_tokens, max_new_tokens)
+
+
+def _one_passage(packer: Packer, question: str, cut: str, budget_tokens: int, max_new_tokens: int
+                 ) -> PackedContext:
     chunk = Chunk(id="haystack#0", doc_id="haystack", text=cut, start=0, end=len(cut), start_line=1,
                   end_line=cut.count("\n") + 1, token_count=0, metadata={"source": "haystack"})
     return packer.pack(question, [Hit(chunk=chunk, score=1.0, rank=1)], budget_tokens, max_new_tokens=max_new_tokens)
