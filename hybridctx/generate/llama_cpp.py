@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
 from hybridctx.generate.models import embedded_gguf
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import count_in_threads
@@ -165,7 +166,9 @@ class LlamaCppBackend:
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Generation:
+        grammar = _grammar(check_choices(choices))
         with self._lock:
             if self._llm is None:
                 self._llm = self._load(vocab_only=False)
@@ -179,7 +182,7 @@ class LlamaCppBackend:
             try:  # streamed, to time the first token
                 for chunk in llm.create_completion(
                     tokens, max_tokens=max_new_tokens, temperature=temperature,
-                    stop=list(DEFAULT_STOP if stop is None else stop), stream=True,
+                    stop=list(DEFAULT_STOP if stop is None else stop), stream=True, grammar=grammar,
                 ):
                     if not first_token:
                         first_token.append(time.perf_counter() - started)
@@ -206,6 +209,15 @@ class LlamaCppBackend:
         """One after the other: llama.cpp keeps the previous prompt's KV cache, so contexts
         sharing a prefix reuse it in order."""
         return [self.generate(c, max_new_tokens, temperature, stop) for c in contexts]
+
+
+def _grammar(choices: list[str] | None) -> Any:
+    """A GBNF grammar admitting exactly one of `choices`."""
+    if choices is None:
+        return None
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string("root ::= " + " | ".join(map(json.dumps, choices)), verbose=False)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TiktokenCounter
 
@@ -76,11 +76,14 @@ class OpenAICompatibleBackend:
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Generation:
         """One streamed request; `on_text` receives each piece of the answer as it arrives.
 
         The prompt is counted first and refused if the answer would not fit the window (a chat
-        template adds a few tokens more on the server)."""
+        template adds a few tokens more on the server). `choices` go as vLLM's
+        `structured_outputs` field: a server that does not know it may answer freely."""
+        chosen = check_choices(choices)
         s = self.settings
         check_fits(self.token_counter().count(context.prompt), max_new_tokens, self.context_window)
         body: dict[str, Any] = {
@@ -91,6 +94,8 @@ class OpenAICompatibleBackend:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if chosen is not None:
+            body["structured_outputs"] = {"choice": chosen}
         if s.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": context.prompt}]
         else:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_fits
+from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer
 
@@ -169,13 +169,14 @@ class VLLMBackend:
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Generation:
         """One engine call. With `on_text`, the engine is stepped by hand (`LLM.generate` returns
         only whole answers), handing on each step's new text."""
+        params = _sampling(max_new_tokens, temperature, stop, check_choices(choices))
         if on_text is None:
-            return self.generate_many([context], max_new_tokens, temperature, stop)[0]
+            return self._batch([context], max_new_tokens, params)[0]
         check_fits(self.token_counter().count(context.prompt), max_new_tokens, self.context_window)
-        params = _sampling(max_new_tokens, temperature, stop)
         with self._lock:
             engine = self._engine().llm_engine
             request_id, shown, output = f"hybridctx-{uuid.uuid4().hex}", "", None
@@ -202,12 +203,14 @@ class VLLMBackend:
         stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Answer several packed contexts in one engine batch (shared prefixes are computed once)."""
+        return self._batch(contexts, max_new_tokens, _sampling(max_new_tokens, temperature, stop))
+
+    def _batch(self, contexts: Sequence[PackedContext], max_new_tokens: int, params: Any) -> list[Generation]:
         if not contexts:
             return []
         counter = self.token_counter()
         for context in contexts:
             check_fits(counter.count(context.prompt), max_new_tokens, self.context_window)
-        params = _sampling(max_new_tokens, temperature, stop)
         with self._lock:
             llm = self._engine()
             started = time.perf_counter()
@@ -241,11 +244,15 @@ class VLLMBackend:
                 self._llm = None
 
 
-def _sampling(max_new_tokens: int, temperature: float, stop: Sequence[str] | None) -> Any:
+def _sampling(
+    max_new_tokens: int, temperature: float, stop: Sequence[str] | None, choices: list[str] | None = None
+) -> Any:
     from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     return SamplingParams(
-        max_tokens=max_new_tokens, temperature=temperature, stop=list(DEFAULT_STOP if stop is None else stop)
+        max_tokens=max_new_tokens, temperature=temperature, stop=list(DEFAULT_STOP if stop is None else stop),
+        structured_outputs=None if choices is None else StructuredOutputsParams(choice=choices),
     )
 
 
