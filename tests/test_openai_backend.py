@@ -56,6 +56,18 @@ def test_the_answer_streams_piece_by_piece_with_the_servers_usage():
     assert requests[0].url.path == "/v1/completions" and body["max_tokens"] == 16 and body["stream"] is True
 
 
+def test_choices_go_as_vllms_structured_outputs_and_must_be_non_empty():
+    requests: list[httpx.Request] = []
+    transport = server(event({"choices": [{"text": "yes"}]}), event({"choices": [], "usage": USAGE}), "data: [DONE]",
+                       requests=requests)
+    assert client(transport).generate(context("Is it?\nAnswer:"), 4, choices=["yes", "no", "yes"]).text == "yes"
+    assert json.loads(requests[0].content)["structured_outputs"] == {"choice": ["yes", "no"]}
+    for bad in ([], ["yes", ""]):
+        with pytest.raises(InvalidArgumentError, match="choices"):
+            client(transport).generate(context("Is it?\nAnswer:"), 4, choices=bad)
+    assert len(requests) == 1
+
+
 def test_a_prompt_that_would_overflow_the_window_is_refused_before_any_request():
     requests: list[httpx.Request] = []
     backend = client(server(event({"choices": [], "usage": USAGE}), requests=requests))

@@ -123,6 +123,10 @@ def test_vllm_answers_from_the_passage_it_is_given(engine):
     streamed = engine.generate(context, max_new_tokens=24, on_text=pieces.append)
     assert len(pieces) >= 2 and "".join(pieces).strip() == streamed.text == generation.text
     assert streamed.usage.prompt_tokens == context.token_count and streamed.usage.cached_tokens > 0
+    choices = ["It retries up to three times [1].", "It retries up to 7 times [1]."]  # structured outputs
+    picked = {engine.generate(context, max_new_tokens=24, choices=choices, on_text=on_text).text
+              for on_text in (None, pieces.append)}
+    assert len(picked) == 1 and picked <= set(choices)
 
 
 def test_a_batch_shares_its_prefix_and_a_too_long_prompt_is_refused(open_pipe, corpus, engine):
@@ -194,6 +198,9 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
     assert first.text and "".join(pieces).strip() == first.text
     assert first.usage.prompt_tokens == context.token_count
     assert first.usage.first_token_seconds < first.usage.seconds
+
+    offered = ["It is configured in zephyr.yaml.", "Use the setting zephyr.max_retries [1]."]
+    assert client.generate(context, max_new_tokens=24, choices=offered).text in offered  # the server honours them
 
     counting = context.model_copy(update={"prompt": "Counting from one to twenty: 1, 2, 3, 4,"})
     pieces.clear()
