@@ -1,0 +1,310 @@
+"""A billion-token knowledge base, built and queried on this machine (issue 17).
+
+`build` generates a reproducible corpus offline (essays' paragraphs, the standard library's
+functions and generated ticket records, recombined by a seeded generator: document i is the
+same in every run), with metadata on every document, ACLs on two thirds of them (four groups:
+a principal of one group sees half the corpus), and planted facts with hard distractors (the
+same sentence for near-identical keys, in neighbouring documents). It adds the corpus
+through `Pipeline.add` with the static embedder in batches, recording after each batch what
+is done in `<kb>/../<name>.progress.json`: stopped and started again, it goes on from there
+(a batch cut short is skipped where it was committed: `add` skips unchanged documents).
+
+`measure` opens the KB in a fresh process and measures serving: open time, RSS, hybrid
+`retrieve` k=1000 plain / with a metadata filter / as a principal who sees half the corpus,
+`pack` of 1,000 candidates into 128k, planted facts in the top 1,000 and in the pack, a commit
+of 4,096 chunks. Both write the "billion" section of bench/RESULTS.md.
+
+    .venv/bin/python bench/bench_billion.py build --kb ~/hybridctx-billion/kb [--tokens 1_000_000_000]
+    .venv/bin/python bench/bench_billion.py measure --kb ~/hybridctx-billion/kb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _results import percentile, write_section  # noqa: E402
+
+from hybridctx import Pipeline  # noqa: E402
+from hybridctx.demo import stdlib_files  # noqa: E402
+from hybridctx.evals.essays import paul_graham_essays  # noqa: E402
+from hybridctx.schema import Document  # noqa: E402
+
+SEED = 17
+BATCH_DOCUMENTS = 2_000
+GROUPS = ("red", "green", "blue", "amber")  # ACL groups: each holds 1/6 of the corpus
+TEAMS = ("payments", "search", "infra", "mobile", "data", "support", "security", "growth")
+FACT_EVERY = 1_000  # documents: document i with i % FACT_EVERY == FACT_AT carries a planted fact
+FACT_AT = 500
+CHARS_PER_TOKEN = 4.3  # MiniLM tokens of this corpus, to size documents (the KB counts exactly)
+
+
+# -- the corpus ---------------------------------------------------------------------------------
+@cache
+def paragraphs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Prose (the essays' paragraphs) and code (the standard library's top-level blocks)."""
+    prose = tuple(p.strip() for d in paul_graham_essays() for p in d.text.split("\n\n") if len(p.strip()) > 80)
+    code: list[str] = []
+    for path in stdlib_files(None):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        code += [b.strip() for b in re.split(r"\n(?=def |class )", text) if 200 < len(b) < 6_000]
+    return prose, tuple(code)
+
+
+def fact_key(j: int) -> str:
+    return f"KX-{1000 + j:04d}"
+
+
+def fact_value(j: int, twin: int = 0) -> str:
+    return str(random.Random(f"{SEED}-{j}-{twin}").randint(10_000, 99_999))
+
+
+def fact(j: int) -> str:
+    return f"The access code of vault {fact_key(j)} is {fact_value(j)}."
+
+
+def distractors(j: int) -> list[str]:
+    """The same sentence for near-identical keys (one letter changed), with other codes."""
+    key = fact_key(j)
+    return [f"The access code of vault {twin}{key[2:]} is {fact_value(j, n + 1)}."
+            for n, twin in enumerate(("KY", "KZ"))]
+
+
+def document(i: int) -> Document:
+    """Document i of the corpus: the same in every run."""
+    rng = random.Random(SEED * 1_000_003 + i)
+    prose, code = paragraphs()
+    kind = rng.choices(("essay", "code", "tickets"), weights=(5, 3, 2))[0]
+    tokens = int(min(60_000, max(60, rng.lognormvariate(math.log(1_200), 1.0))))
+    target = tokens * CHARS_PER_TOKEN
+    parts: list[str] = []
+    size = 0
+    while size < target:
+        if kind == "essay":
+            part = rng.choice(prose)
+        elif kind == "code":
+            part = rng.choice(code)
+        else:
+            part = (f"Ticket {rng.randint(100_000, 999_999)} ({rng.choice(TEAMS)}, priority P{rng.randint(1, 4)}): "
+                    f"{rng.choice(prose)[:300]} Status: {rng.choice(('open', 'closed', 'waiting'))}.")
+        parts.append(part)
+        size += len(part) + 2
+    j, at = divmod(i, FACT_EVERY)
+    if at == FACT_AT:
+        parts.insert(rng.randint(0, len(parts)), fact(j))
+    elif at in (FACT_AT + 1, FACT_AT + 2):
+        parts.insert(rng.randint(0, len(parts)), distractors(j)[at - FACT_AT - 1])
+    acl = None if at in (FACT_AT, FACT_AT + 1, FACT_AT + 2) or rng.random() < 1 / 3 else frozenset({rng.choice(GROUPS)})
+    metadata = {"kind": kind, "team": rng.choice(TEAMS), "year": 2015 + i % 12}
+    return Document(id=f"doc-{i:08d}", text="\n\n".join(parts), metadata=metadata, acl=acl)
+
+
+def documents(start: int, stop: int) -> Iterator[Document]:
+    return (document(i) for i in range(start, stop))
+
+
+# -- the build ------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What is committed, kept beside the KB: the build goes on from `next_document`."""
+
+    next_document: int = 0
+    tokens: int = 0
+    chunks: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, summed over batches
+    wall_seconds: float = 0.0
+    peak_rss_gib: float = 0.0
+    runs: int = 0
+
+    @staticmethod
+    def path(kb: Path) -> Path:
+        return kb.parent / f"{kb.name}.progress.json"
+
+    @classmethod
+    def load(cls, kb: Path) -> Progress:
+        path = cls.path(kb)
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, kb: Path) -> None:
+        temporary = self.path(kb).with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=1))
+        temporary.replace(self.path(kb))  # whole or not at all
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def build(kb: Path, tokens: int, stop_after_batches: int | None = None) -> Progress:
+    """Add documents until the KB holds `tokens` embedding-model tokens, resumably."""
+    kb.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress.load(kb)
+    progress.runs += 1
+    batches = 0
+    with Pipeline.open(kb, embedder="static", show_progress=False) as pipe:
+        while progress.tokens < tokens and (stop_after_batches is None or batches < stop_after_batches):
+            started = time.perf_counter()
+            first = progress.next_document
+            report = pipe.add(documents(first, first + BATCH_DOCUMENTS))
+            progress.next_document = first + BATCH_DOCUMENTS
+            progress.tokens += report.tokens_added
+            progress.chunks += report.chunks_added
+            for stage, seconds in report.seconds.items():
+                progress.seconds[stage] = progress.seconds.get(stage, 0.0) + seconds
+            progress.wall_seconds += time.perf_counter() - started
+            progress.peak_rss_gib = max(progress.peak_rss_gib, peak_rss_gib())
+            progress.save(kb)
+            batches += 1
+            rate = progress.tokens / max(progress.wall_seconds, 1e-9)
+            print(f"{progress.next_document:,} documents, {progress.tokens:,} tokens, {progress.chunks:,} chunks, "
+                  f"{rate:,.0f} tokens/s, peak RSS {progress.peak_rss_gib:.2f} GiB, load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    return progress
+
+
+# -- serving --------------------------------------------------------------------------------------
+def questions(progress: Progress) -> list[tuple[str, str]]:
+    """The planted facts the built part of the corpus holds: (question, value)."""
+    facts = range(0, max(0, progress.next_document - FACT_AT - 3) // FACT_EVERY + 1)
+    if progress.next_document <= FACT_AT + 2:
+        return []
+    return [(f"What is the access code of vault {fact_key(j)}?", fact_value(j)) for j in facts]
+
+
+def disk_gib(kb: Path) -> dict[str, float]:
+    """Bytes on disk per component of the KB."""
+    parts: dict[str, float] = {}
+    for path in kb.rglob("*"):
+        if path.is_file():
+            name = path.name
+            part = ("dense index" if name.startswith("dense-") else "lexical index" if "lexical" in str(path)
+                    else "chunk store" if name.startswith("store") or name.endswith((".db", ".sqlite", "-wal"))
+                    else "other")
+            parts[part] = parts.get(part, 0.0) + path.stat().st_size / 2**30
+    return parts
+
+
+def measure(kb: Path, queries: int = 30) -> dict[str, Any]:
+    """Serving figures, in this (fresh) process."""
+    from hybridctx.generate import LlamaCppBackend
+    from hybridctx.settings import default_cache_dir
+
+    progress = Progress.load(kb)
+    asked = questions(progress)
+    reader = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=131_072)  # packing only: never loads
+    started = time.perf_counter()
+    pipe = Pipeline.open(kb, embedder="static", backend=reader, show_progress=False)
+    pipe.retrieve("warm up", k=10)
+    open_seconds = time.perf_counter() - started
+    rng = random.Random(SEED)
+    sample = rng.sample(asked, min(queries, len(asked)))
+    timings: dict[str, list[float]] = {"plain": [], "filtered": [], "principal": []}
+    found_top, found_pack, pack_seconds = 0, 0, []
+    for question, value in sample:
+        for name, scope in (("plain", {}), ("filtered", {"filters": {"kind": "essay"}}),
+                            ("principal", {"principal": GROUPS[0]})):
+            t0 = time.perf_counter()
+            hits = pipe.retrieve(question, k=1000, **scope)
+            timings[name].append(time.perf_counter() - t0)
+            if name == "plain":
+                found_top += any(value in h.chunk.text for h in hits)
+                t0 = time.perf_counter()
+                context = pipe.pack(question, 128_000, hits=hits)
+                pack_seconds.append(time.perf_counter() - t0)
+                found_pack += value in context.prompt
+    rss = peak_rss_gib()
+    extra = [d.id for d in documents(10**9, 10**9 + 400)]  # about 4,096 chunks more, then taken out again
+    started = time.perf_counter()
+    added = pipe.add(documents(10**9, 10**9 + 400))
+    commit = (time.perf_counter() - started, added.chunks_added)
+    pipe.delete(extra)
+    pipe.close()
+    n = max(1, len(sample))
+    return {
+        "open_seconds": open_seconds, "rss_gib": rss, "questions": len(sample),
+        "retrieve_ms": {k: (1000 * percentile(v, 0.5), 1000 * percentile(v, 0.99)) for k, v in timings.items() if v},
+        "pack_ms_p50": 1000 * statistics.median(pack_seconds) if pack_seconds else None,
+        "found_top1000": found_top / n, "found_pack128k": found_pack / n,
+        "commit": commit, "disk_gib": disk_gib(kb),
+    }
+
+
+def report(kb: Path, measured: dict[str, Any] | None) -> None:
+    progress = Progress.load(kb)
+    total = sum(progress.seconds.values())
+    lines = [
+        f"## A billion-token knowledge base on this machine ({date.today()})",
+        "",
+        f"`bench/bench_billion.py`: {progress.next_document:,} generated documents, **{progress.tokens:,} MiniLM "
+        f"tokens** in {progress.chunks:,} chunks, static embedder, built in {progress.runs} run(s) "
+        f"(resumable); load {os.getloadavg()[0]:.1f} when written.",
+        "",
+        "| build | figure |",
+        "|---|---|",
+        f"| wall time | {progress.wall_seconds / 3600:.2f} h |",
+        f"| tokens/s end to end | {progress.tokens / max(progress.wall_seconds, 1e-9):,.0f} |",
+        *(f"| {stage} | {seconds / 60:.1f} min ({seconds / max(total, 1e-9):.0%}) |"
+          for stage, seconds in sorted(progress.seconds.items(), key=lambda s: -s[1])),
+        f"| peak RSS of the build | {progress.peak_rss_gib:.2f} GiB |",
+    ]
+    if measured:
+        lines += [
+            "",
+            "| serving | figure |",
+            "|---|---|",
+            f"| open | {measured['open_seconds']:.1f} s |",
+            f"| RSS after {measured['questions']} questions | {measured['rss_gib']:.2f} GiB |",
+            *(f"| retrieve k=1000 {name} p50 / p99 | {p50:.0f} / {p99:.0f} ms |"
+              for name, (p50, p99) in measured["retrieve_ms"].items()),
+            f"| pack 1,000 candidates into 128k p50 | {measured['pack_ms_p50']:.0f} ms |",
+            f"| planted facts in the top 1,000 / in the 128k pack | {measured['found_top1000']:.2f} / "
+            f"{measured['found_pack128k']:.2f} |",
+            f"| adding {measured['commit'][1]:,} chunks (about one commit) | {measured['commit'][0]:.1f} s |",
+            *(f"| disk: {part} | {gib:.2f} GiB |" for part, gib in sorted(measured["disk_gib"].items())),
+        ]
+    write_section("billion", lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=("build", "measure"))
+    parser.add_argument("--kb", type=Path, required=True)
+    parser.add_argument("--tokens", type=lambda s: int(s.replace("_", "")), default=1_000_000_000)
+    parser.add_argument("--stop-after-batches", type=int, default=None)
+    parser.add_argument("--in-process", action="store_true", help="measure here, not in a fresh process")
+    args = parser.parse_args()
+    if args.command == "build":
+        build(args.kb, args.tokens, args.stop_after_batches)
+        report(args.kb, None)
+        return
+    if args.in_process:
+        print(json.dumps(measure(args.kb)))
+        return
+    done = subprocess.run([sys.executable, __file__, "measure", "--kb", str(args.kb), "--in-process"],
+                          capture_output=True, text=True, check=True)
+    report(args.kb, json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+if __name__ == "__main__":
+    main()
