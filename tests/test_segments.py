@@ -204,3 +204,61 @@ def test_a_format_1_knowledge_base_is_read_and_upgraded_at_its_next_commit(tmp_p
         writer.commit()
     assert 1 not in old.index.search(unit(1, 0)[0], 40)[1].tolist()  # doc-0's vector is skipped
     old.close()
+
+
+def test_a_merge_streams_its_segments_and_never_reads_one_whole(monkeypatch):
+    """Merging 10M vectors read them all decoded at once (15 GB): a merge reads each segment
+    in bounded batches (twice where the new segment is trained: the sample, then the adds)."""
+    monkeypatch.setattr(segments_module, "TIER_BASE", 8)
+    vectors = unit(40, 11)
+    ids = np.arange(40, dtype=np.int64) + 1
+    index = grown([(ids[i : i + 10], vectors[i : i + 10]) for i in range(0, 30, 10)])
+    read: list[int] = []
+    batches = FaissIndex.batches
+
+    def small_batches(self: FaissIndex, size: int = 100_000):
+        for part in batches(self, size=4):
+            read.append(len(part[0]))
+            yield part
+
+    monkeypatch.setattr(FaissIndex, "batches", small_batches)
+    monkeypatch.setattr(FaissIndex, "vectors", lambda self: pytest.fail("a merge read a whole segment"))
+    changes = index.with_changes(ids[[3]], ids[30:40], vectors[30:40], Names())
+    [(info, merged)] = changes.written
+    assert info.live == 39 and (info.min_id, info.max_id) == (1, 40)
+    assert max(read) <= 4 and sum(read) == 40  # four at a time; a flat segment needs no training pass
+    monkeypatch.undo()
+    back_ids, back = merged.vectors()
+    order = np.argsort(back_ids)
+    live = np.delete(np.arange(40), 3)
+    assert np.array_equal(back_ids[order], ids[live]) and np.allclose(back[order], vectors[live], atol=1e-6)
+
+
+def test_an_inverted_file_gives_back_every_vector_in_bounded_batches():
+    vectors = unit(300, 12)
+    ids = np.arange(300, dtype=np.int64) * 3 + 5
+    index = FaissIndex.build("IVF8,Flat", ids, vectors)
+    parts = list(index.batches(size=50))
+    largest_list = max(index._ivf.invlists.list_size(i) for i in range(8))
+    assert all(len(i) <= 50 + largest_list for i, _ in parts) and len(parts) > 1
+    back_ids = np.concatenate([i for i, _ in parts])
+    back = np.concatenate([v for _, v in parts])
+    order = np.argsort(back_ids)
+    assert np.array_equal(back_ids[order], ids) and np.allclose(back[order], vectors, atol=1e-6)
+
+
+def test_a_streamed_inverted_file_is_trained_on_a_sample_of_every_batch_then_filled():
+    vectors = unit(300, 13)
+    ids = np.arange(300, dtype=np.int64) + 1
+    passes: list[int] = []
+
+    def batches():
+        passes.append(0)
+        for start in range(0, 300, 50):
+            passes[-1] += 1
+            yield ids[start : start + 50], vectors[start : start + 50]
+
+    index = FaissIndex.build_streamed("IVF8,Flat", DIM, 300, batches)
+    assert passes == [6, 6] and index.spec == "IVF8,Flat" and len(index) == 300
+    scores, found = index.search(vectors[7], 1)
+    assert found.tolist() == [8] and scores[0] == pytest.approx(1.0, abs=1e-5)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -118,19 +119,33 @@ class FaissIndex:
 
     @classmethod
     def build(cls, spec: str, ids: np.ndarray, vectors: np.ndarray, train_size: int = 64) -> FaissIndex:
-        """A new index of type `spec` trained on a sample of `vectors` (`train_size` per list,
-        and at least MIN_TRAIN, which the quantisers' value ranges need) holding them all.
-        64 vectors a list already give recall@100 of 0.97-1.0 at 1M-4M vectors
-        (bench/RESULTS.md) and train four times faster than FAISS's 256."""
-        dimension = vectors.shape[1]
+        """A new index of type `spec` holding `vectors` (see `build_streamed`)."""
+        return cls.build_streamed(spec, vectors.shape[1], len(ids), lambda: iter([(ids, vectors)]), train_size)
+
+    @classmethod
+    def build_streamed(
+        cls, spec: str, dimension: int, count: int, batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+        train_size: int = 64,
+    ) -> FaissIndex:
+        """A new index of type `spec` holding the `count` vectors that `batches()` yields as
+        (ids, vectors), trained on a sample of them (`train_size` per list, and at least
+        MIN_TRAIN, which the quantisers' value ranges need). 64 vectors a list already give
+        recall@100 of 0.97-1.0 at 1M-4M vectors (bench/RESULTS.md) and train four times faster
+        than FAISS's 256. The batches are read twice (sample, then add), never held together:
+        merging 10M vectors into one segment held them all decoded, 15 GB."""
         index = faiss.index_factory(dimension, spec, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            nlist = _ivf_of(index).nlist
-            size = min(len(vectors), max(MIN_TRAIN, train_size * nlist))
-            sample = np.random.default_rng(0).choice(len(vectors), size, replace=False)
-            index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+            size = min(count, max(MIN_TRAIN, train_size * _ivf_of(index).nlist))
+            rng = np.random.default_rng(0)
+            sample, seen = [], 0
+            for _, vectors in batches():  # each batch gives its share of the sample
+                take = round(size * (seen + len(vectors)) / count) - round(size * seen / count)
+                sample.append(vectors[np.sort(rng.choice(len(vectors), min(take, len(vectors)), replace=False))])
+                seen += len(vectors)
+            index.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
         built = cls(dimension, index)
-        built.add(ids, vectors)
+        for ids, vectors in batches():
+            built.add(ids, vectors)
         return built
 
     @classmethod
@@ -225,18 +240,36 @@ class FaissIndex:
             nprobe = min(self._ivf.nlist, nprobe * 4)
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.batches())
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dimension), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def batches(self, size: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The index's ids and their vectors (as decoded, for quantised indexes), about `size`
+        at a time: what a merge reads, 150 MB at a time at 384 dimensions."""
         if self._ivf is None:
             with_ids = faiss.downcast_index(self._index)
             storage = faiss.downcast_index(with_ids.index)
-            return faiss.vector_to_array(with_ids.id_map), storage.reconstruct_n(0, len(self))
+            ids = faiss.vector_to_array(with_ids.id_map)
+            for start in range(0, len(ids), size):
+                yield ids[start : start + size], storage.reconstruct_n(start, min(size, len(ids) - start))
+            return
         invlists = self._ivf.invlists
-        ids = np.concatenate([
-            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy() for i in range(self._ivf.nlist)
-        ] or [np.zeros(0, dtype=np.int64)])
         self._ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are the store's, not 0..n-1
-        vectors = self._ivf.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dimension), np.float32)
-        self._ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-        return ids, vectors
+        try:
+            pending: list[np.ndarray] = []
+            held = 0
+            for i in range(self._ivf.nlist):
+                if n := invlists.list_size(i):
+                    pending.append(faiss.rev_swig_ptr(invlists.get_ids(i), n).copy())
+                    held += n
+                if pending and (held >= size or i == self._ivf.nlist - 1):
+                    ids = np.concatenate(pending)
+                    yield ids, self._ivf.reconstruct_batch(ids)
+                    pending, held = [], 0
+        finally:
+            self._ivf.set_direct_map_type(faiss.DirectMap.NoMap)
 
     def copy(self) -> FaissIndex:
         """A changeable copy in memory (FAISS cannot clone memory-mapped lists: read the file again)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,10 +167,28 @@ class SegmentedIndex:
         rebuilt: list[SegmentInfo] = []  # segments whose dead vectors are dropped now
 
         def merged(run: Sequence[tuple[SegmentInfo, FaissIndex]]) -> list[tuple[SegmentInfo, FaissIndex]]:
-            parts = [self._live_vectors(info, index, dead) for info, index in run]
-            ids = np.concatenate([p[0] for p in parts])
+            """One segment of the run's live vectors, streamed: memory holds the new index and a
+            batch, not the run's vectors decoded (15 GB at 10M vectors)."""
             rebuilt.extend(info for info, _ in run)
-            return [built(ids, np.concatenate([p[1] for p in parts]))] if len(ids) else []
+            live = sum(info.live for info, _ in run)
+            if not live:
+                return []
+
+            bounds = [np.iinfo(np.int64).max, np.iinfo(np.int64).min]  # of the live ids, as they pass
+
+            def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for info, index in run:
+                    dead_here = _within(dead, info)
+                    for ids, vectors in index.batches():
+                        alive = ~np.isin(ids, dead_here)
+                        if alive.any():
+                            bounds[:] = min(bounds[0], int(ids[alive].min())), max(bounds[1], int(ids[alive].max()))
+                        yield ids[alive], vectors[alive]
+
+            index = FaissIndex.build_streamed(
+                index_spec(live, self.dimension, kb_vectors), self.dimension, live, batches
+            )
+            return [(SegmentInfo(name=name(), count=live, min_id=bounds[0], max_id=bounds[1]), index)]
 
         def rewritten(info: SegmentInfo, index: FaissIndex) -> list[tuple[SegmentInfo, FaissIndex]]:
             """A segment with many dead vectors, rewritten without them; others as they are."""
