@@ -228,9 +228,9 @@ def candidates(
     retriever: Retriever, kb: KnowledgeBase, query: str, k: int, budget_tokens: int, scope: Scope
 ) -> Candidates:
     """A generous retrieval of `k`; everything the scope sees when it is about the budget's
-    size (then nothing is lost to retrieval). Counting what the scope sees is one SQL
-    aggregate over its chunks: O(visible chunks) in SQLite, not in Python."""
-    chunks, tokens = kb.store.visible_size(scope)
+    size (then nothing is lost to retrieval). What the scope sees is counted only as far as
+    the budget calls for (`ChunkStore.visible_size`): O(1) for everything, O(budget) for a scope."""
+    chunks, tokens = kb.store.visible_size(scope, tokens_above=math.ceil(WHOLE_CORPUS_SLACK * budget_tokens))
     whole_corpus = 0 < chunks and tokens <= WHOLE_CORPUS_SLACK * budget_tokens
     k = min(MAX_K, max(k, chunks)) if whole_corpus else k
     return Candidates(retriever.retrieve(query, k, scope), whole_corpus, k)

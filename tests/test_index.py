@@ -133,3 +133,66 @@ def test_a_growing_kb_merges_into_an_ivf_segment_and_keeps_answering(tmp_path, m
         assert "doc-67" not in {h.chunk.doc_id for h in again.retrieve(question, k=79)}
         again.add(docs[67])  # a new segment beside the mapped one
         assert again.retrieve(question, k=1)[0].chunk.doc_id == "doc-67"
+
+
+def test_totals_are_kept_as_documents_come_and_go_and_made_for_an_older_store(tmp_path):
+    """`visible_size` of everything was a COUNT and SUM over all chunks on every pack; the
+    totals are now kept by triggers, and a store made before them gets them when opened."""
+    import sqlite3
+
+    from hybridctx.index.store import ChunkStore
+    from hybridctx.schema import Chunk, Scope
+
+    def chunks(doc_id: str, n: int) -> list[Chunk]:
+        return [Chunk(id=f"{doc_id}#{i}", doc_id=doc_id, text=f"text {i}", start=0, end=6, start_line=1, end_line=1,
+                      token_count=10 + i) for i in range(n)]
+
+    def counted(path) -> tuple[int, int, int]:
+        with sqlite3.connect(path) as db:
+            documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            n, tokens = db.execute("SELECT COUNT(*), COALESCE(SUM(token_count), 0) FROM chunks").fetchone()
+        return documents, n, tokens
+
+    path = tmp_path / "store.sqlite"
+    store = ChunkStore(path)
+    store.begin()
+    for doc_id, n in (("a", 3), ("b", 2), ("c", 4)):
+        acl = {"red"} if doc_id == "c" else None
+        store.replace_document(Document(id=doc_id, text="t", acl=acl), "h", chunks(doc_id, n))
+    store.commit()
+    store.begin()
+    store.replace_document(Document(id="a", text="t2"), "h2", chunks("a", 1))  # replaced: 3 chunks out, 1 in
+    store.delete_documents(["b"])
+    store.rollback()  # a rolled-back change leaves the totals as they were
+    assert store.counts() == counted(path)[:2] == (3, 9)
+    store.begin()
+    store.replace_document(Document(id="a", text="t2"), "h2", chunks("a", 1))
+    store.delete_documents(["b"])
+    store.commit()
+    documents, n, tokens = counted(path)
+    assert store.counts() == (documents, n) == (2, 5) and store.visible_size(Scope(principal="red")) == (n, tokens)
+    assert store.visible_size(Scope()) == (1, 10)  # the ACL'd document is hidden from no principal
+    store.close()
+
+    with sqlite3.connect(path) as db:  # as a store made before the totals
+        db.executescript("DROP TRIGGER totals_add; DROP TRIGGER totals_remove; DROP TABLE totals;")
+    again = ChunkStore(path)
+    assert again.counts() == (2, 5) and again.visible_size(Scope(principal="red")) == (5, tokens)
+    again.close()
+
+
+def test_a_scopes_size_is_counted_only_as_far_as_the_budget_asks(tmp_path):
+    from hybridctx.index.store import ChunkStore
+    from hybridctx.schema import Chunk, Scope
+
+    store = ChunkStore(tmp_path / "store.sqlite")
+    store.begin()
+    for i in range(3_000):
+        chunk = Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="x", start=0, end=1, start_line=1, end_line=1, token_count=100)
+        store.replace_document(Document(id=f"d{i}", text="x", metadata={"team": "a"}), "h", [chunk])
+    store.commit()
+    scope = Scope(filters={"team": "a"})
+    assert store.visible_size(scope) == (3_000, 300_000)
+    chunks, tokens = store.visible_size(scope, tokens_above=50_000)  # read in pages of 1,000 documents
+    assert tokens > 50_000 and chunks == 1_000
+    store.close()

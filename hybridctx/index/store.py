@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
 
+# Documents, chunks and tokens of the whole KB, kept by triggers in the transaction that
+# changes them: "how big is everything" is asked on every pack.
+_TOTALS = (
+    "CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0), documents INTEGER NOT NULL,"
+    " chunks INTEGER NOT NULL, tokens INTEGER NOT NULL)",
+    "CREATE TRIGGER totals_add AFTER INSERT ON documents BEGIN UPDATE totals SET documents = documents + 1,"
+    " chunks = chunks + NEW.n_chunks, tokens = tokens + NEW.n_tokens; END",
+    "CREATE TRIGGER totals_remove AFTER DELETE ON documents BEGIN UPDATE totals SET documents = documents - 1,"
+    " chunks = chunks - OLD.n_chunks, tokens = tokens - OLD.n_tokens; END",
+    "INSERT INTO totals SELECT 0, COUNT(*), COALESCE(SUM(n_chunks), 0), COALESCE(SUM(n_tokens), 0) FROM documents",
+)
+
 _LACKING_PROFILES = (
     "FROM chunks c LEFT JOIN chunk_facts f ON f.vector_id = c.vector_id"
     " WHERE c.vector_id > ? AND (f.vector_id IS NULL OR (? IS NOT NULL AND f.reader IS NOT ?))"
@@ -317,16 +329,29 @@ class ChunkStore:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def visible_size(self, scope: Scope) -> tuple[int, int]:
-        """Chunks, and their embedding-model tokens, that `scope` sees."""
+    def visible_size(self, scope: Scope, tokens_above: int | None = None) -> tuple[int, int]:
+        """Chunks, and their embedding-model tokens, that `scope` sees; with `tokens_above`,
+        counted only until the tokens pass it (beyond, the counts are lower bounds).
+
+        Everything: the totals kept as documents come and go (O(1); a COUNT and SUM over the
+        chunks ran on every pack). A scope: its documents' counts, read until `tokens_above`
+        is passed, so the cost follows the budget asking, not the corpus (except a filter that
+        matches few documents, which SQLite finds by scanning the documents)."""
         clauses, params = self._visibility(scope)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        chunks, tokens = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(c.token_count), 0) FROM chunks c JOIN documents d"
-            " ON d.id = c.doc_id" + where,
-            params,
-        ).fetchone()
-        return int(chunks), int(tokens)
+        if not clauses:
+            chunks, tokens = self._db.execute("SELECT chunks, tokens FROM totals").fetchone()
+            return int(chunks), int(tokens)
+        cursor = self._db.execute(
+            "SELECT d.n_chunks, d.n_tokens FROM documents d WHERE " + " AND ".join(clauses), params
+        )
+        chunks = tokens = 0
+        while rows := cursor.fetchmany(1_000):
+            chunks += sum(row[0] for row in rows)
+            tokens += sum(row[1] for row in rows)
+            if tokens_above is not None and tokens > tokens_above:
+                break
+        cursor.close()
+        return chunks, tokens
 
     def _visibility(self, scope: Scope) -> tuple[list[str], list[Any]]:
         clauses, params = _filter_clauses(scope.filters or {})
@@ -430,10 +455,9 @@ class ChunkStore:
         ]
 
     def counts(self) -> tuple[int, int]:
-        """Number of documents and chunks."""
-        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        return int(docs), int(chunks)
+        """Number of documents and chunks (kept as they change: O(1))."""
+        documents, chunks = self._db.execute("SELECT documents, chunks FROM totals").fetchone()
+        return int(documents), int(chunks)
 
 
 def text_crc(text: str) -> int:
@@ -443,9 +467,17 @@ def text_crc(text: str) -> int:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a store made by an earlier hybridctx up to this schema: the chunk text checksum
-    column (older rows keep none), and the metadata keys listed (O(documents), once)."""
+    column (older rows keep none), the totals (O(documents), once) and the metadata keys
+    listed (O(documents), once)."""
     if not any(row[1] == "text_crc" for row in db.execute("PRAGMA table_info(chunks)")):
         db.execute("ALTER TABLE chunks ADD COLUMN text_crc INTEGER")
+    has_totals = "SELECT 1 FROM sqlite_master WHERE name = 'totals'"
+    if not db.execute(has_totals).fetchone():
+        with db:  # the table, its triggers and its first counts in one transaction: no change slips between
+            db.execute("BEGIN IMMEDIATE")
+            if not db.execute(has_totals).fetchone():
+                for statement in _TOTALS:
+                    db.execute(statement)
     if db.execute("SELECT 1 FROM meta WHERE key = 'metadata_keys'").fetchone():
         return
     with db:
