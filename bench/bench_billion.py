@@ -156,7 +156,7 @@ def peak_rss_gib() -> float:
     return 0.0
 
 
-def build(kb: Path, tokens: int, stop_after_batches: int | None = None) -> Progress:
+def build(kb: Path, tokens: int, batch: int = BATCH_DOCUMENTS, stop_after_batches: int | None = None) -> Progress:
     """Add documents until the KB holds `tokens` embedding-model tokens, resumably."""
     kb.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress.load(kb)
@@ -166,10 +166,9 @@ def build(kb: Path, tokens: int, stop_after_batches: int | None = None) -> Progr
         while progress.tokens < tokens and (stop_after_batches is None or batches < stop_after_batches):
             started = time.perf_counter()
             first = progress.next_document
-            report = pipe.add(documents(first, first + BATCH_DOCUMENTS))
-            progress.next_document = first + BATCH_DOCUMENTS
-            progress.tokens += report.tokens_added
-            progress.chunks += report.chunks_added
+            report = pipe.add(documents(first, first + batch))
+            progress.next_document = first + batch
+            _, progress.chunks, progress.tokens = pipe.kb.store.totals()  # a batch cut short counts too
             for stage, seconds in report.seconds.items():
                 progress.seconds[stage] = progress.seconds.get(stage, 0.0) + seconds
             progress.wall_seconds += time.perf_counter() - started
@@ -291,11 +290,12 @@ def main() -> None:
     parser.add_argument("command", choices=("build", "measure"))
     parser.add_argument("--kb", type=Path, required=True)
     parser.add_argument("--tokens", type=lambda s: int(s.replace("_", "")), default=1_000_000_000)
+    parser.add_argument("--batch", type=int, default=BATCH_DOCUMENTS, help="Documents per add (and progress record)")
     parser.add_argument("--stop-after-batches", type=int, default=None)
     parser.add_argument("--in-process", action="store_true", help="measure here, not in a fresh process")
     args = parser.parse_args()
     if args.command == "build":
-        build(args.kb, args.tokens, args.stop_after_batches)
+        build(args.kb, args.tokens, args.batch, args.stop_after_batches)
         report(args.kb, None)
         return
     if args.in_process:

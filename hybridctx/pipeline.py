@@ -506,7 +506,7 @@ class Pipeline:
         return self.kb.store.document_list(None if under is None else folder_prefix(under))
 
     def stats(self) -> dict[str, int]:
-        documents, chunks = self.kb.store.counts()
+        documents, chunks, _ = self.kb.store.totals()
         return {"documents": documents, "chunks": chunks}
 
     def close(self) -> None:

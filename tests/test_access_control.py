@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+import hybridctx.index.kb as kb_module
 from hybridctx import Document, Pipeline
 from hybridctx.cli import app
+from hybridctx.schema import Scope
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +33,15 @@ def kb(tmp_path_factory, embedder, backend):
                   Document(id="deal", text=SECRET, acl={"alice"}),
                   Document(id="launch-secret", text=SECRET_LAUNCH, acl={"alice", "carol"})])
     return root
+
+
+@pytest.fixture(autouse=True, params=["listed", "checked"])
+def visibility(request, monkeypatch):
+    """Every test both ways: the ids a scope sees listed for the search (a scope that sees
+    little), and the search's best results checked instead (one that sees much)."""
+    if request.param == "checked":
+        monkeypatch.setattr(kb_module, "PREFILTER_CHUNKS", -1)
+    return request.param
 
 
 @pytest.fixture
@@ -98,3 +109,26 @@ def test_the_cli_leaves_it_out(kb):
         assert not leaked(out.output)
     alice = runner.invoke(app, ["search", "KX-7731", "-k", "3", "--kb", str(kb), "--principal", "alice"])
     assert "deal" in alice.output or "KX-7731" in alice.output
+
+
+def test_checking_results_finds_what_listing_the_visible_ids_finds(tmp_path, embedder, backend, monkeypatch):
+    """A scope that sees much has its search's best results checked, fetching more until k
+    pass: the same hits, in the same order, as searching among its listed ids."""
+    documents = [Document(id=f"note-{i}", text=f"Note {i}: shipment {i * 7 % 97} of valve parts left dock {i % 5}.",
+                          metadata={"dock": str(i % 5)}, acl=None if i % 3 == 0 else {("red", "blue")[i % 2]})
+                 for i in range(240)]
+    with Pipeline.open(tmp_path / "kb", embedder=embedder, backend=backend, show_progress=False) as pipe:
+        pipe.add(documents)
+        assert pipe.kb.store.visible_share(Scope(principal="red")) == pytest.approx(2 / 3, abs=0.05)
+        assert pipe.kb.store.visible_share(Scope()) == pytest.approx(1 / 3, abs=0.05)  # ACLs exist: a scope
+        scopes = [dict(principal="red"), dict(filters={"dock": "2"}), dict(principal="blue", filters={"dock": "1"}), {}]
+        for retrieval in ("dense", "lexical", "hybrid"):
+            found = {}
+            for listed in (True, False):
+                monkeypatch.setattr(kb_module, "PREFILTER_CHUNKS", 10**9 if listed else -1)
+                with Pipeline.open(tmp_path / "kb", embedder=embedder, backend=backend, show_progress=False,
+                                   retrieval=retrieval, hops=0) as reader:
+                    found[listed] = [[h.chunk.id for h in reader.retrieve("valve shipment dock", k=25, **scope)]
+                                     for scope in scopes]
+            assert found[True] == found[False], retrieval
+            assert [len(ids) for ids in found[True]] == [25, 16, 25, 25]  # dock 2 without a principal: 16 public

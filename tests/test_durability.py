@@ -89,7 +89,7 @@ def run_child(kb: Path, point: str, nth: int) -> subprocess.CompletedProcess:
 def assert_consistent(pipe: Pipeline) -> int:
     """The store, the dense index and the lexical index hold the same chunks; returns how many."""
     kb = pipe.kb
-    documents_, chunks = kb.store.counts()
+    documents_, chunks, _ = kb.store.totals()
     assert documents_ == chunks  # one chunk per document
     ids, _ = kb.index.vectors()
     stored = sorted(int(i) for i, _ in kb.store.chunk_texts())

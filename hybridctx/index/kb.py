@@ -25,6 +25,7 @@ import errno
 import fcntl
 import itertools
 import json
+import math
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,9 @@ MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 LOCK = "write.lock"
 LEXICAL = "lexical"
+# A scope seeing at most this many chunks lists them for the search; a larger one checks results.
+PREFILTER_CHUNKS = 50_000
+Search = Callable[[int, "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]  # (n, allowed ids) -> best n
 
 
 class Manifest(BaseModel):
@@ -180,9 +184,7 @@ class KnowledgeBase:
     def search(self, vector: np.ndarray, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `vector` that `scope` sees, best first."""
         with self._reading() as index:
-            allowed = self.store.allowed_vector_ids(scope)
-            scores, ids = index.search(vector, k, allowed)
-            return self._chunks_of(scores, ids)
+            return self._chunks_of(*self._scoped(lambda n, allowed: index.search(vector, n, allowed), k, scope))
 
     def search_lexical(self, query: str, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `query` by BM25 that `scope` sees, best first
@@ -191,9 +193,26 @@ class KnowledgeBase:
         with self._reading():
             if not self.lexical_current:
                 return []
-            allowed = self.store.allowed_vector_ids(scope)
-            scores, ids = self.lexical.search(query, k, allowed)
-            return self._chunks_of(scores, ids)
+            return self._chunks_of(*self._scoped(lambda n, allowed: self.lexical.search(query, n, allowed), k, scope))
+
+    def _scoped(self, search: Search, k: int, scope: Scope) -> tuple[np.ndarray, np.ndarray]:
+        """`search(n, allowed_ids)` for the `k` best that `scope` sees. A scope that sees few
+        chunks (up to PREFILTER_CHUNKS) lists them for the search; one that sees many checks
+        the best results instead, fetching 1.5 / share times k and more until k pass: the cost
+        follows k and the share, not the corpus (listing the ids of a principal who sees half
+        of 10M chunks took seconds a query)."""
+        share = self.store.visible_share(scope)
+        if share is None:
+            return search(k, None)
+        if share * self.store.totals()[1] <= PREFILTER_CHUNKS:
+            return search(k, self.store.allowed_vector_ids(scope))
+        wanted = math.ceil(1.5 * k / share)
+        while True:
+            scores, ids = search(wanted, None)
+            seen = self.store.visible_among(ids, scope)
+            if seen.sum() >= k or len(ids) < wanted:
+                return scores[seen][:k], ids[seen][:k]
+            wanted *= 4
 
     def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())
@@ -412,7 +431,7 @@ def repair(
             for info in bad:
                 if info.name in rebuilt:
                     (root / info.name).unlink(missing_ok=True)
-            lexical_chunks = store.counts()[1] - len(bad_chunks)
+            lexical_chunks = store.totals()[1] - len(bad_chunks)
             documents = {doc_id for _, doc_id in bad_chunks}
             for info in bad:
                 if info.name not in rebuilt:

@@ -312,8 +312,39 @@ class ChunkStore:
                 f"again (hybridctx delete {doc_id!r}, then index it)"
             ) from exc
 
+    def visible_share(self, scope: Scope, sample: int = 2_000) -> float | None:
+        """None when the scope sees everything; else about the share of chunks it sees,
+        estimated from `sample` documents in four places of the table: O(sample), however big
+        the KB (listing what a principal may read took every query through half the corpus)."""
+        clauses, params = self._visibility(scope)
+        if not clauses:
+            return None
+        last = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM documents").fetchone()[0]
+        width = max(1, sample // 4)
+        seen = total = 0
+        for start in sorted({last * part // 4 for part in range(4)}):
+            window_total, window_seen = self._db.execute(
+                "SELECT COALESCE(SUM(d.n_chunks), 0), COALESCE(SUM(CASE WHEN " + " AND ".join(clauses)
+                + " THEN d.n_chunks ELSE 0 END), 0) FROM documents d WHERE d.rowid > ? AND d.rowid <= ?",
+                [*params, start, start + width],
+            ).fetchone()
+            total, seen = total + window_total, seen + window_seen
+        return seen / total if total else 0.0
+
+    def visible_among(self, vector_ids: np.ndarray, scope: Scope) -> np.ndarray:
+        """Which of these vector ids the scope sees (a mask): O(len(vector_ids))."""
+        clauses, params = self._visibility(scope)
+        where = "".join(f" AND {clause}" for clause in clauses)
+        rows = self._db.execute(
+            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id"
+            " WHERE c.vector_id IN (SELECT value FROM json_each(?))" + where,
+            [json.dumps(np.asarray(vector_ids).tolist()), *params],
+        ).fetchall()
+        return np.isin(vector_ids, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+
     def allowed_vector_ids(self, scope: Scope) -> np.ndarray | None:
-        """Vector ids that pass the scope's filters and that its principal may read; None if all do.
+        """Vector ids that pass the scope's filters and that its principal may read; None if
+        all do. O(visible chunks): for scopes that see little (`visible_share`).
 
         A filter value matches a metadata value equal to it or, for list-valued metadata,
         contained in it; a list/tuple/set filter value matches any of its members.
@@ -339,8 +370,7 @@ class ChunkStore:
         matches few documents, which SQLite finds by scanning the documents)."""
         clauses, params = self._visibility(scope)
         if not clauses:
-            chunks, tokens = self._db.execute("SELECT chunks, tokens FROM totals").fetchone()
-            return int(chunks), int(tokens)
+            return self.totals()[1:]
         cursor = self._db.execute(
             "SELECT d.n_chunks, d.n_tokens FROM documents d WHERE " + " AND ".join(clauses), params
         )
@@ -454,10 +484,10 @@ class ChunkStore:
             for doc_id, metadata, chunks, tokens, restricted in rows
         ]
 
-    def counts(self) -> tuple[int, int]:
-        """Number of documents and chunks (kept as they change: O(1))."""
-        documents, chunks = self._db.execute("SELECT documents, chunks FROM totals").fetchone()
-        return int(documents), int(chunks)
+    def totals(self) -> tuple[int, int, int]:
+        """Documents, chunks and their tokens in the whole KB (kept as they change: O(1))."""
+        documents, chunks, tokens = self._db.execute("SELECT documents, chunks, tokens FROM totals").fetchone()
+        return int(documents), int(chunks), int(tokens)
 
 
 def text_crc(text: str) -> int:
