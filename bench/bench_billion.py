@@ -156,13 +156,16 @@ def peak_rss_gib() -> float:
     return 0.0
 
 
-def build(kb: Path, tokens: int, batch: int = BATCH_DOCUMENTS, stop_after_batches: int | None = None) -> Progress:
-    """Add documents until the KB holds `tokens` embedding-model tokens, resumably."""
+def build(
+    kb: Path, tokens: int, batch: int = BATCH_DOCUMENTS, stop_after_batches: int | None = None, **opened: Any
+) -> Progress:
+    """Add documents until the KB holds `tokens` embedding-model tokens, resumably.
+    `opened`: for `Pipeline.open` (default: the static embedder)."""
     kb.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress.load(kb)
     progress.runs += 1
     batches = 0
-    with Pipeline.open(kb, embedder="static", show_progress=False) as pipe:
+    with Pipeline.open(kb, **{"embedder": "static", "show_progress": False, **opened}) as pipe:
         while progress.tokens < tokens and (stop_after_batches is None or batches < stop_after_batches):
             started = time.perf_counter()
             first = progress.next_document
@@ -204,8 +207,8 @@ def disk_gib(kb: Path) -> dict[str, float]:
     return parts
 
 
-def measure(kb: Path, queries: int = 30) -> dict[str, Any]:
-    """Serving figures, in this (fresh) process."""
+def measure(kb: Path, queries: int = 30, **opened: Any) -> dict[str, Any]:
+    """Serving figures, in this (fresh) process; `opened` as for `build`."""
     from hybridctx.generate import LlamaCppBackend
     from hybridctx.settings import default_cache_dir
 
@@ -213,7 +216,7 @@ def measure(kb: Path, queries: int = 30) -> dict[str, Any]:
     asked = questions(progress)
     reader = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=131_072)  # packing only: never loads
     started = time.perf_counter()
-    pipe = Pipeline.open(kb, embedder="static", backend=reader, show_progress=False)
+    pipe = Pipeline.open(kb, **{"embedder": "static", "backend": reader, "show_progress": False, **opened})
     pipe.retrieve("warm up", k=10)
     open_seconds = time.perf_counter() - started
     rng = random.Random(SEED)
@@ -233,9 +236,9 @@ def measure(kb: Path, queries: int = 30) -> dict[str, Any]:
                 pack_seconds.append(time.perf_counter() - t0)
                 found_pack += value in context.prompt
     rss = peak_rss_gib()
-    extra = [d.id for d in documents(10**9, 10**9 + 400)]  # about 4,096 chunks more, then taken out again
+    extra = [d.id for d in documents(10**9, 10**9 + 120)]  # about 4,096 chunks more, then taken out again
     started = time.perf_counter()
-    added = pipe.add(documents(10**9, 10**9 + 400))
+    added = pipe.add(documents(10**9, 10**9 + 120))
     commit = (time.perf_counter() - started, added.chunks_added)
     pipe.delete(extra)
     pipe.close()
@@ -249,7 +252,7 @@ def measure(kb: Path, queries: int = 30) -> dict[str, Any]:
     }
 
 
-def report(kb: Path, measured: dict[str, Any] | None) -> None:
+def report(kb: Path, measured: dict[str, Any] | None, write: bool = True) -> None:
     progress = Progress.load(kb)
     total = sum(progress.seconds.values())
     lines = [
@@ -282,7 +285,10 @@ def report(kb: Path, measured: dict[str, Any] | None) -> None:
             f"| adding {measured['commit'][1]:,} chunks (about one commit) | {measured['commit'][0]:.1f} s |",
             *(f"| disk: {part} | {gib:.2f} GiB |" for part, gib in sorted(measured["disk_gib"].items())),
         ]
-    write_section("billion", lines)
+    if write:
+        write_section("billion", lines)
+    else:
+        print("\n".join(lines))
 
 
 def main() -> None:
@@ -293,17 +299,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH_DOCUMENTS, help="Documents per add (and progress record)")
     parser.add_argument("--stop-after-batches", type=int, default=None)
     parser.add_argument("--in-process", action="store_true", help="measure here, not in a fresh process")
+    parser.add_argument("--no-results", action="store_true", help="print the figures, leave RESULTS.md alone")
     args = parser.parse_args()
     if args.command == "build":
         build(args.kb, args.tokens, args.batch, args.stop_after_batches)
-        report(args.kb, None)
+        report(args.kb, None, write=not args.no_results)
         return
     if args.in_process:
         print(json.dumps(measure(args.kb)))
         return
     done = subprocess.run([sys.executable, __file__, "measure", "--kb", str(args.kb), "--in-process"],
                           capture_output=True, text=True, check=True)
-    report(args.kb, json.loads(done.stdout.strip().splitlines()[-1]))
+    report(args.kb, json.loads(done.stdout.strip().splitlines()[-1]), write=not args.no_results)
 
 
 if __name__ == "__main__":
