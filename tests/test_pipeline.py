@@ -183,6 +183,9 @@ class FailingEmbedder:
             raise RuntimeError("simulated crash while embedding")
         return self.real.embed(texts)
 
+    def release(self):
+        self.real.release()
+
 
 def test_interrupted_add_keeps_committed_work_and_resumes(tmp_path, corpus, embedder, backend):
     docs = [Document(id=f"d{i}", text=f"Document {i} explains subject number {i}.") for i in range(12)]

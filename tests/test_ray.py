@@ -24,15 +24,21 @@ def ray_embedder():
 def test_ray_embeddings_equal_local_ones(ray_embedder, embedder):
     texts = [f"Sentence number {i} about {topic}." for i, topic in enumerate(["tomatoes", "retries", "Mars"] * 300)]
     assert ray_embedder.dimension == embedder.dimension == 384
-    on_ray = ray_embedder.embed(texts)  # 900 texts: two batches per actor, order must survive
+    on_ray = ray_embedder.embed(texts)  # 900 texts: two batches, order must survive
     assert on_ray.shape == (900, 384)
     assert np.allclose(on_ray, embedder.embed(texts), atol=1e-5)
+    before = ray_embedder.actor_calls()
+    assert np.array_equal(ray_embedder.embed(texts[:600]), on_ray[:600])  # a second commit's texts
+    after = ray_embedder.actor_calls()
+    assert [pid for pid, _ in after] == [pid for pid, _ in before] and len(after) == 2  # the same actors: loaded once
+    assert sum(calls for _, calls in after) == sum(calls for _, calls in before) + 2
 
 
 def test_a_kb_indexed_on_ray_answers_like_a_local_one(ray_embedder, embedder, corpus, tmp_path):
     with Pipeline.open(tmp_path / "ray-kb", embedder=ray_embedder, show_progress=False) as pipe:
         report = pipe.add(corpus)
         assert report.documents_added == 4 and not report.failed
+        assert ray_embedder.actor_calls() == []  # the add's end gave the actors' CPUs back
     with Pipeline.open(tmp_path / "ray-kb", embedder=embedder, show_progress=False) as reopened:
         hits = reopened.retrieve("How many times does the client retry?", k=3)
         assert hits[0].chunk.source.endswith("retries.md")

@@ -38,6 +38,12 @@ class Embedder(Protocol):
         """A (len(texts), dimension) float32 array of unit vectors."""
         ...
 
+    def release(self) -> None:
+        """Free what only indexing needs (a Ray actor pool, kept across one `add`'s commits);
+        the next `embed` makes it again. `add` calls it when it ends. Local models stay
+        loaded: queries embed with them."""
+        ...
+
 
 # Tiers of the same source model, and the suffix each adds to the name in a KB's manifest
 # ("all-MiniLM-L6-v2@static"); the transformer itself keeps the plain name.

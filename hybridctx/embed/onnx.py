@@ -111,6 +111,9 @@ class OnnxEmbedder:
         gc.collect()  # as SentenceTransformerEmbedder: keep full collections off the query path
         gc.freeze()
 
+    def release(self) -> None:
+        """Nothing to free: the model serves queries too."""
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One text per run. Dynamic quantization scales the activations of a whole batch, so in
         batches a text's vector moved with its neighbours (cosine 0.990-0.994 between a text alone

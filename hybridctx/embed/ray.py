@@ -1,10 +1,12 @@
 """Embed stage on a Ray cluster: the same model, one copy per GPU (or per CPU slot) of the cluster.
 
-`RayEmbedder` is an `Embedder`: the indexer hands it each commit's chunk texts, Ray Data
-splits them into batches and `map_batches` runs them through a pool of actors that each
-hold the model (loaded once per actor), and the vectors come back in order. Everything else
-in `add` (reading, chunking, the one writer and its resumable commits) stays on the driver,
-so a Ray run leaves the same knowledge base as a local one.
+`RayEmbedder` is an `Embedder`: the indexer hands it each commit's chunk texts, split into
+batches for a pool of actors that each hold the model, and the vectors come back in order.
+The pool is made on the first call and kept until the `add` ends (`release`): the model
+loads once per actor for the whole run, not once per commit (a Ray Data `map_batches` per
+call made a new pool each time).
+Everything else in `add` (reading, chunking, the one writer and its resumable commits) stays
+on the driver, so a Ray run leaves the same knowledge base as a local one.
 
     pipe = Pipeline.open("kb/", embedder=RayEmbedder(actors=8, gpus_per_actor=1))   # or
     hybridctx index docs/ --kb kb/ --ray [--ray-address auto] [--ray-actors 8]
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,14 +32,21 @@ _RAY_BATCH = 512
 
 
 class _EmbedActor:
-    """Holds one copy of the model; Ray Data calls it with batches of texts."""
+    """Holds one copy of the model; the pool hands it batches of texts."""
 
     def __init__(self, tier: str, model: str, device: str | None, batch_size: int, cache_dir: Path | None) -> None:
         self.embedder = build_embedder(tier, model, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        self.calls = 0
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self.embedder.embed([str(t) for t in batch["text"]])
-        return {"position": batch["position"], "vector": vectors}
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        return self.embedder.embed(texts)
+
+    def loaded_once(self) -> tuple[int, int]:
+        """(this actor's process id, batches it embedded): how a test sees the pool kept."""
+        import os
+
+        return os.getpid(), self.calls
 
 
 class RayEmbedder:
@@ -74,31 +84,48 @@ class RayEmbedder:
         self.gpus_per_actor = gpus_per_actor
         self.cpus_per_actor = cpus_per_actor
         self.batch_size = batch_size
+        self._pool: Any = None
+        self._handles: list[Any] = []
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False, include_dashboard=False)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import ray.data
-
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        rows = ray.data.from_items([{"position": i, "text": t} for i, t in enumerate(texts)])
-        device = "cuda" if self.gpus_per_actor else "cpu"
-        vectors = rows.map_batches(
-            _EmbedActor,
-            fn_constructor_args=(self.tier, self.model, device, self.batch_size, self.cache_dir),
-            batch_size=_RAY_BATCH,
-            concurrency=self.actors,
-            num_gpus=self.gpus_per_actor or None,
-            num_cpus=self.cpus_per_actor,
-        )
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
-            out[batch["position"]] = np.stack(list(batch["vector"]))
-        return out
+        batches = [list(texts[start : start + _RAY_BATCH]) for start in range(0, len(texts), _RAY_BATCH)]
+        parts = list(self._actor_pool().map(lambda actor, batch: actor.embed.remote(batch), batches))  # in order
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def _actor_pool(self) -> Any:
+        """The actors, made on first use and kept for every later call."""
+        if self._pool is None:
+            import ray
+            from ray.util import ActorPool
+
+            remote = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor)(_EmbedActor)
+            device = "cuda" if self.gpus_per_actor else "cpu"
+            self._handles = [remote.remote(self.tier, self.model, device, self.batch_size, self.cache_dir)
+                             for _ in range(self.actors)]
+            self._pool = ActorPool(self._handles)
+        return self._pool
+
+    def actor_calls(self) -> list[tuple[int, int]]:
+        """(process id, batches embedded) of each actor of the pool."""
+        import ray
+
+        return sorted(ray.get([handle.loaded_once.remote() for handle in self._handles]))
+
+    def release(self) -> None:
+        """Stop the actors (the end of an `add`): their CPUs or GPUs go back to the cluster."""
+        import ray
+
+        for handle in self._handles:
+            ray.kill(handle)
+        self._pool, self._handles = None, []
 
     def shutdown(self) -> None:
         import ray
 
+        self.release()
         ray.shutdown()
 

@@ -59,6 +59,9 @@ class StaticEmbedder:
         gc.collect()  # as SentenceTransformerEmbedder: keep full collections off the query path
         gc.freeze()
 
+    def release(self) -> None:
+        """Nothing to free: the model serves queries too."""
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -38,6 +38,9 @@ class SentenceTransformerEmbedder:
         gc.collect()
         gc.freeze()
 
+    def release(self) -> None:
+        """Nothing to free: the model serves queries too."""
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -5,7 +5,9 @@
 - `vllm`: the vLLM engine (prefix caching, RoPE scaling, fp8 KV cache);
 - `openai_compatible`: any OpenAI-compatible server (a running vLLM, a hosted API);
 - `citations`: `[n]` markers read back and checked against the prompt's passages;
-- `synthesis`: multi-needle answers (facts first, map-reduce over windows, self-routing).
+- `synthesis`: multi-needle answers (facts first, map-reduce over windows, self-routing);
+- `calibration`: the model's effective context, measured and stored per model;
+- `grounded`: answers chosen among what the passages hold (`ask(..., choices=defined_symbols)`).
 """
 
 from hybridctx.generate.backend import DEFAULT_STOP, Backend, Generation, check_choices, check_fits

@@ -81,6 +81,12 @@ class Indexer:
         """Index `items`. When they list folders in full (a `DocumentStream` of folder walks),
         stored documents under those folders that the walk no longer met (their files are gone)
         are removed at the end: the ids met are kept in memory meanwhile, O(files added)."""
+        try:
+            return self._add(items)
+        finally:
+            self.embedder.release()  # what only indexing holds (a Ray actor pool) goes back
+
+    def _add(self, items: Iterable[Document | Failure]) -> AddReport:
         report = AddReport()
         folders = items.folders if isinstance(items, DocumentStream) else []
         met: set[str] = set()
