@@ -208,8 +208,9 @@ def disk_gib(kb: Path) -> dict[str, float]:
     return parts
 
 
-def measure(kb: Path, queries: int = 30, **opened: Any) -> dict[str, Any]:
-    """Serving figures, in this (fresh) process; `opened` as for `build`."""
+def measure(kb: Path, queries: int = 30, commit: bool = True, **opened: Any) -> dict[str, Any]:
+    """Serving figures, in this (fresh) process; `opened` as for `build`. `commit`: also time
+    adding about one commit of chunks (needs the write lock: not while a build runs)."""
     from hybridctx.generate import LlamaCppBackend
     from hybridctx.settings import default_cache_dir
 
@@ -238,11 +239,13 @@ def measure(kb: Path, queries: int = 30, **opened: Any) -> dict[str, Any]:
                 pack_seconds.append(time.perf_counter() - t0)
                 found_pack += value in context.prompt
     rss = peak_rss_gib()
-    extra = [d.id for d in documents(10**9, 10**9 + 120)]  # about 4,096 chunks more, then taken out again
-    started = time.perf_counter()
-    added = pipe.add(documents(10**9, 10**9 + 120))
-    commit = (time.perf_counter() - started, added.chunks_added)
-    pipe.delete(extra)
+    committed = None
+    if commit:
+        extra = [d.id for d in documents(10**9, 10**9 + 120)]  # about 4,096 chunks more, then taken out again
+        started = time.perf_counter()
+        added = pipe.add(documents(10**9, 10**9 + 120))
+        committed = (time.perf_counter() - started, added.chunks_added)
+        pipe.delete(extra)
     pipe.close()
     n = max(1, len(sample))
     return {
@@ -250,7 +253,7 @@ def measure(kb: Path, queries: int = 30, **opened: Any) -> dict[str, Any]:
         "retrieve_ms": {k: (1000 * percentile(v, 0.5), 1000 * percentile(v, 0.99)) for k, v in timings.items() if v},
         "pack_ms_p50": 1000 * statistics.median(pack_seconds) if pack_seconds else None,
         "found_top1000": found_top / n, "found_pack128k": found_pack / n,
-        "commit": commit, "disk_gib": disk_gib(kb),
+        "commit": committed, "disk_gib": disk_gib(kb), "tokens": progress.tokens, "chunks": progress.chunks,
     }
 
 
@@ -284,7 +287,8 @@ def report(kb: Path, measured: dict[str, Any] | None, write: bool = True) -> Non
             f"| pack 1,000 candidates into 128k p50 | {measured['pack_ms_p50']:.0f} ms |",
             f"| planted facts in the top 1,000 / in the 128k pack | {measured['found_top1000']:.2f} / "
             f"{measured['found_pack128k']:.2f} |",
-            f"| adding {measured['commit'][1]:,} chunks (about one commit) | {measured['commit'][0]:.1f} s |",
+            *([f"| adding {measured['commit'][1]:,} chunks (about one commit) | {measured['commit'][0]:.1f} s |"]
+              if measured["commit"] else []),
             *(f"| disk: {part} | {gib:.2f} GiB |" for part, gib in sorted(measured["disk_gib"].items())),
         ]
     if write:
@@ -302,16 +306,17 @@ def main() -> None:
     parser.add_argument("--stop-after-batches", type=int, default=None)
     parser.add_argument("--in-process", action="store_true", help="measure here, not in a fresh process")
     parser.add_argument("--no-results", action="store_true", help="print the figures, leave RESULTS.md alone")
+    parser.add_argument("--no-commit", action="store_true", help="measure no commit (a build holds the lock)")
     args = parser.parse_args()
     if args.command == "build":
         build(args.kb, args.tokens, args.batch, args.stop_after_batches)
         report(args.kb, None, write=not args.no_results)
         return
     if args.in_process:
-        print(json.dumps(measure(args.kb)))
+        print(json.dumps(measure(args.kb, commit=not args.no_commit)))
         return
-    done = subprocess.run([sys.executable, __file__, "measure", "--kb", str(args.kb), "--in-process"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, __file__, "measure", "--kb", str(args.kb), "--in-process",
+                           *(["--no-commit"] if args.no_commit else [])], capture_output=True, text=True, check=True)
     report(args.kb, json.loads(done.stdout.strip().splitlines()[-1]), write=not args.no_results)
 
 
