@@ -625,7 +625,7 @@ def demo(
     max_files: int = typer.Option(300, help="How many standard-library files to index"),
 ) -> None:
     """Index the Python standard library's source and answer questions about it."""
-    from hybridctx.demo import answers, one_at_a_time, stdlib_files, stdlib_root
+    from hybridctx.demo import READ_TOKENS, answers, one_at_a_time, stdlib_files, stdlib_root
     from hybridctx.index.kb import checked_root
     from hybridctx.pipeline import Pipeline
     from hybridctx.settings import default_cache_dir
@@ -637,7 +637,7 @@ def demo(
     out.print(f"Knowledge base: {kb}")
     started = time.perf_counter()
     with one_at_a_time(kb, lambda: out.print("Another demo is using this KB; waiting for it to finish")), \
-            Pipeline.open(kb) as pipe:
+            Pipeline.open(kb, effective_context=READ_TOKENS) as pipe:
         out.print(f"opened in {time.perf_counter() - started:.1f} s")
         print_report(pipe.add(files))
         for step in answers(pipe):

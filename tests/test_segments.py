@@ -262,3 +262,17 @@ def test_a_streamed_inverted_file_is_trained_on_a_sample_of_every_batch_then_fil
     assert passes == [6, 6] and index.spec == "IVF8,Flat" and len(index) == 300
     scores, found = index.search(vectors[7], 1)
     assert found.tolist() == [8] and scores[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_mapped_writer_keeps_no_segment_it_wrote_in_memory(tmp_path, monkeypatch):
+    """With `mmap_index`, each segment a commit writes (merges too) is mapped from its file
+    at once: a billion-token build that kept them was killed for memory at 5M vectors."""
+    monkeypatch.setattr(segments_module, "TIER_BASE", 8)
+    kb = KnowledgeBase.open(tmp_path / "kb", "test-model", lambda: DIM, mmap_index=True)
+    for batch in range(6):
+        add_docs(kb, 10 * batch, 10, seed=batch)
+    assert len(kb.index) == 60 and len(kb.index.segments) < 6  # merged on the way
+    assert all(index.mapped_from == tmp_path / "kb" / info.name for info, index in kb.index.segments)
+    scores, ids = kb.index.search(unit(6, 5)[3], 1)
+    assert ids.tolist() == [54]  # doc-53's vector: ids start at 1
+    kb.close()
