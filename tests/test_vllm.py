@@ -199,9 +199,6 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
     assert first.usage.prompt_tokens == context.token_count
     assert first.usage.first_token_seconds < first.usage.seconds
 
-    offered = ["It is configured in zephyr.yaml.", "Use the setting zephyr.max_retries [1]."]
-    assert client.generate(context, max_new_tokens=24, choices=offered).text in offered  # the server honours them
-
     counting = context.model_copy(update={"prompt": "Counting from one to twenty: 1, 2, 3, 4,"})
     pieces.clear()
     streamed = client.generate(counting, max_new_tokens=12, stop=["\n"], on_text=pieces.append)
@@ -221,6 +218,9 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
     pieces = list(stream)  # (how many depends on the answer: "1." came as one)
     assert pieces and "".join(pieces) == stream.answer.text
     assert stream.answer.usage.prompt_tokens == stream.answer.context.token_count
+
+    offered = ["It is configured in zephyr.yaml.", "Use the setting zephyr.max_retries [1]."]
+    assert client.generate(context, max_new_tokens=24, choices=offered).text in offered  # the server honours them
     client.close()
 
 
