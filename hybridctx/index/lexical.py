@@ -15,7 +15,6 @@ fall back to dense retrieval.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,23 +27,6 @@ _MARKER = "generation-marker"
 _WRITER_HEAP = 64_000_000
 # Queries ask tantivy for this many times k first, then more while filters remove too many.
 _OVERFETCH = 2
-# Lucene's English stop words, left out of queries (not of the index): they are in nearly every
-# chunk, so BM25 walks most of their postings for next to no score.
-_STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these"
-    " they this to was will with".split()
-)
-_WORD = re.compile(r"(?<![\w-])[A-Za-z]+(?![\w-])")  # a whole word, not a piece of an identifier (A-12_b)
-
-
-def without_stop_words(query: str) -> str:
-    """`query` without its stop words; as it is when quoted (a phrase) or nothing else is left.
-    Upper-case AND, OR and NOT stay: they are query operators."""
-    if '"' in query:
-        return query
-    kept = _WORD.sub(lambda m: "" if m[0].lower() in _STOP_WORDS and m[0] not in ("AND", "OR", "NOT") else m[0],
-                     query)
-    return " ".join(kept.split()) if any(c.isalnum() for c in kept) else query
 
 
 def _schema() -> Any:
@@ -102,7 +84,7 @@ class LexicalIndex:
         are found or the matches run out, so a filter never shrinks the result below `k`
         when `k` allowed matches exist.
         """
-        parsed, _errors = self._index.parse_query_lenient(without_stop_words(query), ["text"])  # never fails
+        parsed, _errors = self._index.parse_query_lenient(query, ["text"])  # never fails on odd syntax
         searcher = self._index.searcher()
         wanted = set(allowed.tolist()) if allowed is not None else None
         # tantivy allocates for `fetch` up front; unfiltered, k and the generation marker are enough
