@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
 # Prompt tokens each answer reads. Choosing among offered functions is not the free answer the
 # model's calibration (512) measured: on bench_code_answers' 20 questions it chose right 8 times
-# reading 512 and 9 reading 1,024, and 512 leaves the passages about 200 tokens after the prompt's
-# head (the colour question's `def` did not fit).
-READ_TOKENS = 1024
+# reading 512 and 9 reading 1,024. At 512 the passages get about 200 tokens after the prompt's
+# head, and the colour question's `def` fell out when the lexical ranking moved a little; at
+# 1,024, `textwrap.wrap` drew the model away from `dedent`. 640 and 768 held both times.
+READ_TOKENS = 768
 # Questions the demo asks, each with the module whose source answers it and the function it names.
 QUESTIONS: tuple[tuple[str, str, str], ...] = (
     ("How do I remove the common leading whitespace from every line of a block of text?", "textwrap.py", "dedent"),
