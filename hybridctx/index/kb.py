@@ -83,6 +83,8 @@ class KnowledgeBase:
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
         self._loading = threading.Lock()  # one thread loads a new generation at a time
+        # (generation, scope) -> its visible share: a hybrid query and its hops ask it once, not per search
+        self._shares: dict[tuple[int, str], float | None] = {}
         self.refresh()
 
     @classmethod
@@ -206,7 +208,12 @@ class KnowledgeBase:
         less of them than of the corpus (a filter on documents unlike the question: 17 of the
         best 9,000 where the share is 0.22), more than CHECKED_AT_MOST times k would be
         checked, and the visible ids are listed after all: O(visible chunks), as before."""
-        share = self.store.visible_share(scope)
+        key = (self.generation, scope.model_dump_json())
+        if key not in self._shares:
+            if len(self._shares) > 1_000:
+                self._shares.clear()
+            self._shares[key] = self.store.visible_share(scope)
+        share = self._shares[key]
         if share is None:
             return search(k, None)
         if share * self.store.totals()[1] <= PREFILTER_CHUNKS:
