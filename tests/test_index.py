@@ -10,6 +10,7 @@ import hybridctx.index.dense as index_module
 import hybridctx.index.segments as segments_module
 from hybridctx import Document, Pipeline
 from hybridctx.index.dense import FaissIndex, index_spec, nprobe_for
+from hybridctx.index.visibility import VisibleIds
 
 DIM = 384
 
@@ -60,13 +61,19 @@ def test_ivf_search_finds_what_exact_search_finds(vectors, ivf):
     assert np.mean(recalls) >= 0.9
 
 
+def visible(ids: np.ndarray) -> VisibleIds:
+    from pyroaring import BitMap64
+
+    return VisibleIds(BitMap64(ids.tolist()))
+
+
 def test_a_selective_filter_still_returns_k_hits(vectors, ivf):
     rng = np.random.default_rng(1)
     allowed = rng.choice(len(vectors), 40, replace=False).astype(np.int64) * 3  # scattered over all lists
-    scores, ids = ivf.search(vectors[0], 25, allowed_ids=allowed)
+    scores, ids = ivf.search(vectors[0], 25, allowed=visible(allowed))
     assert len(ids) == 25 and set(ids.tolist()) <= set(allowed.tolist())
     assert np.all(np.diff(scores) <= 1e-6)  # best first
-    assert len(ivf.search(vectors[0], 100, allowed_ids=allowed)[1]) == 40  # all allowed, no more
+    assert len(ivf.search(vectors[0], 100, allowed=visible(allowed))[1]) == 40  # all allowed, no more
 
 
 def test_excluded_ids_are_skipped_and_k_is_still_filled(vectors, ivf):
@@ -197,3 +204,102 @@ def test_a_scopes_size_is_counted_only_as_far_as_the_budget_asks(tmp_path):
     assert tokens > 50_000 and chunks == 1_000
     store.close()
 
+
+def test_a_scopes_visible_ids_follow_adds_replacements_deletes_and_rollbacks(tmp_path):
+    """The visibility bitmaps a search uses agree with the SQL that defines who sees what,
+    after each change, after a rollback, and when an older store builds them on opening."""
+    import sqlite3
+
+    from hybridctx.index.store import ChunkStore
+    from hybridctx.schema import Chunk, Scope
+
+    def put(store: ChunkStore, doc: Document, n: int) -> None:
+        chunks = [
+            Chunk(
+                id=f"{doc.id}#{j}", doc_id=doc.id, text="x", start=j, end=j + 1, start_line=1, end_line=1, token_count=1
+            )
+            for j in range(n)
+        ]
+        store.replace_document(doc, "h", chunks)
+
+    def listed(store: ChunkStore, scope: Scope) -> set[int]:
+        clauses, params = store._visibility(scope)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return {
+            r[0]
+            for r in store._db.execute(
+                "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id" + where, params
+            )
+        }
+
+    scopes = [
+        Scope(),
+        Scope(principal="red"),
+        Scope(principal="blue", filters={"team": "a"}),
+        Scope(filters={"year": 2024}),
+        Scope(filters={"year": 2024.0}),
+        Scope(filters={"year": "2024"}),
+        Scope(filters={"tags": "urgent"}),
+        Scope(filters={"tags": ["urgent", "late"], "flag": True}),
+        Scope(filters={"flag": 1}),
+        Scope(filters={"labels": "ops"}),
+        Scope(filters={"team": ["a", "b"]}),
+    ]
+
+    def check(store: ChunkStore) -> None:
+        for scope in scopes:
+            visible = store.visible_ids(scope)
+            expected = listed(store, scope)
+            assert (set(visible.ids) if visible is not None else expected) == expected, scope
+            if visible is not None:
+                mask = visible.mask(np.arange(-2, store.max_vector_id() + 40))
+                assert set(np.flatnonzero(mask) - 2) == expected, scope
+
+    store = ChunkStore(tmp_path / "store.sqlite")
+    store.begin()
+    for i in range(60):
+        put(
+            store,
+            Document(
+                id=f"d{i}",
+                text="x",
+                acl=None if i % 3 else {"red", "blue"} if i % 2 else {"red"},
+                metadata={
+                    "team": "ab"[i % 2],
+                    "year": 2024 if i % 4 else "2024",
+                    "tags": ["urgent", "late"][: i % 3],
+                    "flag": bool(i % 5),
+                    "labels": {"owner": "ops" if i % 7 else "dev"},
+                },
+            ),
+            1 + i % 4,
+        )
+    store.commit()
+    check(store)
+    assert len(store.visible_ids(Scope(filters={"year": 2024})).ids) < len(listed(store, Scope()))
+    store.begin()  # replaced with other metadata and readers, deleted, then some of it rolled back
+    for i in range(0, 60, 4):
+        put(store, Document(id=f"d{i}", text="x", acl={"blue"}, metadata={"team": "b", "year": 2025}), 2)
+    store.delete_documents([f"d{i}" for i in range(1, 60, 6)])
+    store.commit()
+    check(store)
+    before = {scope.model_dump_json(): store.visible_ids(scope) for scope in scopes}
+    store.begin()
+    store.delete_documents([f"d{i}" for i in range(60)])
+    store.rollback()
+    store.begin()  # the next commit writes its own changes, none of the rolled-back ones
+    put(store, Document(id="late", text="x", metadata={"team": "a"}), 3)
+    store.commit()
+    check(store)
+    assert all(
+        (a := before[s.model_dump_json()]) is None or set(a.ids) <= set(store.visible_ids(s).ids) for s in scopes
+    )
+    store.close()
+    db = sqlite3.connect(tmp_path / "store.sqlite")  # as an older hybridctx left it: no bitmaps
+    db.execute("DELETE FROM visibility")
+    db.execute("DELETE FROM meta WHERE key = 'visibility'")
+    db.commit()
+    db.close()
+    reopened = ChunkStore(tmp_path / "store.sqlite")
+    check(reopened)
+    reopened.close()

@@ -9,11 +9,13 @@ import sqlite3
 
 import numpy as np
 import pytest
+from pyroaring import BitMap64
 
 import hybridctx.index.segments as segments_module
 from hybridctx.index.dense import FaissIndex
 from hybridctx.index.kb import KnowledgeBase
 from hybridctx.index.segments import SegmentedIndex, merge_plan, tier
+from hybridctx.index.visibility import VisibleIds
 from hybridctx.schema import Chunk, Document
 
 DIM = 16
@@ -58,7 +60,7 @@ def test_search_over_segments_equals_exact_search_over_all_vectors():
         assert found.tolist() == exact.search(query, 20)[1].tolist()
         assert np.all(np.diff(scores) <= 1e-6)
     allowed = ids[::7]
-    found = index.search(vectors[0], 500, allowed_ids=allowed)[1]
+    found = index.search(vectors[0], 500, allowed=VisibleIds(BitMap64(allowed.tolist())))[1]
     assert sorted(found.tolist()) == sorted(allowed.tolist())  # every allowed id, from every segment
 
 

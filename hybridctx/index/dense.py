@@ -34,6 +34,7 @@ import faiss as _faiss
 import numpy as np
 
 from hybridctx.errors import KnowledgeBaseFormatError
+from hybridctx.index.visibility import VisibleIds
 
 # faiss-cpu's generated stubs lack keyword arguments and attributes its SWIG classes have
 # (SearchParameters(sel=...), DirectMap, IndexIDMap.id_map): it is typed as untyped.
@@ -89,11 +90,14 @@ class VectorIndex(Protocol):
     def remove(self, ids: np.ndarray) -> None: ...
 
     def search(
-        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        allowed: VisibleIds | None = None,
         excluded_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and ids of the `k` nearest vectors, best first, among `allowed_ids` if
-        given, skipping `excluded_ids` if given."""
+        """Scores and ids of the `k` nearest vectors, best first, among `allowed` if given
+        (`len(allowed)`: how many of them this index holds), skipping `excluded_ids` if given."""
         ...
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -206,18 +210,22 @@ class FaissIndex:
             self._searcher = None
 
     def search(
-        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        allowed: VisibleIds | None = None,
         excluded_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         empty = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         selector = None
         reachable = len(self)
-        if allowed_ids is not None:
-            if len(allowed_ids) == 0:
+        if allowed is not None:
+            if len(allowed) == 0:
                 return empty
-            selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
-            reachable = min(reachable, len(allowed_ids))
+            selector = faiss.IDSelectorBitmap(len(allowed.bits), faiss.swig_ptr(allowed.bits))
+            selector.referenced = allowed.bits  # FAISS reads the array in place: keep it alive
+            reachable = min(reachable, len(allowed))
         elif excluded_ids is not None:
             excluded = faiss.IDSelectorBatch(np.asarray(excluded_ids, dtype=np.int64))
             selector = faiss.IDSelectorNot(excluded)

@@ -25,7 +25,6 @@ import errno
 import fcntl
 import itertools
 import json
-import math
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +50,7 @@ from hybridctx.index.dense import FaissIndex, file_checksum, file_stamp, index_s
 from hybridctx.index.lexical import LexicalIndex
 from hybridctx.index.segments import SegmentedIndex, SegmentInfo
 from hybridctx.index.store import ChunkStore
+from hybridctx.index.visibility import VisibleIds
 from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
 
 FORMAT_VERSION = 2
@@ -59,10 +59,8 @@ MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 LOCK = "write.lock"
 LEXICAL = "lexical"
-# A scope seeing at most this many chunks lists them for the search; a larger one checks results.
-PREFILTER_CHUNKS = 50_000
-CHECKED_AT_MOST = 64  # times k: beyond, a scope's visible ids are listed after all
-Search = Callable[[int, "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]  # (n, allowed ids) -> best n
+VISIBLE_CACHED = 64  # scopes whose visible ids a reader keeps (each about max vector id / 8 bytes)
+Search = Callable[[int, "VisibleIds | None"], tuple[np.ndarray, np.ndarray]]  # (n, visible ids) -> best n
 
 
 class Manifest(BaseModel):
@@ -83,8 +81,7 @@ class KnowledgeBase:
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
         self._loading = threading.Lock()  # one thread loads a new generation at a time
-        # (generation, scope) -> its visible share: a hybrid query and its hops ask it once, not per search
-        self._shares: dict[tuple[int, str], float | None] = {}
+        self._visible: dict[tuple[int, str], VisibleIds | None] = {}  # (generation, scope) -> its ids
         self.refresh()
 
     @classmethod
@@ -199,38 +196,14 @@ class KnowledgeBase:
             return self._chunks_of(*self._scoped(lambda n, allowed: self.lexical.search(query, n, allowed), k, scope))
 
     def _scoped(self, search: Search, k: int, scope: Scope) -> tuple[np.ndarray, np.ndarray]:
-        """`search(n, allowed_ids)` for the `k` best that `scope` sees. A scope that sees few
-        chunks (up to PREFILTER_CHUNKS) lists them for the search; one that sees many checks
-        the best results instead: 1.5 / share times k, then as many more as the share seen
-        among the best calls for, each id checked once. The cost follows k and the share, not
-        the corpus (listing the ids of a principal who sees half of 10M chunks took seconds a
-        query). A question's neighbours are seldom a random sample: where the scope sees far
-        less of them than of the corpus (a filter on documents unlike the question: 17 of the
-        best 9,000 where the share is 0.22), more than CHECKED_AT_MOST times k would be
-        checked, and the visible ids are listed after all: O(visible chunks), as before."""
+        """`search(k, visible ids)` for the `k` best that `scope` sees. A scope's ids are worked
+        out once per generation: a hybrid query and its hops search with the same ones."""
         key = (self.generation, scope.model_dump_json())
-        if key not in self._shares:
-            if len(self._shares) > 1_000:
-                self._shares.clear()
-            self._shares[key] = self.store.visible_share(scope)
-        share = self._shares[key]
-        if share is None:
-            return search(k, None)
-        if share * self.store.totals()[1] <= PREFILTER_CHUNKS:
-            return search(k, self.store.allowed_vector_ids(scope))
-        wanted, checked = math.ceil(1.5 * k / max(share, 1e-6)), np.zeros(0, dtype=np.int64)
-        visible = np.zeros(0, dtype=np.int64)
-        while True:
-            scores, ids = search(wanted, None)
-            new = ids[~np.isin(ids, checked)]
-            visible = np.concatenate([visible, new[self.store.visible_among(new, scope)]])
-            checked = np.concatenate([checked, new])
-            seen = np.isin(ids, visible)
-            if seen.sum() >= k or len(ids) < wanted:
-                return scores[seen][:k], ids[seen][:k]
-            wanted = math.ceil(max(2.0, 1.5 * k * len(ids) / max(1, seen.sum()) / wanted) * wanted)
-            if wanted > CHECKED_AT_MOST * k:
-                return search(k, self.store.allowed_vector_ids(scope))
+        if key not in self._visible:
+            if len(self._visible) >= VISIBLE_CACHED:
+                self._visible.clear()
+            self._visible[key] = self.store.visible_ids(scope)
+        return search(k, self._visible[key])
 
     def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hybridctx.errors import KnowledgeBaseFormatError
+from hybridctx.index.visibility import VisibleIds
 
 _MARKER = "generation-marker"
 _WRITER_HEAP = 64_000_000
@@ -77,7 +78,7 @@ class LexicalIndex:
         hits = searcher.search(tantivy.Query.term_query(self._schema, "kind", _MARKER), 1).hits
         return int(searcher.doc(hits[0][1])["generation"][0]) if hits else -1
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: str, k: int, allowed: VisibleIds | None = None) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores and vector ids of the `k` best chunks, best first, among `allowed` ids.
 
         Filtering happens on tantivy's ranked results, fetching more until `k` allowed ones
@@ -86,22 +87,21 @@ class LexicalIndex:
         """
         parsed, _errors = self._index.parse_query_lenient(query, ["text"])  # never fails on odd syntax
         searcher = self._index.searcher()
-        wanted = set(allowed.tolist()) if allowed is not None else None
         # tantivy allocates for `fetch` up front; unfiltered, k and the generation marker are enough
         # (fetching 2k read 1,000 stored documents more a query: a third of a k=1000 hybrid retrieve)
-        fetch = min(max(k * _OVERFETCH if wanted is not None else k + 1, 10), searcher.num_docs + 1)
+        fetch = min(max(k * _OVERFETCH if allowed is not None else k + 1, 10), searcher.num_docs + 1)
         while True:
             hits = searcher.search(parsed, fetch).hits
             scores, ids = [], []
             for score, address in hits:
                 vector_id = searcher.doc(address)["vector_id"]
-                if not vector_id:
-                    continue  # the generation marker
-                if wanted is None or vector_id[0] in wanted:
+                if vector_id:  # not the generation marker
                     scores.append(score)
                     ids.append(vector_id[0])
-            if len(ids) >= k or len(hits) < fetch:
-                return np.asarray(scores[:k], dtype=np.float32), np.asarray(ids[:k], dtype=np.int64)
+            found = np.asarray(ids, dtype=np.int64)
+            seen = allowed.mask(found) if allowed is not None else np.ones(len(found), dtype=bool)
+            if seen.sum() >= k or len(hits) < fetch:
+                return np.asarray(scores, dtype=np.float32)[seen][:k], found[seen][:k]
             fetch = min(fetch * 4, searcher.num_docs + 1)
 
     # -- writing (under the knowledge base's write lock) ---------------------------------------

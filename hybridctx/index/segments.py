@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hybridctx.index.dense import FaissIndex, index_spec
+from hybridctx.index.visibility import VisibleIds
 
 FANOUT = 4
 TIER_BASE = 4096
@@ -104,19 +105,16 @@ class SegmentedIndex:
     def __len__(self) -> int:
         return sum(info.live for info in self.infos)
 
-    def search(
-        self, vector: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vector: np.ndarray, k: int, allowed: VisibleIds | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and ids of the `k` nearest live vectors over all segments, best first."""
-        allowed = np.sort(np.asarray(allowed_ids, dtype=np.int64)) if allowed_ids is not None else None
         scores: list[np.ndarray] = []
         ids: list[np.ndarray] = []
         for info, index in self.segments:
-            if allowed is not None:  # the store's allowed ids are live ones
-                within = _within(allowed, info)
+            if allowed is not None:  # the store's visible ids are live ones
+                within = allowed.within(info.min_id, info.max_id)
                 if len(within) == 0:
                     continue
-                found = index.search(vector, k, allowed_ids=within)
+                found = index.search(vector, k, allowed=within)
             else:
                 dead = _within(self.dead_ids, info)
                 found = index.search(vector, k, excluded_ids=dead if len(dead) else None)

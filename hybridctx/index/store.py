@@ -3,7 +3,8 @@
 Holds documents (content hash, metadata, ACL) and their chunks (text, offsets, lines).
 A chunk's `vector_id` is its id in the FAISS index; AUTOINCREMENT keeps ids of deleted
 chunks from ever being reused, so a stale vector can never point at a new chunk.
-Filters and access control are evaluated here, in SQL, before the vector search.
+Filters and access control are evaluated here, before the vector search: a search gets the
+vector ids its scope sees from bitmaps kept per metadata value and per reader (visibility.py).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyroaring import BitMap64
 
 from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
+from hybridctx.index.visibility import PUBLIC, VisibleIds, names_of, principal_name, value_name
 from hybridctx.schema import Chunk, ChunkProfile, Document, DocumentInfo, ReaderId, Scope
 
 _SCHEMA = """
@@ -69,6 +72,8 @@ CREATE TABLE IF NOT EXISTS chunk_facts (
 CREATE TABLE IF NOT EXISTS metadata_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Deleted vectors still inside a dense index segment (segments.py): searches skip them.
 CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
+-- The vector ids of each metadata value, each principal and the public documents (visibility.py).
+CREATE TABLE IF NOT EXISTS visibility (name TEXT PRIMARY KEY, ids BLOB NOT NULL) WITHOUT ROWID;
 -- Lets every query ask "does any document have an ACL?" without scanning the table.
 CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
 """
@@ -107,6 +112,9 @@ class ChunkStore:
         self._local = threading.local()
         self._connections: dict[sqlite3.Connection, threading.Thread] = {}  # -> the thread it serves
         self._connections_lock = threading.Lock()
+        # name -> (ids added, ids removed) in the open write transaction, written at commit:
+        # a bitmap is read and written once a commit, not once a document
+        self._visibility_changes: dict[str, tuple[BitMap64, BitMap64]] = {}
         self._local.db = self._connect(create=True)
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
@@ -159,10 +167,32 @@ class ChunkStore:
         self._db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
+        for name, (added, removed) in self._visibility_changes.items():
+            ids = self._bitmap(name)
+            ids |= added
+            ids -= removed
+            if ids:
+                ids.run_optimize()
+                self._db.execute("INSERT OR REPLACE INTO visibility(name, ids) VALUES (?, ?)", (name, ids.serialize()))
+            else:
+                self._db.execute("DELETE FROM visibility WHERE name = ?", (name,))
+        self._visibility_changes.clear()
         self._db.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._visibility_changes.clear()
         self._db.execute("ROLLBACK")
+
+    def _bitmap(self, name: str) -> BitMap64:
+        row = self._db.execute("SELECT ids FROM visibility WHERE name = ?", (name,)).fetchone()
+        return BitMap64.deserialize(row[0]) if row else BitMap64()
+
+    def _change_visibility(self, metadata_json: str, acl_json: str | None, ids: Sequence[int], add: bool) -> None:
+        changed = BitMap64(ids)
+        for name in names_of(json.loads(metadata_json), json.loads(acl_json) if acl_json is not None else None):
+            added, removed = self._visibility_changes.setdefault(name, (BitMap64(), BitMap64()))
+            (added if add else removed).update(changed)
+            (removed if add else added).difference_update(changed)
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -203,15 +233,16 @@ class ChunkStore:
         Returns the vector ids removed and the vector ids given to the new chunks.
         """
         removed = self.delete_documents([document.id])
-        acl = sorted(document.acl) if document.acl is not None else None
+        acl = json.dumps(sorted(document.acl)) if document.acl is not None else None
+        metadata = json.dumps(document.metadata, sort_keys=True, default=str)
         self._db.execute(
             "INSERT INTO documents(id, content_hash, metadata, acl, n_chunks, n_tokens, added_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 document.id,
                 content_hash,
-                json.dumps(document.metadata, sort_keys=True, default=str),
-                json.dumps(acl) if acl is not None else None,
+                metadata,
+                acl,
                 len(chunks),
                 sum(c.token_count for c in chunks),
                 time.time(),
@@ -220,10 +251,10 @@ class ChunkStore:
         self._db.executemany(
             "INSERT OR IGNORE INTO metadata_keys(key) VALUES (?)", [(str(key),) for key in document.metadata]
         )
-        if acl:
+        if document.acl:
             self._db.executemany(
                 "INSERT INTO document_acl(doc_id, principal) VALUES (?, ?)",
-                [(document.id, principal) for principal in acl],
+                [(document.id, principal) for principal in sorted(document.acl)],
             )
         added = []
         for c in chunks:
@@ -233,6 +264,7 @@ class ChunkStore:
                 (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count, text_crc(c.text)),
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
+        self._change_visibility(metadata, acl, added, add=True)
         if profiles is not None:
             self.put_profiles(added, profiles)
         return removed, added
@@ -265,10 +297,12 @@ class ChunkStore:
         """Delete documents and their chunks; returns the vector ids of the deleted chunks."""
         removed: list[int] = []
         for doc_id in doc_ids:
-            removed += [
-                row[0]
-                for row in self._db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,))
-            ]
+            found = self._db.execute("SELECT metadata, acl FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if found is None:
+                continue
+            ids = [row[0] for row in self._db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+            self._change_visibility(found[0], found[1], ids, add=False)
+            removed += ids
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
         return removed
@@ -312,53 +346,28 @@ class ChunkStore:
                 f"again (hybridctx delete {doc_id!r}, then index it)"
             ) from exc
 
-    def visible_share(self, scope: Scope, sample: int = 2_000) -> float | None:
-        """None when the scope sees everything; else about the share of chunks it sees,
-        estimated from `sample` documents in four places of the table: O(sample), however big
-        the KB (listing what a principal may read took every query through half the corpus)."""
-        clauses, params = self._visibility(scope)
-        if not clauses:
+    def visible_ids(self, scope: Scope) -> VisibleIds | None:
+        """The vector ids `scope` sees; None if it sees everything. A value matches a metadata
+        value equal to it or, for list-valued metadata, contained in it; a list of values
+        matches any of them; documents with an ACL are seen only by the principals in it.
+        Unions and intersections of the stored bitmaps (visibility.py): milliseconds for a
+        scope of 2M chunks, where listing them took 3.9 s."""
+        filters = self._checked_filters(scope)
+        principal = scope.principal
+        readers = None
+        if self._has_acl():
+            readers = self._bitmap(PUBLIC)
+            if principal is not None:
+                readers |= self._bitmap(principal_name(principal))
+        if not filters and readers is None:
             return None
-        last = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM documents").fetchone()[0]
-        width = max(1, sample // 4)
-        seen = total = 0
-        for start in sorted({last * part // 4 for part in range(4)}):
-            window_total, window_seen = self._db.execute(
-                "SELECT COALESCE(SUM(d.n_chunks), 0), COALESCE(SUM(CASE WHEN " + " AND ".join(clauses)
-                + " THEN d.n_chunks ELSE 0 END), 0) FROM documents d WHERE d.rowid > ? AND d.rowid <= ?",
-                [*params, start, start + width],
-            ).fetchone()
-            total, seen = total + window_total, seen + window_seen
-        return seen / total if total else 0.0
-
-    def visible_among(self, vector_ids: np.ndarray, scope: Scope) -> np.ndarray:
-        """Which of these vector ids the scope sees (a mask): O(len(vector_ids))."""
-        clauses, params = self._visibility(scope)
-        where = "".join(f" AND {clause}" for clause in clauses)
-        rows = self._db.execute(
-            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id"
-            " WHERE c.vector_id IN (SELECT value FROM json_each(?))" + where,
-            [json.dumps(np.asarray(vector_ids).tolist()), *params],
-        ).fetchall()
-        return np.isin(vector_ids, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-
-    def allowed_vector_ids(self, scope: Scope) -> np.ndarray | None:
-        """Vector ids that pass the scope's filters and that its principal may read; None if
-        all do. O(visible chunks): for scopes that see little (`visible_share`).
-
-        A filter value matches a metadata value equal to it or, for list-valued metadata,
-        contained in it; a list/tuple/set filter value matches any of its members.
-        Documents with an ACL are visible only to the principals in it.
-        """
-        clauses, params = self._visibility(scope)
-        if not clauses:
-            return None
-        rows = self._db.execute(
-            "SELECT c.vector_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
-            + " AND ".join(clauses),
-            params,
-        ).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        sets = [
+            BitMap64.union(BitMap64(), *(self._bitmap(value_name(key, v)) for v in values))
+            for key, values in filters.items()
+        ]
+        if readers is not None:
+            sets.append(readers)
+        return VisibleIds(BitMap64.intersection(*sets))
 
     def visible_size(self, scope: Scope, tokens_above: int | None = None) -> tuple[int, int]:
         """Chunks, and their embedding-model tokens, that `scope` sees; with `tokens_above`,
@@ -384,25 +393,49 @@ class ChunkStore:
         return chunks, tokens
 
     def _visibility(self, scope: Scope) -> tuple[list[str], list[Any]]:
-        clauses, params = _filter_clauses(scope.filters or {})
-        for key in scope.filters or {}:
-            if not self._db.execute("SELECT 1 FROM metadata_keys WHERE key = ?", (key,)).fetchone():
-                raise InvalidArgumentError(
-                    f"filters: no document in this knowledge base has the metadata key {key!r}"
-                    " (filters match the metadata documents were added with)"
-                )
-        principal = scope.principal
-        has_acl = self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone()
-        if has_acl:
-            if principal is None:
+        """The scope as SQL clauses over documents `d`: for listing documents (a search uses `visible_ids`)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for key, values in self._checked_filters(scope).items():
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM json_each(d.metadata, ?) WHERE value IN ({','.join('?' * len(values))}))"
+            )
+            params += [f'$."{key}"', *values]
+        if self._has_acl():
+            if scope.principal is None:
                 clauses.append("d.acl IS NULL")
             else:
                 clauses.append(
                     "(d.acl IS NULL OR EXISTS (SELECT 1 FROM document_acl a"
                     " WHERE a.doc_id = d.id AND a.principal = ?))"
                 )
-                params.append(principal)
+                params.append(scope.principal)
         return clauses, params
+
+    def _checked_filters(self, scope: Scope) -> dict[str, list[Any]]:
+        """Each filter key's wanted values; InvalidArgumentError names a malformed filter or a
+        key no document was added with (it would match nothing, silently)."""
+        filters: dict[str, list[Any]] = {}
+        for key, wanted in (scope.filters or {}).items():
+            if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+                raise InvalidArgumentError(
+                    f"filters: key {key!r} must be a metadata field name (letters, digits, '_', '-')"
+                )
+            values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+            if not values or not all(isinstance(v, _SCALARS) for v in values):
+                raise InvalidArgumentError(
+                    f"filters[{key!r}] must be a string, number, bool or a non-empty list of them"
+                )
+            if not self._db.execute("SELECT 1 FROM metadata_keys WHERE key = ?", (key,)).fetchone():
+                raise InvalidArgumentError(
+                    f"filters: no document in this knowledge base has the metadata key {key!r}"
+                    " (filters match the metadata documents were added with)"
+                )
+            filters[key] = values
+        return filters
+
+    def _has_acl(self) -> bool:
+        return self._db.execute("SELECT 1 FROM documents WHERE acl IS NOT NULL LIMIT 1").fetchone() is not None
 
     def chunk_texts(
         self, damaged: list[tuple[str, str]] | None = None, between: tuple[int, int] | None = None
@@ -497,8 +530,8 @@ def text_crc(text: str) -> int:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a store made by an earlier hybridctx up to this schema: the chunk text checksum
-    column (older rows keep none), the totals (O(documents), once) and the metadata keys
-    listed (O(documents), once)."""
+    column (older rows keep none), the totals (O(documents), once), the metadata keys listed
+    (O(documents), once) and the visibility bitmaps (O(chunks), once)."""
     if not any(row[1] == "text_crc" for row in db.execute("PRAGMA table_info(chunks)")):
         db.execute("ALTER TABLE chunks ADD COLUMN text_crc INTEGER")
     has_totals = "SELECT 1 FROM sqlite_master WHERE name = 'totals'"
@@ -508,31 +541,37 @@ def _upgrade(db: sqlite3.Connection) -> None:
             if not db.execute(has_totals).fetchone():
                 for statement in _TOTALS:
                     db.execute(statement)
-    if db.execute("SELECT 1 FROM meta WHERE key = 'metadata_keys'").fetchone():
-        return
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            "INSERT OR IGNORE INTO metadata_keys SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j"
-        )
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('metadata_keys', 'listed')")
+    for step, upgrade in (("metadata_keys", _list_metadata_keys), ("visibility", _list_visibility)):
+        listed = f"SELECT 1 FROM meta WHERE key = '{step}'"
+        if db.execute(listed).fetchone():
+            continue
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            if not db.execute(listed).fetchone():
+                upgrade(db)
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, 'listed')", (step,))
 
 
-def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, wanted in filters.items():
-        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
-            raise InvalidArgumentError(
-                f"filters: key {key!r} must be a metadata field name (letters, digits, '_', '-')"
-            )
-        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        if not values or not all(isinstance(v, _SCALARS) for v in values):
-            raise InvalidArgumentError(
-                f"filters[{key!r}] must be a string, number, bool or a non-empty list of them"
-            )
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM json_each(d.metadata, ?) WHERE value IN ({','.join('?' * len(values))}))"
-        )
-        params += [f'$."{key}"', *values]
-    return clauses, params
+def _list_metadata_keys(db: sqlite3.Connection) -> None:
+    db.execute("INSERT OR IGNORE INTO metadata_keys SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j")
+
+
+def _list_visibility(db: sqlite3.Connection) -> None:
+    """The visibility bitmaps of every stored document (a document's chunks usually have
+    consecutive ids: one range each)."""
+    bitmaps: dict[str, BitMap64] = {}
+    documents = db.execute(
+        "SELECT d.id, d.metadata, d.acl, MIN(c.vector_id), MAX(c.vector_id), COUNT(*)"
+        " FROM documents d JOIN chunks c ON c.doc_id = d.id GROUP BY d.id"
+    )
+    for doc_id, metadata, acl, low, high, count in documents:
+        ids = BitMap64()
+        if high - low + 1 == count:
+            ids.add_range(low, high + 1)
+        else:
+            ids = BitMap64(row[0] for row in db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,)))
+        for name in names_of(json.loads(metadata), json.loads(acl) if acl is not None else None):
+            bitmaps.setdefault(name, BitMap64()).update(ids)
+    for name, ids in bitmaps.items():
+        ids.run_optimize()
+        db.execute("INSERT OR REPLACE INTO visibility(name, ids) VALUES (?, ?)", (name, ids.serialize()))
