@@ -42,5 +42,11 @@ def test_a_stopped_build_goes_on_and_ends_where_one_run_ends(tmp_path, static_em
 
     measured = bench_billion.measure(tmp_path / "a" / "kb", embedder=static_embedder)  # its reader: a 131k window
     assert measured["questions"] >= 1 and measured["found_top1000"] == measured["found_pack128k"] == 1.0
-    assert set(measured["retrieve_ms"]) == {"plain", "filtered", "principal"}
+    assert set(measured["retrieve_ms"]) == {name for name, _ in bench_billion.SCOPES}
     assert 3_000 < measured["commit"][1] < 6_000  # about one commit of chunks, added and taken out again
+
+    kept = bench_billion.maintain(tmp_path / "a" / "kb", embedder=static_embedder)
+    assert kept["refreshed"] == 0  # the build stored every chunk's profile
+    assert " x " not in kept["segments_after"] and "+" not in kept["segments_after"]  # one segment
+    again = bench_billion.measure(tmp_path / "a" / "kb", embedder=static_embedder, commit=False)
+    assert again["found_top1000"] == 1.0 and again["segments"] == kept["segments_after"]

@@ -239,7 +239,7 @@ class FaissIndex:
         if self._ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             return _best(*index.search(query, k, params=params))
-        nprobe = nprobe_for(k, len(self), self._ivf.nlist)
+        nprobe = nprobe_for(k, reachable, self._ivf.nlist)  # a filter's vectors lie in more lists
         while True:  # probe more lists until k allowed vectors are found, or all lists are probed
             params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
             scores, ids = _best(*index.search(query, k, params=params))

@@ -15,6 +15,7 @@ fall back to dense retrieval.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,10 @@ class LexicalIndex:
         searcher = self._index.searcher()
         # tantivy allocates for `fetch` up front; unfiltered, k and the generation marker are enough
         # (fetching 2k read 1,000 stored documents more a query: a third of a k=1000 hybrid retrieve)
-        fetch = min(max(k * _OVERFETCH if allowed is not None else k + 1, 10), searcher.num_docs + 1)
+        fetch = k + 1
+        if allowed is not None:  # as many as hold k allowed ones if the filter is unrelated to the query
+            fetch = math.ceil(k * _OVERFETCH * searcher.num_docs / max(1, len(allowed)))
+        fetch = min(max(fetch, 10), searcher.num_docs + 1)
         while True:
             hits = searcher.search(parsed, fetch).hits
             scores, ids = [], []
