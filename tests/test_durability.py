@@ -92,7 +92,7 @@ def assert_consistent(pipe: Pipeline) -> int:
     documents_, chunks, _ = kb.store.totals()
     assert documents_ == chunks  # one chunk per document
     ids, _ = kb.index.vectors()
-    stored = sorted(int(i) for i, _ in kb.store.chunk_texts())
+    stored = sorted(int(i) for i, _, _ in kb.store.chunk_texts())
     assert sorted(ids.tolist()) == stored
     live = {info.name for info in kb.index.infos}
     assert {p.name for p in kb.root.glob("dense-*.faiss")} >= live

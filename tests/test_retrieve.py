@@ -89,13 +89,39 @@ def test_a_lexical_index_ahead_of_the_store_is_rebuilt_by_the_next_writer(open_p
     kb = pipe.kb
     # What a crash between the lexical commit and the SQLite commit leaves behind.
     with kb.writer():
-        kb.lexical.stage(add=[(10**9, "phantom chunk about zebras")])
+        kb.lexical.stage(add=[(10**9, "phantom chunk about zebras", [])])
         kb.lexical.commit(kb.generation + 1)
     reader = open_pipe(retrieval="lexical")
     assert reader.retrieve("zebras", k=3) == [] and reader.retrieve("gateway", k=3) == []  # dense-only meanwhile
     reader.add(Document(id="new", text="A note about zebras in the gateway."))  # a writer rebuilds first
     assert [h.chunk.doc_id for h in reader.retrieve("zebras", k=3)] == ["new"]
     assert len(reader.retrieve("gateway handshake", k=20)) == len(CODES) + 1
+
+
+def test_a_lexical_index_whose_chunks_lack_their_visibility_names_is_rebuilt_with_them(open_pipe):
+    """A lexical index from before chunks carried their filter and reader names would filter
+    every chunk out: it counts as stale (readers go dense-only) until a writer rebuilds it."""
+    import tantivy
+
+    from hybridctx.index import lexical as lexical_module
+
+    pipe = open_pipe(retrieval="lexical")
+    pipe.add([Document(id=f"n{i}", text=f"Gateway note {i} about handshakes.", metadata={"team": "ab"[i % 2]})
+              for i in range(6)])
+    kb = pipe.kb
+    with kb.writer():  # the marker as an older hybridctx wrote it
+        writer = kb.lexical._open_writer()
+        writer.delete_documents_by_query(tantivy.Query.term_query(kb.lexical._schema, "kind", lexical_module._MARKER))
+        marker = tantivy.Document()
+        marker.add_text("kind", lexical_module._MARKER)
+        marker.add_unsigned("generation", kb.generation)
+        writer.add_document(marker)
+        writer.commit()
+    reader = open_pipe(retrieval="lexical")
+    assert reader.kb.lexical.generation == -1 and reader.retrieve("gateway", k=3) == []
+    reader.add(Document(id="late", text="One more gateway note.", metadata={"team": "a"}))  # a writer rebuilds first
+    found = reader.retrieve("gateway handshakes", k=20, filters={"team": "a"})
+    assert sorted(h.chunk.doc_id for h in found) == ["late", "n0", "n2", "n4"]
 
 
 def test_fusion_weights_are_validated(open_pipe, tmp_path):

@@ -50,7 +50,7 @@ from hybridctx.index.dense import FaissIndex, file_checksum, file_stamp, index_s
 from hybridctx.index.lexical import LexicalIndex
 from hybridctx.index.segments import SegmentedIndex, SegmentInfo
 from hybridctx.index.store import ChunkStore
-from hybridctx.index.visibility import VisibleIds
+from hybridctx.index.visibility import VisibleIds, document_names
 from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
 
 FORMAT_VERSION = 2
@@ -60,7 +60,6 @@ STORE = "chunks.sqlite"
 LOCK = "write.lock"
 LEXICAL = "lexical"
 VISIBLE_CACHED = 64  # scopes whose visible ids a reader keeps (each about max vector id / 8 bytes)
-Search = Callable[[int, "VisibleIds | None"], tuple[np.ndarray, np.ndarray]]  # (n, visible ids) -> best n
 
 
 class Manifest(BaseModel):
@@ -184,7 +183,7 @@ class KnowledgeBase:
     def search(self, vector: np.ndarray, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `vector` that `scope` sees, best first."""
         with self._reading() as index:
-            return self._chunks_of(*self._scoped(lambda n, allowed: index.search(vector, n, allowed), k, scope))
+            return self._chunks_of(*index.search(vector, k, self._visible_ids(scope)))
 
     def search_lexical(self, query: str, k: int, scope: Scope) -> list[tuple[Chunk, float]]:
         """The `k` best chunks for `query` by BM25 that `scope` sees, best first
@@ -193,17 +192,17 @@ class KnowledgeBase:
         with self._reading():
             if not self.lexical_current:
                 return []
-            return self._chunks_of(*self._scoped(lambda n, allowed: self.lexical.search(query, n, allowed), k, scope))
+            return self._chunks_of(*self.lexical.search(query, k, self.store.visible_names(scope)))
 
-    def _scoped(self, search: Search, k: int, scope: Scope) -> tuple[np.ndarray, np.ndarray]:
-        """`search(k, visible ids)` for the `k` best that `scope` sees. A scope's ids are worked
-        out once per generation: a hybrid query and its hops search with the same ones."""
+    def _visible_ids(self, scope: Scope) -> VisibleIds | None:
+        """The vector ids `scope` sees, worked out once per generation: a query and its hops
+        search with the same ones."""
         key = (self.generation, scope.model_dump_json())
         if key not in self._visible:
             if len(self._visible) >= VISIBLE_CACHED:
                 self._visible.clear()
             self._visible[key] = self.store.visible_ids(scope)
-        return search(k, self._visible[key])
+        return self._visible[key]
 
     def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())
@@ -273,7 +272,8 @@ class KnowledgeBaseWriter:
     ) -> None:
         self._begin()
         removed, added = self._store.replace_document(document, content_hash, chunks, profiles)
-        self._lexical.stage(add=zip(added, (c.text for c in chunks), strict=True), remove=removed)
+        names = document_names(document)
+        self._lexical.stage(add=((i, c.text, names) for i, c in zip(added, chunks, strict=True)), remove=removed)
         self._removed += removed
         self._added_ids += added
         self._added_vectors.append(vectors)
@@ -475,7 +475,7 @@ def _reembedded(
             if not rows:
                 rebuilt[info.name] = None
                 continue
-            ids, texts = zip(*rows)
+            ids, texts, _ = zip(*rows)
             parts = []
             for start in range(0, len(texts), embedder.texts_per_call):
                 parts.append(embedder.embed(texts[start : start + embedder.texts_per_call]))

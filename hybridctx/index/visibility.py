@@ -1,7 +1,10 @@
 """Index stage, who sees what: the vector ids of a filter value or a principal, as compressed
 bitmaps kept beside the chunks.
 
-A filtered or access-controlled search needs the set of vector ids its scope sees. Listing
+A scope is a set of names, in groups: a chunk is visible if it holds a name of every group
+(`ChunkStore.visible_names`: one group per filter key, one for the readers). Each chunk's
+names are indexed with its text in the lexical index, where tantivy filters by them inside
+the BM25 search; the dense search needs the vector ids instead. Listing
 them in SQL costs O(visible chunks): 3.9 s a query for a filter that matched 2M of the
 billion-token KB's 9.8M chunks (`bench/bench_billion.py`). So, as search engines keep posting
 lists for filter terms, the store keeps one roaring bitmap per metadata value, per principal
@@ -21,6 +24,8 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap64
 
+from hybridctx.schema import Document
+
 PUBLIC = "public"  # the documents without an ACL: everyone reads them
 
 
@@ -36,6 +41,12 @@ def value_name(key: str, value: Any) -> str:
 
 def principal_name(principal: str) -> str:
     return "p:" + principal
+
+
+def document_names(document: Document) -> list[str]:
+    """`names_of` a document as the chunk store records it (metadata as JSON, ACL sorted)."""
+    metadata = json.loads(json.dumps(document.metadata, sort_keys=True, default=str))
+    return list(names_of(metadata, sorted(document.acl) if document.acl is not None else None))
 
 
 def names_of(metadata: Mapping[str, Any], acl: list[str] | None) -> Iterator[str]:
