@@ -207,8 +207,19 @@ def test_openai_client_streams_from_a_real_vllm_server_and_reads_cached_tokens(o
 
     follow_up = session.pack("Where is the retry count configured?", 3000, 24)
     assert follow_up.prefix_token_count >= 0.6 * follow_up.token_count
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(str(model_folder))
+    before, after = tokens(context.prompt)["input_ids"], tokens(follow_up.prompt)["input_ids"]
+    assert before[: follow_up.prefix_token_count] == after[: follow_up.prefix_token_count]  # the server may reuse them
+    # What the server reuses of a prompt that shares a prefix with an earlier one and goes on
+    # differently is its KV cache's choice: Gemma 3's sliding-window layers need their last
+    # blocks before the shared point still cached, and vLLM 0.32 (CPU) reported 0 cached tokens
+    # for a follow-up sharing 2,659 tokens with the prompt before it (and 2,816 for the same
+    # follow-up sent again). So the report is checked on a repeat: the client reads what it says.
+    client.generate(follow_up, max_new_tokens=4)
     again = client.generate(follow_up, max_new_tokens=24)
-    assert again.usage.cached_tokens >= follow_up.prefix_token_count - BLOCK  # the server reports the reuse
+    assert again.usage.cached_tokens >= follow_up.token_count - BLOCK  # the server reports the reuse
 
     [a, b] = client.generate_many([context, follow_up], max_new_tokens=8)
     assert a.usage.prompt_tokens == context.token_count and b.usage.prompt_tokens == follow_up.token_count

@@ -15,6 +15,7 @@ fall back to dense retrieval.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,23 @@ from hybridctx.errors import KnowledgeBaseFormatError
 
 _MARKER = "generation-marker"
 _NAMED = "visibility-names"  # on the marker of an index whose chunks carry their visibility names
+# Lucene's English stop words, left out of queries (not of the index): they are in nearly every
+# chunk, so BM25 walks most of their postings for next to no score.
+_STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these"
+    " they this to was will with".split()
+)
+_WORD = re.compile(r"(?<![\w-])[A-Za-z]+(?![\w-])")  # a whole word, not a piece of an identifier (A-12_b)
+
+
+def without_stop_words(query: str) -> str:
+    """`query` without its stop words; as it is when quoted (a phrase) or nothing else is left.
+    Upper-case AND, OR and NOT stay: they are query operators."""
+    if '"' in query:
+        return query
+    kept = _WORD.sub(lambda m: "" if m[0].lower() in _STOP_WORDS and m[0] not in ("AND", "OR", "NOT") else m[0],
+                     query)
+    return " ".join(kept.split()) if any(c.isalnum() for c in kept) else query
 _WRITER_HEAP = 64_000_000
 
 
@@ -87,7 +105,7 @@ class LexicalIndex:
         hits a query at a billion tokens when it was applied to ranked results."""
         import tantivy
 
-        parsed, _errors = self._index.parse_query_lenient(query, ["text"])  # never fails on odd syntax
+        parsed, _errors = self._index.parse_query_lenient(without_stop_words(query), ["text"])  # never fails
         clauses = [(tantivy.Occur.Must, parsed)]
         for group in names or []:  # scored 0: the ranking stays BM25's over the text
             within = tantivy.Query.term_set_query(self._schema, "kind", group)
