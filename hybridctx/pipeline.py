@@ -121,7 +121,7 @@ class Pipeline:
         )
         self.kb = KnowledgeBase.open(
             path, self.embedding_model, dimension=lambda: self.embedder.dimension,
-            mmap_index=self.settings.mmap_index,
+            mmap_index=self.settings.mmap_index, show_progress=self.settings.show_progress,
         )
 
     @classmethod

@@ -70,10 +70,11 @@ class Manifest(BaseModel):
 
 
 class KnowledgeBase:
-    def __init__(self, root: Path, manifest: Manifest, mmap_index: bool = False) -> None:
+    def __init__(self, root: Path, manifest: Manifest, mmap_index: bool = False, show_progress: bool = False) -> None:
         self.root = root
         self.manifest = manifest
         self.mmap_index = mmap_index
+        self.show_progress = show_progress  # for what a writer may have to do first (a lexical rebuild)
         self.store = ChunkStore(root / STORE)
         self.generation = -1
         self.index = SegmentedIndex(manifest.dimension)
@@ -85,7 +86,8 @@ class KnowledgeBase:
 
     @classmethod
     def open(
-        cls, root: str | Path, embedding_model: str, dimension: Callable[[], int], mmap_index: bool = False
+        cls, root: str | Path, embedding_model: str, dimension: Callable[[], int], mmap_index: bool = False,
+        show_progress: bool = False,
     ) -> KnowledgeBase:
         """Open the KB at `root`, creating it if the directory is empty or missing.
 
@@ -115,7 +117,7 @@ class KnowledgeBase:
                 created_at=datetime.now(timezone.utc).isoformat(),
             )
             _write_manifest(manifest_path, manifest)
-        return cls(root, manifest, mmap_index)
+        return cls(root, manifest, mmap_index, show_progress)
 
     def close(self) -> None:
         self.lexical.close()
@@ -215,7 +217,8 @@ class KnowledgeBase:
             self.refresh()
             self._remove_stale_index_files()
             if not self.lexical_current:
-                self.lexical.rebuild(self.store.chunk_texts(), self.generation)
+                self.lexical.rebuild(self.store.chunk_texts(), self.generation, self.store.totals()[1],
+                                     self.show_progress)
                 self.lexical_current = True
             writer = KnowledgeBaseWriter(self)
             try:
@@ -422,7 +425,7 @@ def repair(
                 rebuilt = _reembedded(root, store, manifest, bad, infos, embedder(), generation + 1, show_progress)
                 generation += 1
             bad_chunks: list[tuple[str, str]] = []
-            _rebuild_lexical(root, store, generation, bad_chunks)
+            _rebuild_lexical(root, store, generation, bad_chunks, show_progress)
             store.begin()
             mended = [(info.min_id, info.max_id) for info in bad if info.name in rebuilt]
             store.update_dead_vectors(np.zeros(0, dtype=np.int64), mended)
@@ -488,7 +491,9 @@ def _reembedded(
     return rebuilt
 
 
-def _rebuild_lexical(root: Path, store: ChunkStore, generation: int, damaged: list[tuple[str, str]]) -> None:
+def _rebuild_lexical(
+    root: Path, store: ChunkStore, generation: int, damaged: list[tuple[str, str]], show_progress: bool
+) -> None:
     """Build a new lexical index beside the old one from the chunk texts that pass their
     checksum (the others go to `damaged`), then swap them: a reader opening meanwhile finds one
     or the other."""
@@ -497,7 +502,7 @@ def _rebuild_lexical(root: Path, store: ChunkStore, generation: int, damaged: li
         shutil.rmtree(leftover, ignore_errors=True)
     lexical = LexicalIndex(fresh)
     try:
-        lexical.rebuild(store.chunk_texts(damaged), generation)
+        lexical.rebuild(store.chunk_texts(damaged), generation, store.totals()[1], show_progress)
     finally:
         lexical.close()
     if (root / LEXICAL).exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from hybridctx.errors import KnowledgeBaseFormatError
 
@@ -157,11 +158,15 @@ class LexicalIndex:
         if self._writer is not None:
             self._writer.rollback()
 
-    def rebuild(self, chunks: Iterable[tuple[int, str, Sequence[str]]], generation: int) -> None:
+    def rebuild(
+        self, chunks: Iterable[tuple[int, str, Sequence[str]]], generation: int, total: int | None = None,
+        show_progress: bool = False,
+    ) -> None:
         """Replace everything with `chunks` (vector id, text, visibility names), marked as `generation`, in one
-        commit: readers see the old index or the new one, and no file is removed under them."""
+        commit: readers see the old index or the new one, and no file is removed under them.
+        `total`: how many chunks, for the progress bar (a billion tokens' worth take minutes)."""
         self._open_writer().delete_all_documents()
-        self.stage(add=chunks)
+        self.stage(add=tqdm(chunks, total=total, desc="lexical index", unit="chunk", disable=not show_progress))
         self.commit(generation)
 
     def close(self) -> None:
