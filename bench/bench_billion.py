@@ -226,6 +226,7 @@ def measure(kb: Path, queries: int = 30, commit: bool = True, **opened: Any) -> 
     from hybridctx.settings import default_cache_dir
 
     progress = Progress.load(kb)
+    load = os.getloadavg()[0]
     asked = questions(progress)
     reader = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=131_072)  # packing only: never loads
     started = time.perf_counter()
@@ -265,7 +266,7 @@ def measure(kb: Path, queries: int = 30, commit: bool = True, **opened: Any) -> 
         "pack_ms_p50": 1000 * statistics.median(pack_seconds) if pack_seconds else None,
         "found_top1000": found_top / n, "found_pack128k": found_pack / n,
         "commit": committed, "disk_gib": disk_gib(kb), "tokens": progress.tokens, "chunks": progress.chunks,
-        "segments": segments,
+        "segments": segments, "load": load,
     }
 
 
@@ -330,6 +331,7 @@ def report(kb: Path, write: bool = True) -> None:
               if measured["commit"] else []),
             *(f"| disk: {part} | {gib:.2f} GiB |" for part, gib in sorted(measured["disk_gib"].items())),
             f"| dense index when measured | {measured['segments']} |",
+            *([f"| load average when measured | {measured['load']:.1f} |"] if "load" in measured else []),
         ]
     if kept:
         lines += [
