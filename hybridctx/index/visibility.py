@@ -68,23 +68,31 @@ class VisibleIds:
     the ids (bit i of byte i // 8), which FAISS's IDSelectorBitmap tests in O(1) per vector.
     `within` gives the ids of one id range sharing that plain bitmap (one per search, not per segment)."""
 
-    def __init__(self, ids: BitMap64, bits: np.ndarray | None = None, count: int | None = None) -> None:
+    def __init__(self, ids: BitMap64, whole: VisibleIds | None = None, count: int | None = None) -> None:
         self.ids = ids
-        if bits is None:
-            bits = np.zeros(0, dtype=np.uint8)
-            if ids:
-                flags = np.zeros(ids.max() + 1, dtype=bool)
-                flags[np.frombuffer(ids.to_array(), dtype=np.uint64)] = True
-                bits = np.packbits(flags, bitorder="little")
-        self.bits = bits
+        self._whole = whole  # the set this one limits to an id range: its plain bitmap serves both
+        self._bits: np.ndarray | None = None
         self.count = len(ids) if count is None else count
 
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def bits(self) -> np.ndarray:
+        """The plain bitmap, made on first use (27 ms for 4.9M ids; counting needs none)."""
+        if self._whole is not None:
+            return self._whole.bits
+        if self._bits is None:
+            self._bits = np.zeros(0, dtype=np.uint8)
+            if self.ids:
+                flags = np.zeros(self.ids.max() + 1, dtype=bool)
+                flags[np.frombuffer(self.ids.to_array(), dtype=np.uint64)] = True
+                self._bits = np.packbits(flags, bitorder="little")
+        return self._bits
+
     def within(self, low: int, high: int) -> VisibleIds:
-        """These ids limited to [low, high] (the plain bitmap still holds them all)."""
-        return VisibleIds(self.ids, self.bits, self.ids.range_cardinality(low, high + 1))
+        """These ids limited to [low, high] (sharing the plain bitmap, which holds them all)."""
+        return VisibleIds(self.ids, self, self.ids.range_cardinality(low, high + 1))
 
     def mask(self, vector_ids: np.ndarray) -> np.ndarray:
         """Which of `vector_ids` are in the set."""
