@@ -27,6 +27,7 @@ import itertools
 import json
 import shutil
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -80,6 +81,7 @@ class KnowledgeBase:
         self.index = SegmentedIndex(manifest.dimension)
         self.lexical = LexicalIndex(root / LEXICAL)
         self.lexical_current = False
+        self._told_stale = False
         self._loading = threading.Lock()  # one thread loads a new generation at a time
         self._visible: dict[tuple[int, str], VisibleIds | None] = {}  # (generation, scope) -> its ids
         self.refresh()
@@ -170,7 +172,15 @@ class KnowledgeBase:
         self.index = SegmentedIndex(self.manifest.dimension, segments, dead_ids)
         self.generation = generation
         self.lexical.reload()
-        self.lexical_current = self.lexical.generation == generation
+        lexical_generation = self.lexical.generation
+        self.lexical_current = lexical_generation == generation
+        if 0 < generation and lexical_generation < generation and not self._told_stale:  # ahead: a commit under way
+            self._told_stale = True
+            warnings.warn(
+                f"the lexical index of {self.root} is behind its chunk store (an interrupted commit, or made by an "
+                "older hybridctx): searches use the dense index alone until the next write rebuilds it "
+                "(any add or delete, or `hybridctx repair`)", stacklevel=2,
+            )
         return True
 
     def _segment_infos(self, generation: int, segments_json: str | None) -> list[SegmentInfo]:
