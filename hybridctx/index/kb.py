@@ -210,11 +210,13 @@ class KnowledgeBase:
         """The vector ids `scope` sees, worked out once per generation: a query and its hops
         search with the same ones."""
         key = (self.generation, scope.model_dump_json())
-        if key not in self._visible:
-            if len(self._visible) >= VISIBLE_CACHED:
+        try:
+            return self._visible[key]
+        except KeyError:  # (another thread may clear the cache between a check and a read: no check)
+            visible = self._visible[key] = self.store.visible_ids(scope)
+            if len(self._visible) > VISIBLE_CACHED:
                 self._visible.clear()
-            self._visible[key] = self.store.visible_ids(scope)
-        return self._visible[key]
+            return visible
 
     def _chunks_of(self, scores: np.ndarray, ids: np.ndarray) -> list[tuple[Chunk, float]]:
         chunks = self.store.chunks(ids.tolist())
