@@ -4,14 +4,15 @@ bitmaps kept beside the chunks.
 A scope is a set of names, in groups: a chunk is visible if it holds a name of every group
 (`ChunkStore.visible_names`: one group per filter key, one for the readers). Each chunk's
 names are indexed with its text in the lexical index, where tantivy filters by them inside
-the BM25 search; the dense search needs the vector ids instead. Listing
-them in SQL costs O(visible chunks): 3.9 s a query for a filter that matched 2M of the
-billion-token KB's 9.8M chunks (`bench/bench_billion.py`). So, as search engines keep posting
-lists for filter terms, the store keeps one roaring bitmap per metadata value, per principal
-named in an ACL and one for the documents without an ACL, changed in the transaction that
-changes the chunks. A scope's ids are then a few unions and intersections of bitmaps whose size
-follows the number of id runs, not of ids (a document's chunks have consecutive ids): the
-2M-chunk filter reads 0.3 MB, and the whole query step takes milliseconds.
+the BM25 search; the dense search needs the vector ids instead.
+
+Listing those ids in SQL costs O(visible chunks): 3.9 s a query for a filter that matched 2M
+of the billion-token KB's 9.8M chunks (`bench/bench_billion.py`). So, as search engines keep
+posting lists for filter terms, the store keeps one roaring bitmap per metadata value, per
+principal named in an ACL and one for the documents without an ACL, changed in the
+transaction that changes the chunks. A scope's ids are a few unions and intersections of
+bitmaps whose size follows the runs of consecutive ids (a document's chunks), not the ids:
+the 2M-chunk filter's bitmap is 0.28 MB, and a scope's ids take milliseconds.
 """
 
 from __future__ import annotations
