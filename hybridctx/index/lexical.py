@@ -113,7 +113,9 @@ class LexicalIndex:
         parsed, _errors = self._index.parse_query_lenient(without_stop_words(query), ["text"])  # never fails
         clauses = [(tantivy.Occur.Must, parsed)]
         for group in names or []:  # scored 0: the ranking stays BM25's over the text
-            within = tantivy.Query.term_set_query(self._schema, "kind", group)
+            # one name: a term query (13% faster than a set of one at 9.8M chunks; a set beats Should for two)
+            within = (tantivy.Query.term_query(self._schema, "kind", group[0]) if len(group) == 1
+                      else tantivy.Query.term_set_query(self._schema, "kind", group))
             clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(within, 0.0)))
         searcher = self._index.searcher()
         # tantivy allocates for `k` up front, plus the generation marker (unfiltered, it may match)
