@@ -76,6 +76,25 @@ def test_a_selective_filter_still_returns_k_hits(vectors, ivf):
     assert len(ivf.search(vectors[0], 100, allowed=visible(allowed))[1]) == 40  # all allowed, no more
 
 
+def test_a_scopes_lists_are_probed_nearest_first_until_they_hold_enough_of_it(vectors, ivf):
+    """A filtered IVF search probes the lists nearest the query until they hold PROBE_MARGIN
+    times k of the scope's vectors (counted per list once per scope), in one search: probing four
+    times more lists until k passed searched 4 to 5 times a query for a filter unlike the question."""
+    from pyroaring import BitMap64
+
+    ids = np.arange(len(vectors), dtype=np.int64) * 3
+    _, lists = ivf._ivf.quantizer.search(vectors, 1)  # the list each vector went to
+    far = np.argsort(vectors[0] @ np.stack([ivf._ivf.quantizer.reconstruct(i) for i in range(64)]).T)[:8]
+    for name, inside in (("a tenth", np.random.default_rng(5).random(len(vectors)) < 0.1),
+                         ("far lists", np.isin(lists[:, 0], far))):  # a scope unlike the query
+        allowed = VisibleIds(BitMap64(ids[inside].tolist()), key=name)
+        _, nearest = ivf._ivf.quantizer.search(vectors[:1], 64)
+        held = np.cumsum([np.sum(inside & (lists[:, 0] == i)) for i in nearest[0]])
+        expected = max(index_module.MIN_NPROBE, int(np.searchsorted(held, index_module.PROBE_MARGIN * 50)) + 1)
+        assert ivf._nprobe_within(vectors[:1], 50, allowed) == min(64, expected) and name in ivf._scope_lists
+        assert len(ivf.search(vectors[0], 50, allowed=allowed)[1]) == 50
+
+
 def test_excluded_ids_are_skipped_and_k_is_still_filled(vectors, ivf):
     nearest = ivf.search(vectors[0], 60)[1]
     found = ivf.search(vectors[0], 30, excluded_ids=nearest[:30])[1]

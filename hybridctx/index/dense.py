@@ -119,6 +119,7 @@ class FaissIndex:
         )
         self._ivf = _ivf_of(self._index)
         self._searcher: faiss.Index | None = None  # a GPU copy, made on first search
+        self._scope_lists: dict[str, np.ndarray] = {}  # a scope's key -> its vectors in each IVF list
         self.mapped_from: Path | None = None  # the file this index is memory-mapped from
 
     @classmethod
@@ -203,11 +204,13 @@ class FaissIndex:
                     np.asarray(ids[start : start + 100_000], dtype=np.int64),
                 )
             self._searcher = None
+            self._scope_lists.clear()
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
             self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
             self._searcher = None
+            self._scope_lists.clear()
 
     def search(
         self,
@@ -239,13 +242,38 @@ class FaissIndex:
         if self._ivf is None:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             return _best(*index.search(query, k, params=params))
-        nprobe = nprobe_for(k, reachable, self._ivf.nlist)  # a filter's vectors lie in more lists
+        nprobe = (nprobe_for(k, len(self), self._ivf.nlist) if allowed is None
+                  else self._nprobe_within(query, min(k, reachable), allowed))
         while True:  # probe more lists until k allowed vectors are found, or all lists are probed
             params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
             scores, ids = _best(*index.search(query, k, params=params))
             if len(ids) >= min(k, reachable) or nprobe >= self._ivf.nlist:
                 return scores, ids
             nprobe = min(self._ivf.nlist, nprobe * 4)
+
+    def _nprobe_within(self, query: np.ndarray, k: int, allowed: VisibleIds) -> int:
+        """Lists to probe so that they hold PROBE_MARGIN times k of the scope's vectors, nearest
+        lists first. A scope's vectors are seldom spread evenly: the essays, asked about vault
+        codes at a billion tokens, were 14-30 of the nearest 264 lists' vectors and 1,000 of the
+        nearest 1,056, so probing four times more each time searched 4 to 5 times a query. One
+        search here, 12% faster a hybrid query; recall@1000 against probing every list 0.83
+        (0.86 for the escalation's 2,176 lists) for the essays, 0.84 (0.82) for one team in 8."""
+        nlist = self._ivf.nlist
+        counts = self._scope_lists.get(allowed.key)
+        if counts is None:  # once per scope and segment (segment files never change): 0.1 s at 9.8M
+            invlists = self._ivf.invlists
+            counts = np.zeros(nlist, dtype=np.int64)
+            for i in range(nlist):
+                if n := invlists.list_size(i):
+                    counts[i] = allowed.mask(faiss.rev_swig_ptr(invlists.get_ids(i), n)).sum()
+            if allowed.key:  # (a set made without a scope's key is not kept)
+                if len(self._scope_lists) >= 64:
+                    self._scope_lists.clear()
+                self._scope_lists[allowed.key] = counts
+        _, nearest = self._ivf.quantizer.search(query, nlist)
+        held = np.cumsum(counts[nearest[0]])
+        wanted = min(PROBE_MARGIN * k, int(held[-1]))
+        return int(min(nlist, max(MIN_NPROBE, np.searchsorted(held, wanted) + 1)))
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         parts = list(self.batches())

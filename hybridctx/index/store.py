@@ -364,9 +364,10 @@ class ChunkStore:
         groups = self.visible_names(scope)
         if groups is None:
             return None
-        return VisibleIds(BitMap64.intersection(
+        ids = BitMap64.intersection(
             *(BitMap64.union(BitMap64(), *(self._bitmap(name) for name in group)) for group in groups)
-        ))
+        )
+        return VisibleIds(ids, key=json.dumps(groups))
 
     def visible_size(self, scope: Scope, tokens_above: int | None = None) -> tuple[int, int]:
         """Chunks, and their embedding-model tokens, that `scope` sees; with `tokens_above`,

@@ -69,8 +69,11 @@ class VisibleIds:
     the ids (bit i of byte i // 8), which FAISS's IDSelectorBitmap tests in O(1) per vector.
     `within` gives the ids of one id range sharing that plain bitmap (one per search, not per segment)."""
 
-    def __init__(self, ids: BitMap64, whole: VisibleIds | None = None, count: int | None = None) -> None:
+    def __init__(
+        self, ids: BitMap64, key: str = "", whole: VisibleIds | None = None, count: int | None = None
+    ) -> None:
         self.ids = ids
+        self.key = key  # the scope's, for what an index works out once per scope (dense.py)
         self._whole = whole  # the set this one limits to an id range: its plain bitmap serves both
         self._bits: np.ndarray | None = None
         self.count = len(ids) if count is None else count
@@ -93,7 +96,7 @@ class VisibleIds:
 
     def within(self, low: int, high: int) -> VisibleIds:
         """These ids limited to [low, high] (sharing the plain bitmap, which holds them all)."""
-        return VisibleIds(self.ids, self, self.ids.range_cardinality(low, high + 1))
+        return VisibleIds(self.ids, self.key, self, self.ids.range_cardinality(low, high + 1))
 
     def mask(self, vector_ids: np.ndarray) -> np.ndarray:
         """Which of `vector_ids` are in the set."""
