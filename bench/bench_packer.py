@@ -190,7 +190,7 @@ def stored_hits(path: Path, hits: list[Hit], packer: Packer) -> tuple[list[Hit],
     for doc_id, members in by_doc.items():
         document = Document(id=doc_id, text="", metadata={"source": chunks[members[0]].source})
         members_chunks, members_profiles = [chunks[i] for i in members], [profiles[i] for i in members]
-        _, added = store.replace_document(document, doc_id, members_chunks, members_profiles)
+        _, added, _ = store.replace_document(document, doc_id, members_chunks, members_profiles)
         for i, vector_id in zip(members, added, strict=True):
             vector_ids[i] = vector_id
     store.commit()

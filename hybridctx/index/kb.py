@@ -51,7 +51,7 @@ from hybridctx.index.dense import FaissIndex, file_checksum, file_stamp, index_s
 from hybridctx.index.lexical import LexicalIndex
 from hybridctx.index.segments import SegmentedIndex, SegmentInfo
 from hybridctx.index.store import ChunkStore
-from hybridctx.index.visibility import VisibleIds, document_names
+from hybridctx.index.visibility import VisibleIds
 from hybridctx.schema import Chunk, ChunkProfile, Document, Scope
 
 FORMAT_VERSION = 2
@@ -286,8 +286,7 @@ class KnowledgeBaseWriter:
         profiles: Sequence[ChunkProfile] | None = None,
     ) -> None:
         self._begin()
-        removed, added = self._store.replace_document(document, content_hash, chunks, profiles)
-        names = document_names(document)
+        removed, added, names = self._store.replace_document(document, content_hash, chunks, profiles)
         self._lexical.stage(add=((i, c.text, names) for i, c in zip(added, chunks, strict=True)), remove=removed)
         self._removed += removed
         self._added_ids += added

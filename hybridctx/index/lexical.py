@@ -97,8 +97,8 @@ class LexicalIndex:
         import tantivy
 
         searcher = self._index.searcher()
-        marker = tantivy.Query.term_set_query(self._schema, "kind", [_MARKER])
-        named = tantivy.Query.term_set_query(self._schema, "kind", [_NAMED])
+        marker = tantivy.Query.term_query(self._schema, "kind", _MARKER)
+        named = tantivy.Query.term_query(self._schema, "kind", _NAMED)
         hits = searcher.search(tantivy.Query.boolean_query([(tantivy.Occur.Must, marker), (tantivy.Occur.Must, named)]),
                                1).hits
         return int(searcher.doc(hits[0][1])["generation"][0]) if hits else -1

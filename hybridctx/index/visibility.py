@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap64
 
-from hybridctx.schema import Document
-
 PUBLIC = "public"  # the documents without an ACL: everyone reads them
 
 
@@ -42,12 +40,6 @@ def value_name(key: str, value: Any) -> str:
 
 def principal_name(principal: str) -> str:
     return "p:" + principal
-
-
-def document_names(document: Document) -> list[str]:
-    """`names_of` a document as the chunk store records it (metadata as JSON, ACL sorted)."""
-    metadata = json.loads(json.dumps(document.metadata, sort_keys=True, default=str))
-    return list(names_of(metadata, sorted(document.acl) if document.acl is not None else None))
 
 
 def names_of(metadata: Mapping[str, Any], acl: list[str] | None) -> Iterator[str]:
