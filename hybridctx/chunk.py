@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from hybridctx.errors import InvalidArgumentError, UnreadableDocumentError
@@ -23,6 +23,8 @@ Span = tuple[int, int]
 _FENCE = re.compile(r"[ \t]*(```|~~~)")
 _HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
 _SENTENCE_GAP = re.compile(r"(?<=[.!?;])\s+")
+# "12." or "b." alone at the start of a line numbers a list item: it does not end a sentence.
+_ENUMERATOR = re.compile(r"[ \t]*(?:\d{1,9}|[A-Za-z])\.")
 _LINE_GAP = re.compile(r"\s*\n\s*")
 CODE_SUFFIXES = frozenset(
     ".py .pyi .js .jsx .ts .tsx .java .kt .scala .c .h .cc .cpp .hpp .cs .go .rs .rb .php .swift .sh .bash"
@@ -131,11 +133,28 @@ def _trim(text: str, span: Span) -> Span:
     return start, end
 
 
-def _split_by(pattern: re.Pattern[str]) -> Callable[[str, Span], list[Span]]:
+Gaps = Callable[[str, int, int], Iterable[re.Match[str]]]
+
+
+def _sentence_gaps(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
+    """Gaps after a sentence, not after a list item's number: split there, a long numbered
+    list came apart into pieces like "volonal / 1221.", an item's number in one chunk and its
+    text in the next."""
+    for gap in _SENTENCE_GAP.finditer(text, start, end):
+        line_start = max(start, text.rfind("\n", start, gap.start()) + 1)
+        if not _ENUMERATOR.fullmatch(text, line_start, gap.start()):
+            yield gap
+
+
+def _line_gaps(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
+    return _LINE_GAP.finditer(text, start, end)
+
+
+def _split_by(gaps: Gaps) -> Callable[[str, Span], list[Span]]:
     def split(text: str, span: Span) -> list[Span]:
         start, end = span
         parts, cursor = [], start
-        for gap in pattern.finditer(text, start, end):
+        for gap in gaps(text, start, end):
             parts.append((cursor, gap.start()))
             cursor = gap.end()
         parts.append((cursor, end))
@@ -144,7 +163,7 @@ def _split_by(pattern: re.Pattern[str]) -> Callable[[str, Span], list[Span]]:
     return split
 
 
-_FINER_SPLITS = (_split_by(_SENTENCE_GAP), _split_by(_LINE_GAP))
+_FINER_SPLITS = (_split_by(_sentence_gaps), _split_by(_line_gaps))
 
 
 def _fit(text: str, span: Span, offsets: TokenOffsets, max_tokens: int, level: int = 0) -> list[Span]:

@@ -97,3 +97,15 @@ def test_empty_document_is_a_typed_error(tokenizer, text):
 def test_overlap_must_be_smaller_than_size(tokenizer):
     with pytest.raises(InvalidArgumentError, match="overlap_tokens"):
         StructuredChunker(tokenizer, 32, 32)
+
+
+def test_a_long_numbered_list_is_cut_between_items_not_after_their_numbers(tokenizer):
+    items = [f"{i}. {word}" for i, word in enumerate(["volonal", "lokaqui", "nalvoka", "husmigal"] * 30, start=1)]
+    text = "Steps:\n" + "\n".join(items) + "\n\nA sentence ends here. Another follows."
+    chunks = chunk(tokenizer, text, max_tokens=40)
+    assert len(chunks) > 5
+    assert_faithful(text, chunks, tokenizer, 40)
+    for c in chunks:
+        lines = [line for line in c.text.splitlines() if line]
+        assert all(re.fullmatch(r"\d+\. \w+|Steps:|A sentence ends here\. Another follows\.", line)
+                   for line in lines), f"an item was split from its number: {c.text!r}"
