@@ -74,7 +74,8 @@ class Settings(BaseModel):
     lexical_weight: float = Field(1.0, ge=0.0, description="Weight of the lexical ranking in hybrid fusion")
     hops: int = Field(
         3, ge=0, le=8, description="Follow-up retrievals for chained facts (X = Y; Y = 7): lexical searches for the "
-        "names that the best hits' sentences about the question's names mention; 0: one retrieval",
+        "names that the best hits' sentences about the question's names mention (the question's own names are "
+        "looked up exactly first); 0: one retrieval",
     )
     rrf_k: int = Field(
         60, ge=1, description="Multi-hop: the ranking is rescored 1 / (rrf_k + rank), and each link ranks just below "
