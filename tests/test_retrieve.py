@@ -41,9 +41,9 @@ def top_doc(hits):
 
 
 def test_identifier_queries_need_the_lexical_ranking(open_pipe):
-    hybrid = open_pipe(retrieval="hybrid")
+    hybrid = open_pipe(retrieval="hybrid", hops=0)  # single retrievals: multi-hop looks the code up exactly
     hybrid.add(error_catalogue())
-    dense, lexical = open_pipe(retrieval="dense"), open_pipe(retrieval="lexical")
+    dense, lexical = open_pipe(retrieval="dense", hops=0), open_pipe(retrieval="lexical", hops=0)
     queries = [(f"err-{code}", f"error {code}") for code in CODES] + [
         (f"err-{CODES[i]}", f"part PN-{7000 + 37 * i}-X{i:02d}") for i in range(len(CODES))
     ]
