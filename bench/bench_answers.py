@@ -98,11 +98,12 @@ def main() -> None:
         model, _, variant = out.stem.removeprefix("answers_").partition("_effective")
         result = EvalResult.model_validate_json(out.read_text())
         n = result.config.repeats
-        load = json.loads(out.read_text()).get("load")
+        stored = json.loads(out.read_text())
+        load, note = stored.get("load"), stored.get("note")  # note: how its run differs from the others
         label = MODELS[model] + (f", reading at most {int(variant):,} tokens (effective_context)" if variant else "")
         lines += [
             f"**{label}**: {n} questions per task (each in its own haystack), {result.seconds / 60:.0f} min"
-            f"{f', load {load:.1f} at the end' if load is not None else ''}. "
+            f"{f', load {load:.1f} at the end' if load is not None else ''}. {f'{note} ' if note else ''}"
             "Share of planted values the answer names; hybridctx minus the stronger other strategy on the same "
             "questions, with a 95% bootstrap interval; and the share of hybridctx's cited passages that hold "
             "a planted value.",
