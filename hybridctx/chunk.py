@@ -133,7 +133,7 @@ def _trim(text: str, span: Span) -> Span:
     return start, end
 
 
-Gaps = Callable[[str, int, int], Iterable[re.Match[str]]]
+Gaps = Callable[[str, int, int], Iterable[re.Match[str]]]  # (text, start, end): `Pattern.finditer`'s shape
 
 
 def _sentence_gaps(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
@@ -144,10 +144,6 @@ def _sentence_gaps(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
         line_start = max(start, text.rfind("\n", start, gap.start()) + 1)
         if not _ENUMERATOR.fullmatch(text, line_start, gap.start()):
             yield gap
-
-
-def _line_gaps(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
-    return _LINE_GAP.finditer(text, start, end)
 
 
 def _split_by(gaps: Gaps) -> Callable[[str, Span], list[Span]]:
@@ -163,7 +159,7 @@ def _split_by(gaps: Gaps) -> Callable[[str, Span], list[Span]]:
     return split
 
 
-_FINER_SPLITS = (_split_by(_sentence_gaps), _split_by(_line_gaps))
+_FINER_SPLITS = (_split_by(_sentence_gaps), _split_by(_LINE_GAP.finditer))
 
 
 def _fit(text: str, span: Span, offsets: TokenOffsets, max_tokens: int, level: int = 0) -> list[Span]:
