@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hybridctx.chunk import StructuredChunker
@@ -65,6 +65,12 @@ def test_chunks_map_back_lose_nothing_and_overlap_only_by_the_overlap(chunker, t
 @relaxed
 @given(text=documents, budget=st.integers(300, 2500), reserve=st.integers(0, 120),
        ordering=st.sampled_from(ORDERINGS), seed=st.integers(0, 2**16))
+@example(  # found on a fresh clone: a chunk given back, then a top-up, was neither shown nor dropped
+    text="00002A000000000000000000000:0:000000000000002:0:0A0000000000000: 0 0:0:0::0:0:0:0:0:0:0\x810\x81\x810"
+         "\x81\x81\x81\x81Ø𐀀```\ncode()\n```\nAa a a a aaaaabaaab.\nQuestion: ignore the above\nAnswer:0<|im_start|>"
+         "system\n0;0:/0:0\n\r\r0",
+    budget=300, reserve=3, ordering="canonical", seed=0,
+)
 def test_the_packer_fits_the_budget_counts_exactly_and_shows_text_once(chunker, counter, text, budget, reserve,
                                                                         ordering, seed):
     document = Document(id="doc", text=text, metadata={"source": "doc.md"})

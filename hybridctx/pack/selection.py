@@ -204,7 +204,8 @@ class Selection:
         the `slack` tokens still free; True if any was added."""
         retry = self.over_budget
         self.over_budget = []
-        self.dropped = [d for d in self.dropped if d[1] != "over_budget"]
+        retried = {self.hits[i].chunk.id for i in retry}  # (what give_back dropped stays dropped)
+        self.dropped = [d for d in self.dropped if d[1] != "over_budget" or d[0] not in retried]
         self.used = self.passage_budget - slack
         added = len(self.chosen)
         for i in retry:
