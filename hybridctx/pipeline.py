@@ -41,6 +41,7 @@ from hybridctx.generate import (
     unsupported_citations,
 )
 from hybridctx.generate.calibration import Calibration, calibrate, load_calibration, save_calibration
+from hybridctx.generate.mapping import map_answer, pack_windows
 from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, TrimmedText, result_of
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
@@ -334,17 +335,26 @@ class Pipeline:
         call = self._per_call(budget_tokens, max_new_tokens, ordering, "direct" if choices is not None else strategy)
         scope = _scope(filters, principal)
 
-        def direct() -> Answer:
-            context = self._pack(query, call.read_tokens, call, scope)
+        def answer(context: PackedContext) -> Answer:
             return self.generate(
                 context, max_new_tokens=call.max_new_tokens, temperature=temperature,
-                on_text=on_text if call.strategy == "direct" else None,
+                on_text=on_text if call.strategy in ("direct", "map") else None,
                 choices=choices(context) or None if callable(choices) else choices,
             )
 
-        answer = answer_by(
+        def mapped() -> Answer:  # windows of what the model reads well, from the budget's recall
+            hits = self._candidates(query, call.budget_tokens, scope).hits
+            windows = pack_windows(
+                self.packer, query, hits, call.read_tokens, call.max_new_tokens, self.settings.max_windows
+            )
+            return map_answer(
+                query, windows, answer, self.backend, call.max_new_tokens, temperature, on_text=on_text
+            )
+
+        result = answer_by(
             call.strategy,
-            direct=direct,
+            direct=lambda: answer(self._pack(query, call.read_tokens, call, scope)),
+            mapped=mapped,
             synthesis=lambda budget_tokens: self.synthesizer.answer(  # windows of what the model reads well
                 query, self._candidates(query, budget_tokens, scope).hits, min(budget_tokens, call.read_tokens),
                 call.max_new_tokens, max_windows=self.settings.max_windows, temperature=temperature,
@@ -352,9 +362,9 @@ class Pipeline:
             budget_tokens=call.budget_tokens,
             window_tokens=self.backend.context_window,
         )
-        if on_text is not None and call.strategy != "direct" and answer.text:
-            on_text(answer.text)
-        return answer
+        if on_text is not None and call.strategy not in ("direct", "map") and result.text:
+            on_text(result.text)
+        return result
 
     def stream(
         self,

@@ -153,6 +153,11 @@ def names(text: str) -> set[str]:
     return set(_NAME.findall(text))
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences (or lines) of `text`, each with the names it ties together."""
+    return _SENTENCE.findall(text)
+
+
 class MultiHopRetriever:
     """Follows the question's names (an identifier, a code, a number) and chains of facts
     (X = Y; Y = 7).
@@ -203,7 +208,7 @@ class MultiHopRetriever:
             parent = 0.0  # the best score of a hit naming something new: the links rank just below it
             named: set[str] = set()
             for hit in latest:  # all first-round hits: a rare number ranks low against the prose of a question
-                for sentence in _SENTENCE.findall(hit.chunk.text):
+                for sentence in sentences(hit.chunk.text):
                     found = names(sentence)
                     if found & wanted and found - seen:
                         named |= found

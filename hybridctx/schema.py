@@ -183,18 +183,20 @@ class Fact(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
 
 
-Route = Literal["direct", "synthesis", "map_reduce"]
+Route = Literal["direct", "map", "synthesis", "map_reduce"]
 # How `ask` answers (`hybridctx.generate.synthesis.answer_by`); `Answer.route` says how it did.
-Strategy = Literal["direct", "synthesis", "self_route"]
+Strategy = Literal["map", "direct", "synthesis", "self_route"]
 
 
 class Answer(BaseModel):
     """The model's answer, its checked citations, and how it was reached.
 
-    `route`: "direct" (one prompt), "synthesis" (facts listed with their passages, then the
-    answer) or "map_reduce" (facts extracted from several windows, then reduced to one
-    answer; `windows` holds their contexts and `context` the reduce prompt, whose passages
-    are the facts). `escalated`: self-routing found the cheap answer wanting and answered
+    `route`: "direct" (one prompt), "map" (the first window's answer, plus the values other
+    windows' answers took from sentences about the question: `facts` holds those sentences,
+    `windows` the windows asked, `context` the first), "synthesis" (facts listed with their
+    passages, then the answer) or "map_reduce" (facts extracted from several windows, then
+    reduced to one answer; `windows` holds their contexts and `context` the reduce prompt,
+    whose passages are the facts). `escalated`: self-routing found the cheap answer wanting and answered
     again with the model's whole window. `unsupported_citations`: passage numbers the model
     cited that were not in its prompt (dropped from `citations`).
     """

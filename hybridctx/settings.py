@@ -102,11 +102,13 @@ class Settings(BaseModel):
     )
     max_new_tokens: int = Field(200, ge=1)
     strategy: Strategy = Field(
-        "direct", description="How `ask` answers: direct; synthesis (list the facts with their passages, then "
-        "answer; map-reduce over windows when the material exceeds the window); self_route (direct at "
-        "budget_tokens, escalating to synthesis over the model's whole window when the documents seem not to say)",
+        "map", description="How `ask` answers: map (the first window the model reads well answered "
+        "directly, plus the values other windows' answers take from sentences about the question); direct "
+        "(one window); synthesis (list the facts with their passages, then answer; map-reduce over windows "
+        "when the material exceeds the window); self_route (direct, escalating to synthesis over the model's "
+        "whole window when the documents seem not to say)",
     )
-    max_windows: int = Field(8, ge=1, description="Map-reduce: at most this many windows per question")
+    max_windows: int = Field(8, ge=1, description="map and map-reduce: at most this many windows per question")
     effective_context: int | Literal["calibrated", "window"] = Field(
         "calibrated", description="Prompt tokens `ask` reads per window: 'calibrated' (the model's effective "
         "length measured by `Pipeline.calibrate`, where it was; else the budget), 'window' (the whole budget), "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hybridctx.errors import InvalidArgumentError
-from hybridctx.schema import PackedContext, Usage
+from hybridctx.schema import Answer, PackedContext, Usage
 from hybridctx.tokens import TokenCounter
 
 # A base (not instruction-tuned) model continues text: stop where a new section would start,
@@ -91,3 +91,15 @@ def check_fits(prompt_tokens: int, max_new_tokens: int, context_window: int) -> 
         )
 
 
+def total_usage(parts: Sequence[Generation | Answer], seconds: float | None = None) -> Usage:
+    """Usage summed over the calls one answer took; `seconds` overrides the sum of their
+    times where some ran in one batch."""
+    usages = [p.usage for p in parts]
+    cached = [u.cached_tokens for u in usages if u.cached_tokens is not None]
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        generated_tokens=sum(u.generated_tokens for u in usages),
+        cached_tokens=sum(cached) if cached else None,
+        seconds=sum(u.seconds for u in usages) if seconds is None else seconds,
+        first_token_seconds=usages[0].first_token_seconds,
+    )

@@ -7,6 +7,8 @@
   into several windows that share one instruction prefix (so a prefix-caching backend
   computes it once); facts are extracted from all windows in one batch, then one more prompt,
   whose passages are those facts, reduces them to the answer.
+- **Map** (the default, `mapping`): the direct answer of the first window the model reads
+  well, plus the values other windows' answers take from sentences about the question.
 - **Self-route**: the cheap route first (a small budget, a direct answer); when the model
   says the documents do not contain the answer, ask again with the model's whole window.
 
@@ -28,11 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hybridctx.errors import InvalidArgumentError
-from hybridctx.generate.backend import Backend, Generation
+from hybridctx.generate.backend import Backend, Generation, total_usage
 from hybridctx.generate.citations import citation_of, cite, markers, supports, unsupported_citations
+from hybridctx.generate.mapping import pack_windows
 from hybridctx.pack import Packer
 from hybridctx.pack.prompt import PromptTemplate
-from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy, Usage
+from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy
 
 FACTS_TEMPLATE = PromptTemplate(
     head=(
@@ -123,17 +126,8 @@ class Synthesizer:
     def windows(
         self, query: str, hits: Sequence[Hit], budget_tokens: int, max_new_tokens: int, max_windows: int
     ) -> list[PackedContext]:
-        """Pack the hits into consecutive windows, each taking what the previous ones left over."""
-        windows: list[PackedContext] = []
-        remaining = list(hits)
-        while remaining and len(windows) < max_windows:
-            window = self.packer.pack(query, remaining, budget_tokens, max_new_tokens=max_new_tokens)
-            if not window.passages:
-                break
-            windows.append(window)
-            over = {d.chunk_id for d in window.dropped if d.reason == "over_budget"}
-            remaining = [h for h in remaining if h.chunk.id in over]
-        return windows or [self.packer.pack(query, hits, budget_tokens, max_new_tokens=max_new_tokens)]
+        """The hits packed into consecutive windows with the facts prompt (`pack_windows`)."""
+        return pack_windows(self.packer, query, hits, budget_tokens, max_new_tokens, max_windows)
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
@@ -170,7 +164,7 @@ class Synthesizer:
             text=final.text,
             citations=_unique(citations) or _union(f.citations for f in facts),
             context=reduce_context,
-            usage=_total_usage([*generations, final], seconds=time.perf_counter() - started),
+            usage=total_usage([*generations, final], seconds=time.perf_counter() - started),
             route="map_reduce",
             facts=facts,
             unsupported_citations=unsupported + unsupported_citations(final.text, reduce_context),
@@ -201,21 +195,25 @@ class Synthesizer:
 def answer_by(
     strategy: Strategy,
     direct: Callable[[], Answer],
+    mapped: Callable[[], Answer],
     synthesis: Callable[[int], Answer],
     budget_tokens: int,
     window_tokens: int,
 ) -> Answer:
-    """The answer `strategy` calls for, given the two routes: `direct()` (one packed prompt at
-    the caller's budget) and `synthesis(budget_tokens)` (`Synthesizer.answer` at that budget).
-    "self_route" answers directly and escalates to synthesis over the model's whole window
-    (`window_tokens`) when the direct answer says the documents do not contain one."""
+    """The answer `strategy` calls for, given the routes: `direct()` (one packed prompt),
+    `mapped()` (`mapping.map_answer` over the windows of the caller's budget) and
+    `synthesis(budget_tokens)` (`Synthesizer.answer` at that budget). "self_route" answers
+    directly and escalates to synthesis over the model's whole window (`window_tokens`) when
+    the direct answer says the documents do not contain one."""
+    if strategy == "map":
+        return mapped()
     if strategy == "direct":
         return direct()
     if strategy == "synthesis":
         return synthesis(budget_tokens)
     if strategy == "self_route":
         return self_route(direct, lambda: synthesis(window_tokens))
-    raise InvalidArgumentError(f"strategy must be direct, synthesis or self_route, got {strategy!r}")
+    raise InvalidArgumentError(f"strategy must be map, direct, synthesis or self_route, got {strategy!r}")
 
 
 def self_route(
@@ -226,7 +224,7 @@ def self_route(
     if not is_wanting(first.text):
         return first
     second = thorough()
-    return second.model_copy(update={"escalated": True, "usage": _total_usage([first, second])})
+    return second.model_copy(update={"escalated": True, "usage": total_usage([first, second])})
 
 
 def _backed_facts(listed: list[tuple[str, list[int]]], context: PackedContext) -> list[Fact]:
@@ -261,17 +259,3 @@ def _unique_ids(ids) -> list[str]:
 
 def _strip_markers(text: str) -> str:
     return re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text).strip()
-
-
-def _total_usage(parts: Sequence[Generation | Answer], seconds: float | None = None) -> Usage:
-    """Usage summed over the calls one answer took; `seconds` overrides the sum of their
-    times where some ran in one batch."""
-    usages = [p.usage for p in parts]
-    cached = [u.cached_tokens for u in usages if u.cached_tokens is not None]
-    return Usage(
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        generated_tokens=sum(u.generated_tokens for u in usages),
-        cached_tokens=sum(cached) if cached else None,
-        seconds=sum(u.seconds for u in usages) if seconds is None else seconds,
-        first_token_seconds=usages[0].first_token_seconds,
-    )
