@@ -287,7 +287,8 @@ def ask(
     filter: list[str] = FILTER_OPTION,
     principal: str | None = PRINCIPAL_OPTION,
     strategy: str | None = typer.Option(
-        None, help="direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
+        None, help="map (default: each window the model reads well asked, values about the question joined), "
+        "direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
     ),
     vllm_model: Path | None = VLLM_MODEL_OPTION,
     max_model_len: int = MAX_MODEL_LEN_OPTION,
