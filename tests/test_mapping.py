@@ -80,7 +80,7 @@ def test_other_windows_add_only_the_values_they_take_from_sentences_about_the_qu
     assert not any(v in added for v in TWINS.values())  # their sentences are not about Lomiist
     assert streamed == [answer.text[len("9800890, 9800891, 9800892 [1]."):]]
     assert [f.text for f in answer.facts] == [
-        f"One of the special magic numbers for Lomiist is: {v}." for v in sorted(VALUES[1:], key=holding.get)
+        f"One of the special magic numbers for Lomiist is: {v}." for v in sorted(VALUES[1:], key=lambda v: holding[v])
     ]
     for fact in answer.facts:  # each cites the passage of its window that holds it
         (citation,) = fact.citations
