@@ -90,6 +90,11 @@ def test_other_windows_add_only_the_values_they_take_from_sentences_about_the_qu
     assert [windows.index(w) for w in answer.windows] == sorted({0, *(holding[v] for v in VALUES)})
     asked = answer.windows[1:]
     assert answer.usage.prompt_tokens == windows[0].token_count + sum(w.token_count for w in asked)
+    # the evaluation checks each citation against the window it cites, not the first one
+    from hybridctx.evals.runner import _citation_score
+    from hybridctx.evals.tasks import Case
+
+    assert _citation_score(Case("multi_value", QUESTION, needles=[], values=VALUES[1:]), answer) == 2 / 3
 
 
 def test_a_first_window_holding_everything_costs_one_generation(tokenizer):

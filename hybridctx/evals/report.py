@@ -60,8 +60,10 @@ def paired_difference(pairs: list[tuple[float, float]], resamples: int = 10_000,
 
 def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridctx") -> list[str]:
     """Markdown rows: per task and budget, each strategy's mean, and `ours` minus the stronger
-    other strategy on the same questions with its 95% interval; and how often `ours` cited a
-    passage holding a value (citation precision)."""
+    other strategy on the same questions with its 95% interval; how often `ours` cited a
+    passage holding a value (citation precision); and, where a task plants wrong answers, the
+    share of them `ours` and that other strategy named (an answer naming every number it saw
+    would score well on values alone)."""
     records = measured(result, level)
     others = [s for s in result.config.strategies if s != ours]
     # Per task and budget, per strategy, each question's records in run order: the i-th time a
@@ -73,8 +75,8 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
         asked[key] = asked.get(key, -1) + 1
         by_key.setdefault((r.task, r.budget), {}).setdefault(r.strategy, {})[(r.question, r.length, asked[key])] = r
     lines = ["| task | budget | n | " + " | ".join(result.config.strategies)
-             + f" | {ours} - best other (95% CI) | {ours} citations holding a value |",
-             "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|"]
+             + f" | {ours} - best other (95% CI) | {ours} citations holding a value | wrong values named |",
+             "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|---|"]
 
     def score(r: Record) -> float:
         return (r.context_score if level == "context" else r.answer_score) or 0.0
@@ -89,10 +91,18 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
         diff, low, high = paired_difference(pairs)
         cited = [r.citation_score for r in questions.values() if r.citation_score is not None]
         citation = f"{sum(cited) / len(cited):.2f} ({len(cited)} cited)" if cited else "-"
+        wrong = [_mean_distractors(strategies[s].values()) for s in (ours, best)]
+        named = f"{wrong[0]:.2f} {ours}, {wrong[1]:.2f} {best}" if None not in wrong else "-"
         lines.append(f"| {task} | {budget:,} | {len(questions)} | "
                      + " | ".join(f"{means[s]:.2f}" if s in means else "-" for s in result.config.strategies)
-                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] vs {best} | {citation} |")
+                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] vs {best} | {citation} | {named} |")
     return lines
+
+
+def _mean_distractors(records) -> float | None:
+    """The mean share of planted wrong values the answers named; None where none were planted."""
+    scores = [r.distractor_score for r in records if r.distractor_score is not None]
+    return sum(scores) / len(scores) if scores else None
 
 
 def write(result: EvalResult, folder: Path) -> list[Path]:

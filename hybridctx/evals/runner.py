@@ -184,8 +184,11 @@ def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, 
 
 
 def _citation_score(case: Case, answer: Answer) -> float | None:
-    """The share of cited passages that hold one of the case's values (a right citation)."""
-    cited = [p for c in answer.citations if (p := answer.context.passage(c.passage)) is not None]
+    """The share of cited passages that hold one of the case's values (a right citation). A
+    citation is looked up by its chunks in every prompt the answer read (`map` cites passages
+    of several windows)."""
+    shown = {tuple(p.chunk_ids): p for context in (answer.context, *answer.windows) for p in context.passages}
+    cited = [p for c in answer.citations if (p := shown.get(tuple(c.chunk_ids))) is not None]
     if not cited:
         return None
     return sum(any(v.lower() in p.text.lower() for v in case.values) for p in cited) / len(cited)
