@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hybridctx.generate.backend import Generation
+from hybridctx.generate.citations import cite
 from hybridctx.generate.mapping import about, map_answer, pack_windows
 from hybridctx.pack import Packer
 from hybridctx.schema import Answer, Chunk, Hit, PackedContext, Usage
@@ -69,7 +70,8 @@ def test_other_windows_add_only_the_values_they_take_from_sentences_about_the_qu
                                                                seconds=1.0)) for c in contexts]
 
     def first(window: PackedContext) -> Answer:
-        return Answer(text="9800890, 9800891, 9800892 [1].", citations=[], context=window,
+        text = "9800890, 9800891, 9800892 [1]."
+        return Answer(text=text, citations=cite(text, window), context=window,
                       usage=Usage(prompt_tokens=window.token_count, generated_tokens=12, seconds=1.0))
 
     streamed: list[str] = []

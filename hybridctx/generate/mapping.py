@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from hybridctx.generate.backend import Backend, total_usage
-from hybridctx.generate.citations import citation_of, cite, content_words, unsupported_citations
+from hybridctx.generate.citations import citation_of, content_words
 from hybridctx.pack import Packer
 from hybridctx.retrieve import names, sentences
 from hybridctx.schema import Answer, Fact, Hit, PackedContext
@@ -108,16 +108,14 @@ def map_answer(
     extra = ("\n" if answer.text else "") + f"Other passages also name: {', '.join(added)}."
     if on_text is not None:
         on_text(extra)
-    return Answer(
-        text=answer.text + extra,
-        citations=cite(answer.text, windows[0]) + [c for f in facts for c in f.citations],
-        context=windows[0],
-        usage=total_usage([answer, *generations], seconds=time.perf_counter() - started),
-        route="map",
-        facts=facts,
-        unsupported_citations=unsupported_citations(answer.text, windows[0]),
-        windows=[windows[0], *(windows[i] for i in asked)],
-    )
+    return answer.model_copy(update={
+        "text": answer.text + extra,
+        "citations": [*answer.citations, *(c for f in facts for c in f.citations)],
+        "usage": total_usage([answer, *generations], seconds=time.perf_counter() - started),
+        "route": "map",
+        "facts": facts,
+        "windows": [windows[0], *(windows[i] for i in asked)],
+    })
 
 
 def _stems(text: str) -> set[str]:
