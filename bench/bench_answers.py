@@ -4,7 +4,8 @@ long-context stuffing on the `hybridctx eval` tasks, beyond noise?
 Each repeat plants fresh facts of every task into its own 32k-token haystack of the essays;
 each question is answered by all three strategies at each budget, so differences are paired
 (95% bootstrap intervals). hybridctx is the library's default `ask`: recall scaled to the
-budget, multi-hop retrieval, and at most the model's calibrated effective context read.
+budget, multi-hop retrieval, and the `map` strategy over windows of the model's calibrated
+effective context (the first window answered, values other windows hold added).
 
     .venv/bin/python bench/bench_answers.py [--models gemma,smollm2,vllm] [--repeats 10]
 
@@ -115,7 +116,10 @@ def main() -> None:
         f"## Answer level: hybridctx's default ask against top-5 RAG and stuffing ({date.today()})",
         "",
         "`bench/bench_answers.py`: the `hybridctx eval` tasks, 32k-token haystacks of the essays, 48 answer tokens. "
-        "Results per model in `bench/answers_<model>.json`.",
+        "hybridctx is the default `ask`: recall scaled to the budget, multi-hop retrieval, and the `map` strategy "
+        "over windows of the model's calibrated effective context (the first window answered; the values that "
+        "other windows' answers take from sentences about the question added). Results per model in "
+        "`bench/answers_<model>.json`.",
         "",
         *lines,
     ])
