@@ -286,10 +286,7 @@ class Pipeline:
             if hits is not None or session is not None or self.settings.k is not None or not found.short_of(context):
                 break
             found = self._candidates(query, budget_tokens, scope, k=found.more)
-        update: dict[str, Any] = {"recall": found.recall_of(context)}
-        if budget_tokens < call.budget_tokens and context.stopped_by == "budget":
-            update["stopped_by"] = "effective_context"
-        return context.model_copy(update=update)
+        return _reported(context, found, call)
 
     def _candidates(self, query: str, budget_tokens: int, scope: Scope, k: int | None = None) -> Candidates:
         """Candidates for a budget: `settings.k` of them, or as many as the budget calls for."""
@@ -343,10 +340,11 @@ class Pipeline:
             )
 
         def mapped() -> Answer:  # windows of what the model reads well, from the budget's recall
-            hits = self._candidates(query, call.budget_tokens, scope).hits
-            windows = pack_windows(
-                self.packer, query, hits, call.read_tokens, call.max_new_tokens, self.settings.max_windows
-            )
+            found = self._candidates(query, call.budget_tokens, scope)
+            windows = [_reported(w, found, call) for w in pack_windows(
+                self.packer, query, found.hits, call.read_tokens, call.max_new_tokens, self.settings.max_windows,
+                call.ordering,
+            )]
             return map_answer(
                 query, windows, answer, self.backend, call.max_new_tokens, temperature, on_text=on_text
             )
@@ -540,6 +538,15 @@ class _PerCall:
     max_new_tokens: int
     ordering: Ordering
     strategy: Strategy
+
+
+def _reported(context: PackedContext, found: Candidates, call: _PerCall) -> PackedContext:
+    """`context` saying where its candidates came from, and that the model's effective context
+    (not the caller's budget) cut it, where it did."""
+    update: dict[str, Any] = {"recall": found.recall_of(context)}
+    if context.budget_tokens < call.budget_tokens and context.stopped_by == "budget":
+        update["stopped_by"] = "effective_context"
+    return context.model_copy(update=update)
 
 
 def _scope(filters: Mapping[str, Any] | None, principal: str | None) -> Scope:

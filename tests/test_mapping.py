@@ -127,3 +127,6 @@ def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at
     assert len(named) >= 2 and len(named) > sum(v in direct.text for v in VALUES), (answer.text, direct.text)
     assert not any(v in answer.text for v in TWINS.values())
     assert "".join(pieces) == answer.text
+    assert answer.context.stopped_by == "effective_context" and answer.context.budget_tokens == 400 + 32
+    edges = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=8, ordering="edges")
+    assert {w.ordering for w in [edges.context, *edges.windows]} == {"edges"}

@@ -34,26 +34,27 @@ from hybridctx.generate.backend import Backend, total_usage
 from hybridctx.generate.citations import citation_of, content_words
 from hybridctx.pack import Packer
 from hybridctx.retrieve import names, sentences
-from hybridctx.schema import Answer, Fact, Hit, PackedContext
+from hybridctx.schema import Answer, Fact, Hit, Ordering, PackedContext
 
 ABOUT_SHARE = 0.75
 
 
 def pack_windows(
-    packer: Packer, query: str, hits: Sequence[Hit], budget_tokens: int, max_new_tokens: int, max_windows: int
+    packer: Packer, query: str, hits: Sequence[Hit], budget_tokens: int, max_new_tokens: int, max_windows: int,
+    ordering: Ordering = "canonical",
 ) -> list[PackedContext]:
     """The hits packed into consecutive windows of `budget_tokens`, each taking what the
     previous ones left over (at least one window, empty when there are no hits)."""
     windows: list[PackedContext] = []
     remaining = list(hits)
     while remaining and len(windows) < max_windows:
-        window = packer.pack(query, remaining, budget_tokens, max_new_tokens=max_new_tokens)
+        window = packer.pack(query, remaining, budget_tokens, max_new_tokens=max_new_tokens, ordering=ordering)
         if not window.passages:
             break
         windows.append(window)
         over = {d.chunk_id for d in window.dropped if d.reason == "over_budget"}
         remaining = [h for h in remaining if h.chunk.id in over]
-    return windows or [packer.pack(query, hits, budget_tokens, max_new_tokens=max_new_tokens)]
+    return windows or [packer.pack(query, hits, budget_tokens, max_new_tokens=max_new_tokens, ordering=ordering)]
 
 
 def about(query: str, windows: Sequence[PackedContext], share: float = ABOUT_SHARE) -> list[list[tuple[int, str]]]:
