@@ -106,8 +106,8 @@ def main() -> None:
             f"**{label}**: {n} questions per task (each in its own haystack), {result.seconds / 60:.0f} min"
             f"{f', load {load:.1f} at the end' if load is not None else ''}. {f'{note} ' if note else ''}"
             "Share of planted values the answer names; hybridctx minus the stronger other strategy on the same "
-            "questions, with a 95% bootstrap interval; and the share of hybridctx's cited passages that hold "
-            "a planted value.",
+            "questions, with a 95% bootstrap interval; the share of hybridctx's cited passages that hold "
+            "a planted value; and, where wrong answers were planted, the share of them each of the two named.",
             "",
             *report.comparison(result, "answer"),
             "",
