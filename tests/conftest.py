@@ -9,6 +9,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+def hits_of(texts: list[str]) -> list:
+    """One single-chunk document per text, ranked in order (hits from elsewhere: no profiles)."""
+    from hybridctx.schema import Chunk, Hit
+
+    return [
+        Hit(chunk=Chunk(id=f"doc{i}#0", doc_id=f"doc{i}", text=t, start=0, end=len(t), start_line=1,
+                        end_line=t.count("\n") + 1, token_count=len(t) // 4, metadata={"source": f"doc{i}.md"}),
+            score=1.0 / (i + 1), rank=i + 1)
+        for i, t in enumerate(texts)
+    ]
+
+
 FACTS = {
     "retries.md": (
         "# Retry policy\n\n"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import hits_of
 
 from hybridctx.generate.backend import Generation
 from hybridctx.generate.citations import cite
 from hybridctx.generate.mapping import about, map_answer, pack_windows
 from hybridctx.pack import Packer
-from hybridctx.schema import Answer, Chunk, Hit, PackedContext, Usage
+from hybridctx.schema import Answer, PackedContext, Usage
 
 PROSE = [
     "Startups grow by making something people want.", "Founders learn most from the users who complain.",
@@ -26,15 +27,6 @@ def prose(i: int, n: int) -> str:
 
 VALUES = ["9800890", "4951063", "5624373"]
 TWINS = {"Lomiest": "5555555", "Lomoist": "6666666"}
-
-
-def hits_of(texts: list[str]) -> list[Hit]:
-    return [
-        Hit(chunk=Chunk(id=f"doc{i}#0", doc_id=f"doc{i}", text=t, start=0, end=len(t), start_line=1,
-                        end_line=t.count("\n") + 1, token_count=len(t) // 4, metadata={"source": f"doc{i}.md"}),
-            score=1.0 / (i + 1), rank=i + 1)
-        for i, t in enumerate(texts)
-    ]
 
 
 def planted() -> list[str]:

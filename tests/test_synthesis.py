@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import hits_of
 
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
 from hybridctx.pack import Packer
@@ -37,15 +38,6 @@ def test_facts_and_answer_are_parsed_with_their_passage_numbers():
 ])
 def test_self_route_recognises_a_model_saying_the_documents_do_not_say(answer, wanting):
     assert says_not_found(answer) is wanting
-
-
-def hits_of(texts: list[str]) -> list[Hit]:
-    return [
-        Hit(chunk=Chunk(id=f"doc{i}#0", doc_id=f"doc{i}", text=t, start=0, end=len(t), start_line=1,
-                        end_line=t.count("\n") + 1, token_count=len(t) // 4, metadata={"source": f"doc{i}.md"}),
-            score=1.0 / (i + 1), rank=i + 1)
-        for i, t in enumerate(texts)
-    ]
 
 
 def test_material_beyond_one_window_is_split_into_windows_sharing_one_prefix(tokenizer):
@@ -140,7 +132,7 @@ def test_facts_come_from_passages_only_not_from_the_prompts_example(llama_counte
     from hybridctx.generate.backend import Generation
     from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer
     from hybridctx.pack import Packer
-    from hybridctx.schema import Chunk, Hit, Usage
+    from hybridctx.schema import Usage
 
     texts = ["The Zephyr client retries a failed request 7 times.", "Backoff doubles after every retry."]
     hits = [
