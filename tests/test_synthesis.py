@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import hits_of
 
-from hybridctx.generate.synthesis import FACTS_TEMPLATE, Synthesizer, parse_facts, says_not_found
+from hybridctx.generate.mapping import pack_windows
+from hybridctx.generate.synthesis import FACTS_TEMPLATE, parse_facts, says_not_found
 from hybridctx.pack import Packer
 from hybridctx.schema import Chunk, Hit
 
@@ -43,9 +44,9 @@ def test_self_route_recognises_a_model_saying_the_documents_do_not_say(answer, w
 def test_material_beyond_one_window_is_split_into_windows_sharing_one_prefix(tokenizer):
     texts = [f"Report {i}. The magic number of the city of Vel{i:02d} is {1000 + 37 * i}. " * 6 for i in range(40)]
     hits = hits_of(texts)
-    synthesizer = Synthesizer(backend=None, packer=Packer(tokenizer, FACTS_TEMPLATE))
-    windows = synthesizer.windows("Which magic numbers are odd?", hits, budget_tokens=1200, max_new_tokens=100,
-                                  max_windows=50)
+    packer = Packer(tokenizer, FACTS_TEMPLATE)
+    windows = pack_windows(packer, "Which magic numbers are odd?", hits, budget_tokens=1200, max_new_tokens=100,
+                           max_windows=50)
     assert len(windows) > 3
     shown = [c.id for w in windows for c in w.chunks]
     assert sorted(shown) == sorted(h.chunk.id for h in hits)  # every hit lands in exactly one window
@@ -53,7 +54,7 @@ def test_material_beyond_one_window_is_split_into_windows_sharing_one_prefix(tok
         assert window.prompt.startswith(FACTS_TEMPLATE.head)  # the cacheable instruction prefix
         assert window.token_count <= 1200 - 100 == window.budget_tokens - window.max_new_tokens
         assert window.prompt.endswith(FACTS_TEMPLATE.tail("Which magic numbers are odd?"))
-    capped = synthesizer.windows("Which magic numbers are odd?", hits, 1200, 100, max_windows=2)
+    capped = pack_windows(packer, "Which magic numbers are odd?", hits, 1200, 100, max_windows=2)
     assert [w.prompt for w in capped] == [w.prompt for w in windows[:2]]
 
 

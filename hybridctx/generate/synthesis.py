@@ -116,18 +116,12 @@ class Synthesizer:
         max_windows: int = 8, temperature: float = 0.0,
     ) -> Answer:
         """Synthesis in one window when the hits fit it, map-reduce over windows otherwise."""
-        windows = self.windows(query, hits, budget_tokens, max_new_tokens, max_windows)
+        windows = pack_windows(self.packer, query, hits, budget_tokens, max_new_tokens, max_windows)
         started = time.perf_counter()
         generations = self.backend.generate_many(windows, max_new_tokens, temperature, stop=FACTS_STOP)
         if len(windows) == 1:
             return self._synthesis_answer(windows[0], generations[0])
         return self._reduce(query, windows, generations, max_new_tokens, temperature, started)
-
-    def windows(
-        self, query: str, hits: Sequence[Hit], budget_tokens: int, max_new_tokens: int, max_windows: int
-    ) -> list[PackedContext]:
-        """The hits packed into consecutive windows with the facts prompt (`pack_windows`)."""
-        return pack_windows(self.packer, query, hits, budget_tokens, max_new_tokens, max_windows)
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
