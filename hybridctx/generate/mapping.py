@@ -97,8 +97,9 @@ def map_answer(
     facts: list[Fact] = []
     added: list[str] = []
     for i, generation in zip(asked, generations, strict=True):
+        answered = names(generation.text)
         for number, sentence in sentences_about[i]:
-            values = sorted((names(generation.text) & names(sentence)) - named)
+            values = sorted((answered & names(sentence)) - named)
             if values:
                 citation = citation_of(windows[i], number, explicit=False)
                 facts.append(Fact(text=sentence, citations=[citation]))
