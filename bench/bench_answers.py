@@ -5,7 +5,8 @@ Each repeat plants fresh facts of every task into its own 32k-token haystack of 
 each question is answered by all three strategies at each budget, so differences are paired
 (95% bootstrap intervals). hybridctx is the library's default `ask`: recall scaled to the
 budget, multi-hop retrieval, and the `map` strategy over windows of the model's calibrated
-effective context (the first window answered, values other windows hold added).
+effective context (each passage holding a sentence about the question read on its own, the
+values the readings ground listed with their passages; the first window answered otherwise).
 
     .venv/bin/python bench/bench_answers.py [--models gemma,smollm2,vllm] [--repeats 10]
 

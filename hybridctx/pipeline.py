@@ -58,7 +58,18 @@ from hybridctx.retrieve import (
     candidates,
     recall_k,
 )
-from hybridctx.schema import AddReport, Answer, DocumentInfo, Hit, Ordering, PackedContext, ReaderId, Scope, Strategy
+from hybridctx.schema import (
+    AddReport,
+    Answer,
+    DocumentInfo,
+    Hit,
+    Ordering,
+    PackedContext,
+    Passage,
+    ReaderId,
+    Scope,
+    Strategy,
+)
 from hybridctx.settings import Settings
 from hybridctx.sources import Item, document_id, folder_prefix, iter_documents
 from hybridctx.tokens import HFTokenizer
@@ -345,8 +356,16 @@ class Pipeline:
                 self.packer, query, found.hits, call.read_tokens, call.max_new_tokens, self.settings.max_windows,
                 call.ordering,
             )]
+
+            def alone(passage: Passage) -> PackedContext:  # one passage, read on its own
+                hits = [h for h in found.hits if h.chunk.id in passage.chunk_ids]
+                return _reported(self.packer.pack(
+                    query, hits, call.read_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering
+                ), found, call)
+
             return map_answer(
-                query, windows, answer, self.backend, call.max_new_tokens, temperature, on_text=on_text
+                query, windows, answer, alone, self.backend, call.max_new_tokens, self.settings.max_windows,
+                temperature, on_text=on_text,
             )
 
         result = answer_by(

@@ -102,13 +102,15 @@ class Settings(BaseModel):
     )
     max_new_tokens: int = Field(200, ge=1)
     strategy: Strategy = Field(
-        "map", description="How `ask` answers: map (the first window the model reads well answered "
-        "directly, plus the values other windows' answers take from sentences about the question); direct "
+        "map", description="How `ask` answers: map (each passage holding a sentence about the question "
+        "that names a value read on its own, the answer the values the readings take from those sentences, "
+        "each cited; without such passages, as direct); direct "
         "(one window); synthesis (list the facts with their passages, then answer; map-reduce over windows "
         "when the material exceeds the window); self_route (direct, escalating to synthesis over the model's "
         "whole window when the documents seem not to say)",
     )
-    max_windows: int = Field(8, ge=1, description="map and map-reduce: at most this many windows per question")
+    max_windows: int = Field(8, ge=1, description="map and map-reduce: at most this many windows, and map at "
+                             "most this many passages read on their own, per question")
     effective_context: int | Literal["calibrated", "window"] = Field(
         "calibrated", description="Prompt tokens `ask` reads per window: 'calibrated' (the model's effective "
         "length measured by `Pipeline.calibrate`, where it was; else the budget), 'window' (the whole budget), "

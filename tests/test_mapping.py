@@ -6,7 +6,6 @@ import pytest
 from conftest import hits_of
 
 from hybridctx.generate.backend import Generation
-from hybridctx.generate.citations import cite
 from hybridctx.generate.mapping import about, map_answer, pack_windows
 from hybridctx.pack import Packer
 from hybridctx.schema import Answer, PackedContext, Usage
@@ -48,65 +47,107 @@ def test_the_sentences_about_a_question_share_its_rare_key_not_only_its_common_w
     assert about("What is the weather?", windows) == [[] for _ in windows]
 
 
-def test_other_windows_add_only_the_values_they_take_from_sentences_about_the_question(tokenizer):
-    """Answers Gemma 3 270M wrote for these windows: the first counts up from its one value,
-    the twin's window names the twin's value."""
-    windows = pack_windows(Packer(tokenizer), QUESTION, hits_of(planted()), 400, 50, max_windows=10)
-    holding = {v: i for i, w in enumerate(windows) for v in [*VALUES, *TWINS.values()] if v in w.prompt}
-    assert holding[VALUES[0]] == 0 and len({holding[v] for v in VALUES}) == 3
-    written = {i: f"{v}." for v, i in holding.items() if i}
+class Recorded:
+    """A backend answering each passage read alone as `written` says for the value the passage
+    holds (answers Gemma 3 270M wrote); it fails on any other prompt."""
 
-    class Recorded:
-        def generate_many(self, contexts, max_new_tokens, temperature=0.0, stop=None):
-            return [Generation(written[windows.index(c)], Usage(prompt_tokens=c.token_count, generated_tokens=4,
-                                                               seconds=1.0)) for c in contexts]
+    def __init__(self, written: dict[str, str]):
+        self.written: dict[str, str] = written
+        self.asked: list[PackedContext] = []
 
-    def first(window: PackedContext) -> Answer:
-        text = "9800890, 9800891, 9800892 [1]."
-        return Answer(text=text, citations=cite(text, window), context=window,
-                      usage=Usage(prompt_tokens=window.token_count, generated_tokens=12, seconds=1.0))
+    def generate_many(self, contexts, max_new_tokens, temperature=0.0, stop=None):
+        self.asked += contexts
+        return [Generation(next(a for v, a in self.written.items() if v in c.prompt),
+                           Usage(prompt_tokens=c.token_count, generated_tokens=4, seconds=1.0)) for c in contexts]
 
+
+def mapped(tokenizer, written: dict[str, str], first=None, on_text=None):
+    packer, hits = Packer(tokenizer), hits_of(planted())
+    windows = pack_windows(packer, QUESTION, hits, 400, 50, max_windows=10)
+    assert len(windows) >= 3  # each planted document fills most of a window
+
+    def alone(passage):
+        return packer.pack(QUESTION, [h for h in hits if h.chunk.id in passage.chunk_ids], 400, max_new_tokens=50)
+
+    def unused(window):
+        raise AssertionError("a reading named a grounded value: the first window is not answered whole")
+
+    backend = Recorded(written)
+    answer = map_answer(QUESTION, windows, first or unused, alone, backend, 50, max_readings=8,  # type: ignore[arg-type]
+                        on_text=on_text)
+    return answer, backend.asked, windows
+
+
+def test_each_passage_about_the_question_is_read_alone_and_cited_for_the_values_it_grounds(tokenizer):
+    lead = f"The special magic number for Lomiist is {VALUES[0]} [1]."
     streamed: list[str] = []
-    answer = map_answer(QUESTION, windows, first, Recorded(), 50, on_text=streamed.append)  # type: ignore[arg-type]
-    assert answer.route == "map" and answer.context is windows[0]
-    added = answer.text.split("\n", 1)[1]
-    assert all(v in added for v in VALUES[1:]) and VALUES[0] not in added  # the first answer named it
-    assert not any(v in added for v in TWINS.values())  # their sentences are not about Lomiist
-    assert streamed == [answer.text[len("9800890, 9800891, 9800892 [1]."):]]
-    assert [f.text for f in answer.facts] == [
-        f"One of the special magic numbers for Lomiist is: {v}." for v in sorted(VALUES[1:], key=lambda v: holding[v])
-    ]
-    for fact in answer.facts:  # each cites the passage of its window that holds it
+    answer, asked, _ = mapped(tokenizer, {VALUES[0]: lead, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: f"{VALUES[2]}."},
+                              on_text=streamed.append)
+    # the three passages holding a value for Lomiist, not the twins' (their sentences lack the rare key)
+    assert sorted(v for c in asked for v in VALUES if v in c.prompt) == sorted(VALUES)
+    assert not any(v in c.prompt for c in asked for v in TWINS.values()) and len(asked) == 3
+    assert answer.text == lead + "\nOther passages also name: " + ", ".join(
+        f"{v} ({f.citations[0].location})" for v, f in zip(VALUES[1:], answer.facts[1:], strict=True)) + "."
+    assert streamed == [answer.text] and answer.route == "map" and answer.windows == asked
+    assert answer.context is asked[0]  # the lead's [1] is the passage it read
+    for value, fact in zip(VALUES, answer.facts, strict=True):  # each cites the passage holding it
         (citation,) = fact.citations
-        window = windows[holding[fact.text[-8:-1]]]
-        assert fact.text in window.passages[citation.passage - 1].text and citation in answer.citations
-    # only the windows holding a sentence about the question were asked (not the twins')
-    assert [windows.index(w) for w in answer.windows] == sorted({0, *(holding[v] for v in VALUES)})
-    asked = answer.windows[1:]
-    assert answer.usage.prompt_tokens == windows[0].token_count + sum(w.token_count for w in asked)
-    # the evaluation checks each citation against the window it cites, not the first one
-    from hybridctx.evals.runner import _citation_score
+        assert fact.text == f"One of the special magic numbers for Lomiist is: {value}."
+        assert citation.doc_id == f"doc{VALUES.index(value)}" and citation in answer.citations
+    assert answer.usage.prompt_tokens == sum(c.token_count for c in asked) and answer.usage.generated_tokens == 12
+    from hybridctx.evals.runner import _citation_score, _precision_score
     from hybridctx.evals.tasks import Case
 
-    assert _citation_score(Case("multi_value", QUESTION, needles=[], values=VALUES[1:]), answer) == 2 / 3
+    case = Case("multi_value", QUESTION, needles=[], values=VALUES)
+    assert _citation_score(case, answer) == 1.0 and _precision_score(case, answer) == 1.0
 
 
-def test_a_first_window_holding_everything_costs_one_generation(tokenizer):
-    hits = hits_of([f"One of the special magic numbers for Lomiist is: {v}." for v in VALUES])
-    windows = pack_windows(Packer(tokenizer), QUESTION, hits, 2000, 50, max_windows=10)
-    assert len(windows) == 1
+def test_a_lead_naming_what_no_sentence_about_the_question_holds_gives_way_to_the_values(tokenizer):
+    """Gemma counted up from the value it read; the passage holds only the first number."""
+    counting = f"{VALUES[0]}, 9800891, 9800892 [1]."
+    answer, *_ = mapped(tokenizer, {VALUES[0]: counting, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: "Lomiist."})
+    assert answer.text.startswith("The passages about the question name: " + VALUES[0])
+    assert VALUES[1] in answer.text and "9800891" not in answer.text and "9800892" not in answer.text
+    assert VALUES[2] not in answer.text  # its reading named nothing the passage grounds
+    assert [f.citations[0].doc_id for f in answer.facts] == ["doc0", "doc1"]
+    from hybridctx.evals.runner import _precision_score
+    from hybridctx.evals.tasks import Case
+
+    case = Case("multi_value", QUESTION, needles=[], values=VALUES)
+    counted = answer.model_copy(update={"text": counting, "citations": []})
+    assert _precision_score(case, answer) == 1.0 and _precision_score(case, counted) == 1 / 3
+
+
+def test_readings_grounding_nothing_leave_the_answer_to_the_first_window(tokenizer):
+    def first(window: PackedContext) -> Answer:
+        return Answer(text="I do not know.", citations=[], context=window,
+                      usage=Usage(prompt_tokens=window.token_count, generated_tokens=5))
+
+    answer, asked, windows = mapped(tokenizer, {v: "The documents do not say." for v in VALUES}, first=first)
+    assert answer.text == "I do not know." and answer.context is windows[0] and answer.facts == []
+    assert answer.windows == [windows[0], *asked] and len(asked) == 3  # every prompt it read, and paid for
+    assert answer.usage.prompt_tokens == windows[0].token_count + sum(c.token_count for c in asked)
+
+
+def test_a_question_no_sentence_answers_with_a_name_costs_one_generation(tokenizer):
+    hits = hits_of([prose(i, 4) for i in range(3)])
+    question = "What do founders learn from?"
+    windows = pack_windows(Packer(tokenizer), question, hits, 2000, 50, max_windows=10)
+    assert any(about(question, windows))  # "Founders learn most from the users who complain."
 
     def first(window: PackedContext) -> Answer:
-        return Answer(text="9800890 [1].", citations=[], context=window,
+        return Answer(text="From users [1].", citations=[], context=window,
                       usage=Usage(prompt_tokens=window.token_count, generated_tokens=4))
 
-    answer = map_answer(QUESTION, windows, first, backend=None, max_new_tokens=50)  # type: ignore[arg-type]
-    assert (answer.text, answer.route, answer.windows) == ("9800890 [1].", "map", [])
+    answer = map_answer(question, windows, first, alone=None, backend=None, max_new_tokens=50,  # type: ignore[arg-type]
+                        max_readings=8)
+    assert (answer.text, answer.route, answer.windows, answer.context) == ("From users [1].", "map", [], windows[0])
 
 
 @pytest.mark.slow
 def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at_a_time(open_pipe):
-    """Gemma 3 270M reading 400 tokens a window: one window holds one planted document."""
+    """Gemma 3 270M reading 400 tokens a window: one window holds one planted document, and each
+    passage holding a value is read on its own."""
     from hybridctx import Document
 
     pipe = open_pipe(effective_context=400)
@@ -119,6 +160,6 @@ def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at
     assert len(named) >= 2 and len(named) > sum(v in direct.text for v in VALUES), (answer.text, direct.text)
     assert not any(v in answer.text for v in TWINS.values())
     assert "".join(pieces) == answer.text
-    assert answer.context.stopped_by == "effective_context" and answer.context.budget_tokens == 400 + 32
+    assert direct.context.stopped_by == "effective_context" and answer.context.budget_tokens == 400 + 32
     edges = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=8, ordering="edges")
     assert {w.ordering for w in [edges.context, *edges.windows]} == {"edges"}

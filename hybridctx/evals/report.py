@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.table import Table
 
@@ -62,8 +62,9 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
     """Markdown rows: per task and budget, each strategy's mean, and `ours` minus the stronger
     other strategy on the same questions with its 95% interval; how often `ours` cited a
     passage holding a value (citation precision); and, where a task plants wrong answers, the
-    share of them `ours` and that other strategy named (an answer naming every number it saw
-    would score well on values alone)."""
+    share of them `ours` and that other strategy named; and the share of the names (numbers,
+    codes) each answer gave that were right (an answer naming every number it saw would score
+    well on values alone)."""
     records = measured(result, level)
     others = [s for s in result.config.strategies if s != ours]
     # Per task and budget, per strategy, each question's records in run order: the i-th time a
@@ -75,8 +76,9 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
         asked[key] = asked.get(key, -1) + 1
         by_key.setdefault((r.task, r.budget), {}).setdefault(r.strategy, {})[(r.question, r.length, asked[key])] = r
     lines = ["| task | budget | n | " + " | ".join(result.config.strategies)
-             + f" | {ours} - best other (95% CI) | {ours} citations holding a value | wrong values named |",
-             "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|---|"]
+             + f" | {ours} - best other (95% CI) | {ours} citations holding a value | wrong values named"
+             " | names given that are right |",
+             "|---|---|---|" + "---|" * len(result.config.strategies) + "---|---|---|---|"]
 
     def score(r: Record) -> float:
         return (r.context_score if level == "context" else r.answer_score) or 0.0
@@ -91,18 +93,23 @@ def comparison(result: EvalResult, level: Level = "answer", ours: str = "hybridc
         diff, low, high = paired_difference(pairs)
         cited = [r.citation_score for r in questions.values() if r.citation_score is not None]
         citation = f"{sum(cited) / len(cited):.2f} ({len(cited)} cited)" if cited else "-"
-        wrong = [_mean_distractors(strategies[s].values()) for s in (ours, best)]
-        named = f"{wrong[0]:.2f} {ours}, {wrong[1]:.2f} {best}" if None not in wrong else "-"
+        named, right = (_side_by_side(strategies, (ours, best), f) for f in ("distractor_score", "precision_score"))
         lines.append(f"| {task} | {budget:,} | {len(questions)} | "
                      + " | ".join(f"{means[s]:.2f}" if s in means else "-" for s in result.config.strategies)
-                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] vs {best} | {citation} | {named} |")
+                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] vs {best} | {citation} | {named} | {right} |")
     return lines
 
 
-def _mean_distractors(records) -> float | None:
-    """The mean share of planted wrong values the answers named; None where none were planted."""
-    scores = [r.distractor_score for r in records if r.distractor_score is not None]
-    return sum(scores) / len(scores) if scores else None
+def _side_by_side(strategies: dict[str, dict[Any, Record]], names: tuple[str, str], field: str) -> str:
+    """"0.06 hybridctx, 0.09 top5": each strategy's mean of `field` over the records that have
+    one; "-" where either has none (no wrong values planted, no names given)."""
+    means = []
+    for name in names:
+        scores = [score for r in strategies[name].values() if (score := getattr(r, field)) is not None]
+        if not scores:
+            return "-"
+        means.append(f"{sum(scores) / len(scores):.2f} {name}")
+    return ", ".join(means)
 
 
 def write(result: EvalResult, folder: Path) -> list[Path]:

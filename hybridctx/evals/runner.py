@@ -32,6 +32,7 @@ from hybridctx.evals.tasks import (
 )
 from hybridctx.generate.calibration import stuffed
 from hybridctx.pipeline import Pipeline, build_backend, embedder_from
+from hybridctx.retrieve import names
 from hybridctx.schema import Answer, Document, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
@@ -81,6 +82,10 @@ class Record(BaseModel):
     citation_score: float | None = Field(
         None, description="The share of the passages the answer cites that hold one of the expected values; "
         "None: it cited none"
+    )
+    precision_score: float | None = Field(
+        None, description="The share of the names (numbers, codes) the answer gives, beside the question's and "
+        "its citations' locations, that are expected values; None: it gave none"
     )
     answer: str | None = None
     seconds: float = 0.0
@@ -178,6 +183,7 @@ def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, 
                     "answer": answer.text, "answer_score": case.answer_score(answer.text),
                     "distractor_score": case.distractor_score(answer.text) if case.distractor_values else None,
                     "citation_score": _citation_score(case, answer),
+                    "precision_score": _precision_score(case, answer),
                     "seconds": time.perf_counter() - started,
                 }))
     return records
@@ -192,6 +198,16 @@ def _citation_score(case: Case, answer: Answer) -> float | None:
     if not cited:
         return None
     return sum(any(v.lower() in p.text.lower() for v in case.values) for p in cited) / len(cited)
+
+
+def _precision_score(case: Case, answer: Answer) -> float | None:
+    """The share of the names the answer gives that are the case's values: an answer naming
+    every number it saw ("4951063, 4951064, 4951065, ...") names the right one too."""
+    text = answer.text
+    for citation in answer.citations:
+        text = text.replace(citation.location, " ")
+    given = {n.lower() for n in names(text) - names(case.question)}
+    return len(given & {v.lower() for v in case.values}) / len(given) if given else None
 
 
 def _context(

@@ -30,11 +30,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from hybridctx.generate.backend import Backend, total_usage
+from hybridctx.generate.backend import Backend, Generation, total_usage
 from hybridctx.generate.citations import citation_of, content_words
 from hybridctx.pack import Packer
 from hybridctx.retrieve import names, sentences
-from hybridctx.schema import Answer, Fact, Hit, Ordering, PackedContext
+from hybridctx.schema import Answer, Fact, Hit, Ordering, PackedContext, Passage
 
 ABOUT_SHARE = 0.75
 
@@ -79,45 +79,60 @@ def about(query: str, windows: Sequence[PackedContext], share: float = ABOUT_SHA
 
 
 def map_answer(
-    query: str, windows: Sequence[PackedContext], first: Callable[[PackedContext], Answer], backend: Backend,
-    max_new_tokens: int, temperature: float = 0.0, on_text: Callable[[str], None] | None = None,
+    query: str, windows: Sequence[PackedContext], first: Callable[[PackedContext], Answer],
+    alone: Callable[[Passage], PackedContext], backend: Backend, max_new_tokens: int, max_readings: int,
+    temperature: float = 0.0, on_text: Callable[[str], None] | None = None,
 ) -> Answer:
-    """`first(window)` answers the first window (as `direct` does, streaming to `on_text` if it
-    does); the other windows holding a sentence about the question add the values their
-    answers take from such sentences (see the module docstring). `on_text` then receives the
-    added text, so the pieces joined are still `Answer.text`."""
+    """Each passage of `windows` holding a sentence about the question that names something
+    the question does not is read on its own (`alone(passage)`; the first `max_readings`, in
+    one batch). The answer is the values the readings take from those sentences, each citing
+    its passage, led by the first such reading's own words where every name they give is
+    grounded so. `context` is that reading, `windows` all of them, `facts` their sentences.
+
+    Without such passages, or when no reading names a grounded value, `first(windows[0])`
+    answers as `direct` does, streaming to `on_text` if it does; otherwise `on_text` receives
+    the answer once it is written."""
     started = time.perf_counter()
-    answer = first(windows[0])
-    sentences_about = about(query, windows)
-    asked = [i for i in range(1, len(windows)) if any(names(s) for _, s in sentences_about[i])]
-    if not asked:
-        return answer.model_copy(update={"route": "map"})
-    generations = backend.generate_many([windows[i] for i in asked], max_new_tokens, temperature)
-    named = names(answer.text)
-    facts: list[Fact] = []
-    added: list[str] = []
-    for i, generation in zip(asked, generations, strict=True):
-        answered = names(generation.text)
-        for number, sentence in sentences_about[i]:
-            values = sorted((answered & names(sentence)) - named)
-            if values:
-                citation = citation_of(windows[i], number, explicit=False)
-                facts.append(Fact(text=sentence, citations=[citation]))
-                added += [f"{v} ({citation.location})" for v in values]
-                named |= set(values)
-    if not added:
-        return answer.model_copy(update={"route": "map"})
-    extra = ("\n" if answer.text else "") + f"Other passages also name: {', '.join(added)}."
+    asked = names(query)
+    readings = [
+        (window.passages[number - 1], held)
+        for window, found in zip(windows, about(query, windows), strict=True)
+        for number in dict.fromkeys(n for n, _ in found)
+        if (held := [s for n, s in found if n == number and names(s) - asked])
+    ][:max_readings]
+    if not readings:
+        return first(windows[0]).model_copy(update={"route": "map"})
+    contexts = [alone(passage) for passage, _ in readings]
+    generations = backend.generate_many(contexts, max_new_tokens, temperature)
+    read: list[tuple[PackedContext, Generation, Fact]] = []
+    where: dict[str, str] = {}  # each grounded value, and the passage it was read in
+    for (_, held), context, generation in zip(readings, contexts, generations, strict=True):
+        grounded = names(generation.text) & set().union(*map(names, held)) - asked
+        if grounded:
+            citation = citation_of(context, 1, explicit=False)
+            read.append((context, generation, Fact(text=" ".join(s.strip() for s in held), citations=[citation])))
+            where |= {v: citation.location for v in sorted(grounded) if v not in where}
+    if not read:
+        answer = first(windows[0])
+        return answer.model_copy(update={
+            "route": "map", "windows": [windows[0], *contexts],
+            "usage": total_usage([*generations, answer], seconds=time.perf_counter() - started),
+        })
+    lead_context, lead, _ = read[0]
+    text = lead.text.strip()
+    if not names(text) - asked <= where.keys():  # it names what no sentence about the question holds
+        text = ""
+    listed = ", ".join(f"{v} ({location})" for v, location in where.items() if v not in names(text))
+    if listed:
+        text += ("\nOther passages also name: " if text else "The passages about the question name: ") + listed + "."
     if on_text is not None:
-        on_text(extra)
-    return answer.model_copy(update={
-        "text": answer.text + extra,
-        "citations": [*answer.citations, *(c for f in facts for c in f.citations)],
-        "usage": total_usage([answer, *generations], seconds=time.perf_counter() - started),
-        "route": "map",
-        "facts": facts,
-        "windows": [windows[0], *(windows[i] for i in asked)],
-    })
+        on_text(text)
+    facts = [fact for *_, fact in read]
+    return Answer(
+        text=text, citations=[c for f in facts for c in f.citations], context=lead_context,
+        usage=total_usage(generations, seconds=time.perf_counter() - started), route="map", facts=facts,
+        windows=contexts,
+    )
 
 
 def _stems(text: str) -> set[str]:
