@@ -287,7 +287,7 @@ def ask(
     filter: list[str] = FILTER_OPTION,
     principal: str | None = PRINCIPAL_OPTION,
     strategy: str | None = typer.Option(
-        None, help="map (default: each window the model reads well asked, values about the question joined), "
+        None, help="map (default: each passage about the question read on its own, the values they name cited), "
         "direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
     ),
     vllm_model: Path | None = VLLM_MODEL_OPTION,

@@ -565,6 +565,12 @@ def _reported(context: PackedContext, found: Candidates, call: _PerCall) -> Pack
     update: dict[str, Any] = {"recall": found.recall_of(context)}
     if context.budget_tokens < call.budget_tokens and context.stopped_by == "budget":
         update["stopped_by"] = "effective_context"
+        if not context.passages:  # the answer would read nothing
+            raise InvalidArgumentError(
+                f"the model's effective context leaves {context.budget_tokens - context.max_new_tokens:,} prompt "
+                "tokens a window, and no passage fits there beside the prompt's instructions and question: raise "
+                "Settings.effective_context, or set it to 'window'"
+            )
     return context.model_copy(update=update)
 
 

@@ -191,9 +191,10 @@ Strategy = Literal["map", "direct", "synthesis", "self_route"]
 class Answer(BaseModel):
     """The model's answer, its checked citations, and how it was reached.
 
-    `route`: "direct" (one prompt), "map" (the first window's answer, plus the values other
-    windows' answers took from sentences about the question: `facts` holds those sentences,
-    `windows` the windows asked, `context` the first), "synthesis" (facts listed with their
+    `route`: "direct" (one prompt), "map" (the values that passages about the question, each
+    read on its own, name: `facts` holds their sentences with citations, `windows` the
+    prompts read, `context` the one whose answer leads; or, where none names a value, the
+    first window's answer, `context` that window), "synthesis" (facts listed with their
     passages, then the answer) or "map_reduce" (facts extracted from several windows, then
     reduced to one answer; `windows` holds their contexts and `context` the reduce prompt,
     whose passages are the facts). `escalated`: self-routing found the cheap answer wanting and answered

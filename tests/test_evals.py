@@ -163,17 +163,19 @@ def test_paired_differences_come_with_a_95_percent_interval():
 def test_the_comparison_pairs_each_question_with_the_stronger_other_strategy():
     from hybridctx.evals import EvalConfig, EvalResult, Record, report
 
-    def record(question, strategy, score, citation=None, wrong=0.0):
+    def record(question, strategy, score, citation=None, wrong=0.0, right=None):
         return Record(task="multi_key", question=question, length=8000, budget=2000, strategy=strategy,
                       depths=[0.5], context_score=1.0, prompt_tokens=100, needle_positions=[0.5],
-                      answer="x", answer_score=score, citation_score=citation, distractor_score=wrong)
+                      answer="x", answer_score=score, citation_score=citation, distractor_score=wrong,
+                      precision_score=right)
 
     records = []
     for i in range(10):
-        records += [record(f"q{i}", "top5", 1.0 if i < 6 else 0.0, wrong=0.2 if i < 5 else 0.0),
+        records += [record(f"q{i}", "top5", 1.0 if i < 6 else 0.0, wrong=0.2 if i < 5 else 0.0,
+                           right=0.25 if i < 6 else None),  # four numbers, one right; none given
                     record(f"q{i}", "stuffing", 0.0),
                     record(f"q{i}", "hybridctx", 1.0 if i < 8 else 0.0, citation=1.0 if i < 4 else 0.0,
-                           wrong=0.2 if i < 2 else 0.0)]
+                           wrong=0.2 if i < 2 else 0.0, right=1.0 if i < 8 else 0.0)]
     result = EvalResult(config=EvalConfig(answers=True), records=records, seconds=1.0)
     header, rule, row = report.comparison(result)
     assert "95% CI" in header and rule.count("---") == header.count("|") - 1
@@ -182,6 +184,7 @@ def test_the_comparison_pairs_each_question_with_the_stronger_other_strategy():
     assert cells[6].startswith("+0.20 [") and cells[6].endswith("vs top5")
     assert cells[7] == "0.40 (10 cited)"
     assert cells[8] == "0.04 hybridctx, 0.10 top5"  # the planted wrong values each one named
+    assert cells[9] == "0.80 hybridctx, 0.25 top5"  # the names given that are right, where any were
 
 
 def test_a_question_asked_again_in_another_repeat_is_paired_by_its_turn():
@@ -195,4 +198,4 @@ def test_a_question_asked_again_in_another_repeat_is_paired_by_its_turn():
     result = EvalResult(config=EvalConfig(answers=True, strategies=["top5", "hybridctx"]), records=records, seconds=1)
     cells = [c.strip() for c in report.comparison(result)[2].strip("|").split("|")]
     assert cells[2:5] == ["4", "0.00", "0.75"] and cells[5].startswith("+0.75 [")
-    assert cells[7] == "-"  # no wrong values planted
+    assert cells[6:] == ["-", "-", "-"]  # nothing cited, no wrong values planted, no names given

@@ -163,3 +163,17 @@ def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at
     assert direct.context.stopped_by == "effective_context" and answer.context.budget_tokens == 400 + 32
     edges = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=8, ordering="edges")
     assert {w.ordering for w in [edges.context, *edges.windows]} == {"edges"}
+
+
+def test_an_effective_context_with_no_room_for_a_passage_is_refused_not_answered_from_nothing(open_pipe):
+    """Gemma's prompt head is 207 tokens: 256 leave no room for a 128-token chunk."""
+    from hybridctx import Document
+    from hybridctx.errors import InvalidArgumentError
+
+    pipe = open_pipe(effective_context=256)
+    pipe.add([Document(id=f"doc{i}", text=t, metadata={"source": f"doc{i}.md"}) for i, t in enumerate(planted())])
+    for strategy in ("map", "direct"):
+        with pytest.raises(InvalidArgumentError, match="raise Settings.effective_context"):
+            pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=32, strategy=strategy)
+    packed = pipe.pack(QUESTION, budget_tokens=256 + 32, max_new_tokens=32)  # pack packs what it is asked
+    assert packed.passages == [] and packed.stopped_by == "budget"

@@ -1,26 +1,28 @@
-"""The default `ask`: the question mapped over the windows a model reads well.
+"""The default `ask`: each passage about the question read on its own.
 
 A small model reads a few hundred tokens well (Gemma 3 270M: 512, `calibrate`), and, asked
 for several values, names one and counts up from it ("4951063, 4951064, 4951065, ...") even
 with all of them in its prompt: packed with the four needles' sentences alone, Gemma named 0.25
 of RULER's multi-value needles, as it did reading one window of whole passages (10 questions).
-Asked of each window on its own, it names the one value that window holds. So:
+Even a window of its effective size holds other numbers to confuse it with: asked of the
+passage holding the needle alone, it named the needle in 10 of 10 needle and hard-distractor
+questions of a probe, against 6 of 10 reading the window (SmolLM2-135M: 10 against 3). So:
 
 1. the candidates are packed into consecutive windows of the size the model reads well;
-2. the first window is answered as `direct` would (streamed where asked);
-3. every other window holding a sentence *about the question* (below) is asked too, in one
-   batch, and each value (a number, code or identifier: `names`) its answer takes from such a
-   sentence, and the first answer did not name, is added to the answer, citing its passage.
+2. the sentences *about the question* (below) are found in them;
+3. each passage holding such a sentence that names something (a number, code or identifier:
+   `names`) the question does not is read on its own, all in one batch;
+4. the answer is the values each reading takes from its passage's sentences about the
+   question, each citing that passage. A number a reading gives that no such sentence holds
+   (counted up, or taken from a neighbouring fact) is not an answer.
+
+A question no sentence answers with a name (how, why) is answered from the first window, as
+`direct` would, in one generation.
 
 A sentence is about the question when it shares at least `ABOUT_SHARE` of the best sentence's
 question words, each weighted by its rarity among the windows' sentences (IDF). The near
 twins of a hard-distractor key ("Kalemi" for "Kalomi") share the common words but not the
 rare key, and fall below it; the facts of a multi-value or multi-key question share all.
-On the eval tasks (Gemma 3 270M, 2k budget, 10 questions; scratch probe) this took multi-value
-answers from 0.23 to 0.68 of the values and multi-query from 0.30 to 0.50, without naming
-more distractor values; needle and multi-key answers were unchanged. A question whose
-evidence is in the first window costs one generation, as `direct`; each further window
-holding a sentence about it costs one more.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def map_answer(
     where: dict[str, str] = {}  # each grounded value, and the passage it was read in
     for (_, held), context, generation in zip(readings, contexts, generations, strict=True):
         grounded = names(generation.text) & set().union(*map(names, held)) - asked
-        if grounded:
+        if grounded and context.passages:
             citation = citation_of(context, 1, explicit=False)
             read.append((context, generation, Fact(text=" ".join(s.strip() for s in held), citations=[citation])))
             where |= {v: citation.location for v in sorted(grounded) if v not in where}
