@@ -108,7 +108,8 @@ def main() -> None:
             f"{f', load {load:.1f} at the end' if load is not None else ''}. {f'{note} ' if note else ''}"
             "Share of planted values the answer names; hybridctx minus the stronger other strategy on the same "
             "questions, with a 95% bootstrap interval; the share of hybridctx's cited passages that hold "
-            "a planted value; and, where wrong answers were planted, the share of them each of the two named.",
+            "a planted value; where wrong answers were planted, the share of them each of the two named; and "
+            "the share of the names (numbers, codes) each of the two gave that are right.",
             "",
             *report.comparison(result, "answer"),
             "",
@@ -118,8 +119,9 @@ def main() -> None:
         "",
         "`bench/bench_answers.py`: the `hybridctx eval` tasks, 32k-token haystacks of the essays, 48 answer tokens. "
         "hybridctx is the default `ask`: recall scaled to the budget, multi-hop retrieval, and the `map` strategy "
-        "over windows of the model's calibrated effective context (the first window answered; the values that "
-        "other windows' answers take from sentences about the question added). Results per model in "
+        "over windows of the model's calibrated effective context (each passage holding a sentence about the "
+        "question that names a value read on its own, the answer the values the readings take from those "
+        "sentences, each cited; the first window answered where none does). Results per model in "
         "`bench/answers_<model>.json`.",
         "",
         *lines,
