@@ -155,7 +155,8 @@ def print_answer(answer: Answer, streamed: bool = False) -> None:
     for fact in answer.facts:
         sources = ", ".join(c.location for c in fact.citations) or "no passage"
         out.print(f"  [dim]- {fact.text} ({sources})[/]", highlight=False)
-    route = answer.route + (f" over {len(answer.windows)} windows" if answer.windows else "")
+    read = "passages read on their own" if answer.route == "map" and answer.facts else "windows"
+    route = answer.route + (f" over {len(answer.windows)} {read}" if answer.windows else "")
     route += ", escalated" if answer.escalated else ""
     text = "" if streamed else f"[bold]Answer:[/] {escape(answer.text) or '(empty)'}  "
     out.print(f"{text}[dim]({route})[/]", highlight=False)

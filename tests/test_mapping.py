@@ -177,3 +177,14 @@ def test_an_effective_context_with_no_room_for_a_passage_is_refused_not_answered
             pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=32, strategy=strategy)
     packed = pipe.pack(QUESTION, budget_tokens=256 + 32, max_new_tokens=32)  # pack packs what it is asked
     assert packed.passages == [] and packed.stopped_by == "budget"
+
+
+def test_the_cli_says_an_answer_was_read_passage_by_passage(tokenizer):
+    from hybridctx.cli import out, print_answer
+
+    answer, asked, _ = mapped(tokenizer, {v: f"{v}." for v in VALUES})
+    with out.capture() as printed:
+        print_answer(answer)
+    shown = " ".join(printed.get().split())
+    assert f"(map over {len(asked)} passages read on their own)" in shown
+    assert all(f"- {f.text} ({f.citations[0].location})" in shown for f in answer.facts)
