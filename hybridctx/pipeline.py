@@ -41,7 +41,7 @@ from hybridctx.generate import (
     unsupported_citations,
 )
 from hybridctx.generate.calibration import Calibration, calibrate, load_calibration, save_calibration
-from hybridctx.generate.mapping import map_answer, pack_windows
+from hybridctx.generate.mapping import map_answer, pack_alone, pack_windows
 from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, TrimmedText, result_of
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, answer_by
 from hybridctx.index.indexer import Indexer, Profiler, refresh_profiles
@@ -358,9 +358,8 @@ class Pipeline:
             )]
 
             def alone(passage: Passage) -> PackedContext:  # one passage, read on its own
-                hits = [h for h in found.hits if h.chunk.id in passage.chunk_ids]
-                return _reported(self.packer.pack(
-                    query, hits, call.read_tokens, max_new_tokens=call.max_new_tokens, ordering=call.ordering
+                return _reported(pack_alone(
+                    self.packer, query, found.hits, passage, call.read_tokens, call.max_new_tokens, call.ordering
                 ), found, call)
 
             return map_answer(
@@ -561,7 +560,7 @@ class _PerCall:
 
 def _reported(context: PackedContext, found: Candidates, call: _PerCall) -> PackedContext:
     """`context` saying where its candidates came from, and that the model's effective context
-    (not the caller's budget) cut it, where it did."""
+    (not the caller's budget) cut it, where it did; refused where that cut left no passage."""
     update: dict[str, Any] = {"recall": found.recall_of(context)}
     if context.budget_tokens < call.budget_tokens and context.stopped_by == "budget":
         update["stopped_by"] = "effective_context"

@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
 def hits_of(texts: list[str]) -> list:
     """One single-chunk document per text, ranked in order (hits from elsewhere: no profiles)."""
     from hybridctx.schema import Chunk, Hit

@@ -6,7 +6,7 @@ import pytest
 from conftest import hits_of
 
 from hybridctx.generate.backend import Generation
-from hybridctx.generate.mapping import about, map_answer, pack_windows
+from hybridctx.generate.mapping import about, map_answer, pack_alone, pack_windows
 from hybridctx.pack import Packer
 from hybridctx.schema import Answer, PackedContext, Usage
 
@@ -67,7 +67,7 @@ def mapped(tokenizer, written: dict[str, str], first=None, on_text=None):
     assert len(windows) >= 3  # each planted document fills most of a window
 
     def alone(passage):
-        return packer.pack(QUESTION, [h for h in hits if h.chunk.id in passage.chunk_ids], 400, max_new_tokens=50)
+        return pack_alone(packer, QUESTION, hits, passage, 400, 50)
 
     def unused(window):
         raise AssertionError("a reading named a grounded value: the first window is not answered whole")

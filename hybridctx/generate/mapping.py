@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from hybridctx.generate.backend import Backend, Generation, total_usage
+from hybridctx.generate.backend import Backend, total_usage
 from hybridctx.generate.citations import citation_of, content_words
 from hybridctx.pack import Packer
 from hybridctx.retrieve import names, sentences
@@ -57,6 +57,17 @@ def pack_windows(
         over = {d.chunk_id for d in window.dropped if d.reason == "over_budget"}
         remaining = [h for h in remaining if h.chunk.id in over]
     return windows or [packer.pack(query, hits, budget_tokens, max_new_tokens=max_new_tokens, ordering=ordering)]
+
+
+def pack_alone(
+    packer: Packer, query: str, hits: Sequence[Hit], passage: Passage, budget_tokens: int, max_new_tokens: int,
+    ordering: Ordering = "canonical",
+) -> PackedContext:
+    """`passage` packed on its own from the hits it was made of: one reading's prompt."""
+    ids = set(passage.chunk_ids)
+    return packer.pack(
+        query, [h for h in hits if h.chunk.id in ids], budget_tokens, max_new_tokens=max_new_tokens, ordering=ordering
+    )
 
 
 def about(query: str, windows: Sequence[PackedContext], share: float = ABOUT_SHARE) -> list[list[tuple[int, str]]]:
@@ -96,23 +107,25 @@ def map_answer(
     the answer once it is written."""
     started = time.perf_counter()
     asked = names(query)
-    readings = [
-        (window.passages[number - 1], held)
-        for window, found in zip(windows, about(query, windows), strict=True)
-        for number in dict.fromkeys(n for n, _ in found)
-        if (held := [s for n, s in found if n == number and names(s) - asked])
-    ][:max_readings]
+    readings: list[tuple[Passage, list[str]]] = []  # a passage, and its sentences about the question naming a value
+    for window, found in zip(windows, about(query, windows), strict=True):
+        by_passage: dict[int, list[str]] = {}
+        for number, sentence in found:
+            if names(sentence) - asked:
+                by_passage.setdefault(number, []).append(sentence)
+        readings += [(window.passages[number - 1], held) for number, held in by_passage.items()]
+    readings = readings[:max_readings]
     if not readings:
         return first(windows[0]).model_copy(update={"route": "map"})
     contexts = [alone(passage) for passage, _ in readings]
     generations = backend.generate_many(contexts, max_new_tokens, temperature)
-    read: list[tuple[PackedContext, Generation, Fact]] = []
+    read: list[tuple[PackedContext, str, Fact]] = []
     where: dict[str, str] = {}  # each grounded value, and the passage it was read in
     for (_, held), context, generation in zip(readings, contexts, generations, strict=True):
         grounded = names(generation.text) & set().union(*map(names, held)) - asked
         if grounded and context.passages:
             citation = citation_of(context, 1, explicit=False)
-            read.append((context, generation, Fact(text=" ".join(s.strip() for s in held), citations=[citation])))
+            read.append((context, generation.text, Fact(text=" ".join(held), citations=[citation])))
             where |= {v: citation.location for v in sorted(grounded) if v not in where}
     if not read:
         answer = first(windows[0])
@@ -120,11 +133,11 @@ def map_answer(
             "route": "map", "windows": [windows[0], *contexts],
             "usage": total_usage([*generations, answer], seconds=time.perf_counter() - started),
         })
-    lead_context, lead, _ = read[0]
-    text = lead.text.strip()
-    if not names(text) - asked <= where.keys():  # it names what no sentence about the question holds
-        text = ""
-    listed = ", ".join(f"{v} ({location})" for v, location in where.items() if v not in names(text))
+    lead_context, text, _ = read[0]
+    text, given = text.strip(), names(text)
+    if not given - asked <= where.keys():  # it names what no sentence about the question holds
+        text, given = "", set()
+    listed = ", ".join(f"{v} ({location})" for v, location in where.items() if v not in given)
     if listed:
         text += ("\nOther passages also name: " if text else "The passages about the question name: ") + listed + "."
     if on_text is not None:
