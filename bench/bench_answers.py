@@ -35,8 +35,9 @@ from hybridctx.evals import EvalConfig, EvalResult, report, run_eval  # noqa: E4
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
 from hybridctx.generate.models import embedded_safetensors  # noqa: E402
 from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
-from hybridctx.pipeline import Pipeline, embedder_from  # noqa: E402
+from hybridctx.pipeline import Pipeline  # noqa: E402
 from hybridctx.settings import Settings, default_cache_dir  # noqa: E402
+from hybridctx.stages import embedder_from  # noqa: E402
 
 HERE = Path(__file__).parent
 WINDOW = 8192

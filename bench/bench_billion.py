@@ -45,8 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from _results import percentile, write_section  # noqa: E402
 
 from hybridctx import Pipeline  # noqa: E402
-from hybridctx.demo import stdlib_files  # noqa: E402
 from hybridctx.evals.essays import paul_graham_essays  # noqa: E402
+from hybridctx.evals.stdlib import stdlib_files  # noqa: E402
 from hybridctx.schema import Document  # noqa: E402
 
 SEED = 17

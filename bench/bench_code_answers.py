@@ -22,7 +22,7 @@ from pathlib import Path
 from _results import write_section
 
 from hybridctx import Pipeline
-from hybridctx.demo import QUESTIONS, stdlib_files
+from hybridctx.demo import QUESTIONS, demo_files
 from hybridctx.generate.grounded import defined_symbols
 
 # The demo's questions, then 17 more over modules of the demo corpus: (question, module.function).
@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kb = Path(tmp) / "kb"
         with Pipeline.open(kb, show_progress=False) as pipe:
-            pipe.add(stdlib_files(args.max_files))
+            pipe.add(demo_files(args.max_files))
         for read in args.reads:
             with Pipeline.open(kb, show_progress=False, effective_context=read,
                                budget_tokens=max(2048, read + 200)) as pipe:

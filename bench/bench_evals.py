@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from hybridctx.evals import EvalConfig, report, run_eval  # noqa: E402
-from hybridctx.settings import Settings  # noqa: E402
+from hybridctx.evals import EvalConfig, eval_settings, report, run_eval  # noqa: E402
+from hybridctx.pipeline import shared_pipelines  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     config = EvalConfig.quick() if args.quick else EvalConfig()
-    result = run_eval(config, settings=Settings())
+    with shared_pipelines(eval_settings(config)) as open_kb:
+        result = run_eval(config, open_kb)
     console = Console(width=160)
     console.print(report.table(result, "context"))
     out = HERE / "evals-output"

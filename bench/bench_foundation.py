@@ -24,7 +24,7 @@ from pathlib import Path
 from _results import percentile, write_section
 
 from hybridctx import Pipeline
-from hybridctx.demo import QUESTIONS, stdlib_files
+from hybridctx.demo import QUESTIONS, demo_files
 from hybridctx.embed import SentenceTransformerEmbedder
 from hybridctx.sources import iter_documents
 
@@ -34,14 +34,14 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, default=300)
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
-    files = stdlib_files(args.max_files)
+    files = demo_files(args.max_files)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     embedder.embed(["warm up"] * 64)
 
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline.open(Path(tmp) / "kb", embedder=embedder, show_progress=False)
         # Raw encode on exactly the chunks the pipeline will produce.
-        chunks = [c for d in iter_documents(files) if hasattr(d, "text") for c in pipe.chunker.chunk(d)]
+        chunks = [c for d in iter_documents(files) if hasattr(d, "text") for c in pipe.stages.chunker.chunk(d)]
         texts = [c.text for c in chunks]
         t0 = time.perf_counter()
         for start in range(0, len(texts), 256):

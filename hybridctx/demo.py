@@ -9,7 +9,6 @@ reading READ_TOKENS): the embedded 270M model, answering freely, named none of t
 from __future__ import annotations
 
 import fcntl
-import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hybridctx.evals.stdlib import stdlib_files, stdlib_root
 from hybridctx.generate.grounded import defined_symbols
 
 if TYPE_CHECKING:
@@ -35,35 +35,12 @@ QUESTIONS: tuple[tuple[str, str, str], ...] = (
     ("How do I split a command line string into tokens like a POSIX shell, respecting quotes?", "shlex.py", "split"),
     ("How do I convert a color from RGB to HSV coordinates?", "colorsys.py", "rgb_to_hsv"),
 )
-_SKIPPED_PARTS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 
 
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def stdlib_files(max_files: int | None = 300) -> list[Path]:
-    """The standard library's Python files (tests excluded).
-
-    With `max_files`, the smallest `max_files` files plus the modules the demo asks about,
-    so the demo indexes in well under a minute on a laptop CPU.
-    """
-    root = stdlib_root()
-    files = sorted(
-        (
-            p
-            for p in root.rglob("*.py")
-            if not _SKIPPED_PARTS & set(p.relative_to(root).parts) and p.stat().st_size > 0
-        ),
-        key=lambda p: (p.stat().st_size, str(p)),
-    )
-    if max_files is None:
-        return files
-    chosen = files[:max_files]
-    for _, module, _ in QUESTIONS:
-        if (root / module) not in chosen:
-            chosen.append(root / module)
-    return chosen
+def demo_files(max_files: int | None = 300) -> list[Path]:
+    """The standard library files the demo indexes: the smallest `max_files`, plus the
+    modules its questions are about."""
+    return stdlib_files(max_files, include=[module for _, module, _ in QUESTIONS])
 
 
 @contextmanager

@@ -9,28 +9,16 @@ default: dense retrieval finds paraphrases, lexical retrieval finds rare exact t
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from hybridctx.embed import Embedder
 from hybridctx.errors import EmptyQueryError, InvalidArgumentError
 from hybridctx.index.kb import KnowledgeBase
-from hybridctx.schema import MAX_K, Chunk, Hit, PackedContext, Recall, Scope
+from hybridctx.schema import MAX_K, Chunk, Hit, Scope
+from hybridctx.text import names, sentences
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
-# Everything a scope sees is packed whole when its embedding-model tokens are at most this
-# many times the budget (the reader's tokenizer may count the same text differently).
-WHOLE_CORPUS_SLACK = 1.5
-# Candidates for a budget: enough chunks to fill it this many times over, so that what
-# duplicates, overlaps already shown and near copies take out still fills it; and never
-# fewer than the classic generous recall. A pack left short retrieves this many times more.
-RECALL_PER_BUDGET = 3
-DEFAULT_K = 100
-MORE_RECALL = 4
-# A pack filling less of its budget than this, with candidates left in the corpus, retrieves more.
-FILL_TARGET = 0.9
+DEFAULT_K = 100  # what `retrieve` returns when no k is asked for: the classic generous recall
 _EVERYTHING = Scope()
 
 
@@ -139,25 +127,6 @@ def _min_max(scores: list[float]) -> list[float]:
     return [(s - low) / (high - low) if high > low else 1.0 for s in scores]
 
 
-# Names: the rare, exact terms that chain facts together (identifiers, codes, numbers of three
-# digits or more, acronyms), as opposed to the prose words of a question.
-_NAME = re.compile(
-    r"(?<![\w.])(?:[A-Z][A-Z0-9_]{2,}|[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*"
-    r"|[A-Z][a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]*\d{3,}[A-Za-z0-9]*)(?![\w])"
-)
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?](?=\s|$))?")
-
-
-def names(text: str) -> set[str]:
-    """The names in `text` (see `_NAME`): what a follow-up retrieval can look for exactly."""
-    return set(_NAME.findall(text))
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences (or lines) of `text`, each with the names it ties together."""
-    return _SENTENCE.findall(text)
-
-
 class MultiHopRetriever:
     """Follows the question's names (an identifier, a code, a number) and chains of facts
     (X = Y; Y = 7).
@@ -222,49 +191,17 @@ class MultiHopRetriever:
         return _hits([(chunks[chunk_id], score[chunk_id]) for chunk_id in best])
 
 
-@dataclass
-class Candidates:
-    """What `pack` and `ask` start from, and whether it is everything the scope sees."""
-
-    hits: list[Hit]
-    whole_corpus: bool
-    k: int = 0  # how many were asked for: fewer came back when the scope holds fewer
-
-    def short_of(self, context: PackedContext) -> bool:
-        """True if `context` ran out of these candidates well short of its budget while the
-        scope holds more: a larger retrieval would fill it."""
-        room = context.budget_tokens - context.max_new_tokens
-        return (
-            context.stopped_by == "candidates" and not self.whole_corpus and len(self.hits) >= self.k
-            and self.k < MAX_K and context.token_count < FILL_TARGET * room
-        )
-
-    @property
-    def more(self) -> int:
-        """How many to retrieve when these came out short: `MORE_RECALL` times as many, within MAX_K."""
-        return min(MAX_K, self.k * MORE_RECALL)
-
-    def recall_of(self, context: PackedContext) -> Recall:
-        """"whole_corpus" if the whole corpus was retrieved and all of it fitted the window."""
-        if self.whole_corpus and not any(d.reason == "over_budget" for d in context.dropped):
-            return "whole_corpus"
-        return "retrieved"
-
-
-def recall_k(budget_tokens: int, chunk_stride_tokens: int) -> int:
-    """How many candidates a budget calls for: `RECALL_PER_BUDGET` times the chunks it holds
-    (`chunk_stride_tokens`: the new tokens each chunk adds past its overlap), at least `DEFAULT_K`.
-    A fixed k=100 filled 12,191 tokens of a 64k budget over a 250k-token corpus."""
-    return min(MAX_K, max(DEFAULT_K, math.ceil(RECALL_PER_BUDGET * budget_tokens / chunk_stride_tokens)))
-
-
-def candidates(
-    retriever: Retriever, kb: KnowledgeBase, query: str, k: int, budget_tokens: int, scope: Scope
-) -> Candidates:
-    """A generous retrieval of `k`; everything the scope sees when it is about the budget's
-    size (then nothing is lost to retrieval). What the scope sees is counted only as far as
-    the budget calls for (`ChunkStore.visible_size`): O(1) for everything, O(budget) for a scope."""
-    chunks, tokens = kb.store.visible_size(scope, tokens_above=math.ceil(WHOLE_CORPUS_SLACK * budget_tokens))
-    whole_corpus = 0 < chunks and tokens <= WHOLE_CORPUS_SLACK * budget_tokens
-    k = min(MAX_K, max(k, chunks)) if whole_corpus else k
-    return Candidates(retriever.retrieve(query, k, scope), whole_corpus, k)
+def build_retriever(
+    kb: KnowledgeBase, embedder: Embedder, mode: RetrievalMode = "hybrid", *, dense_weight: float = 1.0,
+    lexical_weight: float = 1.0, fusion_depth: int = 100, hops: int = 3, rrf_k: int = 60,
+) -> Retriever:
+    """The retriever `Settings.retrieval` names over `kb`, following names `hops` times (0: one retrieval)."""
+    lexical = LexicalRetriever(kb)
+    first: Retriever
+    if mode == "lexical":
+        first = lexical
+    elif mode == "dense":
+        first = DenseRetriever(kb, embedder)
+    else:
+        first = HybridRetriever(DenseRetriever(kb, embedder), lexical, dense_weight, lexical_weight, fusion_depth)
+    return MultiHopRetriever(first, lexical, hops, rrf_k=rrf_k) if hops else first

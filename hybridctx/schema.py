@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from hybridctx.errors import InvalidArgumentError
 
 # The most candidates one retrieval may ask for: a 1M-token window holds about 8,000 chunks
 # of 128 tokens, so this is generous recall many times over; beyond it, a typo (k=10**9 made
@@ -223,6 +225,35 @@ class Scope(BaseModel):
 
     filters: dict[str, Any] | None = None
     principal: str | None = None
+
+    @classmethod
+    def of(cls, filters: Any = None, principal: Any = None) -> Scope:
+        """A caller's `filters` and `principal`, checked (`InvalidArgumentError` names what is wrong)."""
+        try:
+            return cls(filters=None if filters is None else dict(filters), principal=principal)
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise InvalidArgumentError(
+                f"filters must map metadata names to values, and principal be a string: {exc}"
+            ) from exc
+
+
+class Reading(BaseModel):
+    """How one call reads, settled before any work (`Reader.reading`) and handed from the
+    pipeline through the pack stage to the answering strategy: the caller's budget, what is
+    packed per window (less where the model reads less well: `Pipeline.calibrate`), the room
+    kept for the answer, and the passage order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    budget_tokens: int
+    read_tokens: int
+    max_new_tokens: int
+    ordering: Ordering = "canonical"
+
+    def at(self, budget_tokens: int) -> Reading:
+        """The same reading for another budget (self-route's whole window), still read per window."""
+        read_tokens = min(budget_tokens, self.read_tokens)
+        return self.model_copy(update={"budget_tokens": budget_tokens, "read_tokens": read_tokens})
 
 
 class DocumentInfo(BaseModel):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybridctx.cache import default_cache_dir
 from hybridctx.errors import BudgetTooLargeError
 from hybridctx.generate.openai_compatible import OpenAISettings
 from hybridctx.generate.vllm import VLLMSettings
@@ -14,16 +15,6 @@ from hybridctx.schema import MAX_K, Ordering, Strategy
 from hybridctx.sources import MAX_FILE_BYTES
 
 __all__ = ["Settings", "Strategy", "default_cache_dir"]
-
-
-def default_cache_dir() -> Path:
-    """Where model files prepared once (e.g. an assembled GGUF) are kept."""
-    import os
-
-    root = os.environ.get("HYBRIDCTX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hybridctx"
-    )
-    return Path(root)
 
 
 class Settings(BaseModel):

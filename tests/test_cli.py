@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridctx.cli import app
-from hybridctx.demo import QUESTIONS, stdlib_files
+from hybridctx.demo import QUESTIONS, demo_files
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_two_demos_at_once_both_answer_and_leave_a_clean_terminal(tmp_path):
     assert "waiting for it to finish" in second and "waiting" not in first
     assert "time: embed" in first  # the first indexed; the second found it all there
     assert re.search(r"chunks added\s+│ 0 ", second)
-    assert re.search(rf"documents unchanged \(skipped\)\s+│ {len(stdlib_files())} ", second)
+    assert re.search(rf"documents unchanged \(skipped\)\s+│ {len(demo_files())} ", second)
     for out, err in outputs:
         questions = out.split("Question:")[1:]
         assert len(questions) == 3

@@ -78,10 +78,11 @@ def test_missing_paths_and_odd_items_are_refused_up_front(tmp_path):
 
 
 def test_demo_corpus_is_the_standard_library_without_tests_or_empty_files():
-    from hybridctx.demo import QUESTIONS, stdlib_files, stdlib_root
+    from hybridctx.demo import QUESTIONS, demo_files
+    from hybridctx.evals.stdlib import stdlib_files, stdlib_root
 
     everything = stdlib_files(None)
-    demo = stdlib_files(300)
+    demo = demo_files(300)
     assert len(everything) > len(demo) >= 300
     assert all(p.stat().st_size > 0 and "test" not in p.relative_to(stdlib_root()).parts for p in everything)
     assert {stdlib_root() / module for _, module, _ in QUESTIONS} <= set(demo)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from hybridctx.cache import default_cache_dir
 from hybridctx.errors import ModelUnavailableError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,8 +111,6 @@ def derived_model_folder(kind: str, model: str, cache_dir: Path | None, make: Ca
     half-made model, and two processes making it at once both end with the same folder.
     `cache_dir` defaults to the settings' default cache.
     """
-    from hybridctx.settings import default_cache_dir
-
     source = resolve_model_path(model)
     target = Path(cache_dir or default_cache_dir()) / "models" / f"{kind}-{weights_hash(source)}"
     if target.is_dir():

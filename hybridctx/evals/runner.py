@@ -13,12 +13,14 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from hybridctx.evals.calibrate import stuffed
 from hybridctx.evals.essays import paul_graham_essays
 from hybridctx.evals.tasks import (
     GENERATORS,
@@ -30,15 +32,39 @@ from hybridctx.evals.tasks import (
     cut_haystack,
     plant_at_depths,
 )
-from hybridctx.generate.calibration import stuffed
-from hybridctx.pipeline import Pipeline, build_backend, embedder_from
-from hybridctx.retrieve import names
-from hybridctx.schema import Answer, Document, PackedContext
+from hybridctx.pack import Packer
+from hybridctx.schema import Answer, Document, Hit, PackedContext
 from hybridctx.settings import Settings
 from hybridctx.sources import iter_documents
+from hybridctx.text import names
 
 StrategyName = Literal["top5", "stuffing", "hybridctx"]
 STRATEGIES: tuple[StrategyName, ...] = ("top5", "stuffing", "hybridctx")
+
+
+class Evaluated(Protocol):
+    """What the evaluation asks of the system it measures: a `Pipeline` over one haystack's KB."""
+
+    @property
+    def packer(self) -> Packer: ...
+
+    def add(self, items: Any) -> Any: ...
+
+    def retrieve(self, query: str, k: int | None = None) -> list[Hit]: ...
+
+    def pack(
+        self, query: str, budget_tokens: int | None = None, hits: Sequence[Hit] | None = None, *,
+        max_new_tokens: int | None = None,
+    ) -> PackedContext: ...
+
+    def ask(self, query: str, budget_tokens: int | None = None, *, max_new_tokens: int | None = None) -> Answer: ...
+
+    def generate(self, context: PackedContext, max_new_tokens: int | None = None) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+OpenKB = Callable[[Path], Evaluated]  # a system over a new KB in the folder given
 
 
 class EvalConfig(BaseModel):
@@ -97,28 +123,19 @@ class EvalResult(BaseModel):
     seconds: float
 
 
-def run_eval(
-    config: EvalConfig, pipeline_factory=None, show_progress: bool = True, settings: Settings | None = None
-) -> EvalResult:
-    """Run `config`. `pipeline_factory(folder) -> Pipeline` makes the KB of each haystack; by
-    default each is opened with `settings` (the defaults: the embedded models) and `k=config.k`,
-    all sharing one embedding model and one backend, which is closed at the end.
-
-    Context level measures what a reader whose window holds each budget would be shown, so
-    the embedded model is opened with a window of the largest budget measured."""
-    if pipeline_factory is not None:
-        return _run(config, pipeline_factory, show_progress)
+def eval_settings(config: EvalConfig, settings: Settings | None = None) -> Settings:
+    """`settings` (default: the embedded models) as the evaluation opens each KB: with its
+    recall `k`, no progress bars of its own, and the embedded model's window widened to the
+    largest budget measured (context level measures what a reader of that window is shown)."""
     settings = settings or Settings()
     window = max(settings.context_window, *config.budgets, *(config.answer_budgets if config.answers else []))
-    shared = settings.model_copy(update={"k": config.k, "show_progress": False, "context_window": window})
-    embedder, backend = embedder_from(shared), build_backend(shared)
-    try:
-        return _run(config, lambda folder: Pipeline(folder, shared, embedder=embedder, backend=backend), show_progress)
-    finally:
-        backend.close()
+    return settings.model_copy(update={"k": config.k, "show_progress": False, "context_window": window})
 
 
-def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:
+def run_eval(config: EvalConfig, open_kb: OpenKB, show_progress: bool = True) -> EvalResult:
+    """Run `config`; `open_kb(folder)` makes the system measured over each haystack's KB
+    (`hybridctx.pipeline.shared_pipelines(eval_settings(config))`: pipelines sharing one
+    embedding model and one backend)."""
     started = time.perf_counter()
     source = _source_documents(config.haystack)
     rng = TaskRandom(config.seed)
@@ -133,7 +150,7 @@ def _run(config: EvalConfig, factory, show_progress: bool) -> EvalResult:
             fact_cases = [c for t in config.tasks if t != "aggregation" for c in GENERATORS[t](rng, config.depths)]
             jobs = ([fact_cases] if fact_cases else []) + ([[]] if "aggregation" in config.tasks else [])
             for index, cases in enumerate(jobs):
-                pipe = factory(Path(tmp) / f"kb-{length}-{repeat}-{index}")
+                pipe = open_kb(Path(tmp) / f"kb-{length}-{repeat}-{index}")
                 try:
                     counter = pipe.packer.counter
                     if cases:
@@ -163,7 +180,7 @@ def _planted_haystack(source: list[Document], counter, length: int, cases: list[
     return plant_at_depths(haystack, sentences)
 
 
-def _measure(pipe: Pipeline, case: Case, haystack: list[Document], length: int, config: EvalConfig) -> list[Record]:
+def _measure(pipe: Evaluated, case: Case, haystack: list[Document], length: int, config: EvalConfig) -> list[Record]:
     records = []
     for budget in config.budgets:
         for strategy in config.strategies:
@@ -211,7 +228,7 @@ def _precision_score(case: Case, answer: Answer) -> float | None:
 
 
 def _context(
-    pipe: Pipeline, strategy: StrategyName, question: str, haystack: list[Document], budget_tokens: int,
+    pipe: Evaluated, strategy: StrategyName, question: str, haystack: list[Document], budget_tokens: int,
     max_new_tokens: int = 0,
 ) -> PackedContext:
     if strategy == "top5":
@@ -223,7 +240,7 @@ def _context(
 
 
 def _stuffed(
-    pipe: Pipeline, question: str, haystack: list[Document], budget_tokens: int, max_new_tokens: int
+    pipe: Evaluated, question: str, haystack: list[Document], budget_tokens: int, max_new_tokens: int
 ) -> PackedContext:
     """The haystack's first tokens as one passage, cut to fill the budget."""
     return stuffed(pipe.packer, question, tuple(d.text for d in haystack), budget_tokens, max_new_tokens)

@@ -4,7 +4,7 @@ Backends hand pieces to an `on_text` callback (llama.cpp and OpenAI-compatible s
 token, vLLM's offline engine as its step loop produces them). `AnswerStream` runs the call on a
 worker thread (the pipeline's pool) and hands the pieces to a `for` loop, `AsyncAnswerStream` to
 an `async for` loop, so that a caller iterates instead of passing a callback and an event loop
-never waits on model work. `Pipeline.generate` passes the pieces through `TrimmedText`, so that
+never waits on model work (`Workers`: the pool). `Reader.answer` passes the pieces through `TrimmedText`, so that
 joined they are exactly `Answer.text`.
 """
 
@@ -14,9 +14,9 @@ import math
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -25,6 +25,7 @@ import anyio.lowlevel
 from hybridctx.schema import Answer
 
 Call = Callable[[Callable[[str], None]], Answer]  # runs the answer, handing pieces to its argument
+_T = TypeVar("_T")
 
 
 class StreamClosed(Exception):
@@ -185,3 +186,29 @@ async def result_of(future: Future[Any]) -> Any:
     future.add_done_callback(wake)
     await done.wait()
     return future.result()
+
+
+class Workers:
+    """The threads that async and streamed calls run on (`Settings.max_concurrency` of them),
+    shared by a pipeline and its sessions: waiting calls queue, holding no thread, and the
+    threads keep their SQLite connections warm."""
+
+    def __init__(self, threads: int) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="hybridctx")
+
+    def stream(self, call: Call) -> AnswerStream:
+        """`call` on a worker, its pieces handed to a `for` loop."""
+        return AnswerStream(call, self.pool)
+
+    def astream(self, call: Call) -> AsyncAnswerStream:
+        """`call` on a worker, its pieces handed to an `async for` loop."""
+        return AsyncAnswerStream(call, self.pool)
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """`work` on a worker, awaited."""
+        result: _T = await result_of(self.pool.submit(work))
+        return result
+
+    def close(self) -> None:
+        """Calls not started are dropped; running ones finish."""
+        self.pool.shutdown(cancel_futures=True)

@@ -7,12 +7,8 @@
   into several windows that share one instruction prefix (so a prefix-caching backend
   computes it once); facts are extracted from all windows in one batch, then one more prompt,
   whose passages are those facts, reduces them to the answer.
-- **Map** (the default, `mapping`): the direct answer of the first window the model reads
-  well, plus the values other windows' answers take from sentences about the question.
 - **Self-route**: the cheap route first (a small budget, a direct answer); when the model
   says the documents do not contain the answer, ask again with the model's whole window.
-
-`answer_by` picks the route for a `Strategy`.
 
 Citations are checked throughout: a cited passage number that the prompt did not show is
 dropped and reported in `Answer.unsupported_citations`. A fact the model listed without a
@@ -26,16 +22,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hybridctx.errors import InvalidArgumentError
-from hybridctx.generate.backend import Backend, Generation, total_usage
+from hybridctx.generate.backend import Generation, total_usage
 from hybridctx.generate.citations import citation_of, cite, markers, supports, unsupported_citations
-from hybridctx.generate.mapping import pack_windows
-from hybridctx.pack import Packer
+from hybridctx.generate.reader import Reader
+from hybridctx.generate.strategy import AnswerStrategy, Question
+from hybridctx.pack.context import ContextBuilder
 from hybridctx.pack.prompt import PromptTemplate
-from hybridctx.schema import Answer, Citation, Fact, Hit, PackedContext, Passage, Strategy
+from hybridctx.schema import Answer, Citation, Fact, PackedContext, Passage
 
 FACTS_TEMPLATE = PromptTemplate(
     head=(
@@ -104,24 +100,34 @@ def parse_facts(text: str) -> ParsedFacts:
 
 
 class Synthesizer:
-    """Synthesis and map-reduce over one backend; `packer` uses `FACTS_TEMPLATE`."""
+    """Synthesis and map-reduce: `builder` packs with `FACTS_TEMPLATE`; the reduce prompt
+    quotes the facts in `answer_template` (`ask`'s own)."""
 
-    def __init__(self, backend: Backend, packer: Packer, answer_template: PromptTemplate | None = None) -> None:
-        self.backend = backend
-        self.packer = packer
+    def __init__(
+        self, builder: ContextBuilder, reader: Reader, answer_template: PromptTemplate | None = None,
+        max_windows: int = 8,
+    ) -> None:
+        self.builder = builder
+        self.reader = reader
         self.answer_template = answer_template or PromptTemplate()
+        self.max_windows = max_windows
 
-    def answer(
-        self, query: str, hits: Sequence[Hit], budget_tokens: int, max_new_tokens: int, *,
-        max_windows: int = 8, temperature: float = 0.0,
-    ) -> Answer:
-        """Synthesis in one window when the hits fit it, map-reduce over windows otherwise."""
-        windows = pack_windows(self.packer, query, hits, budget_tokens, max_new_tokens, max_windows)
+    def answer(self, question: Question) -> Answer:
+        """Synthesis in one window when the candidates fit it, map-reduce over windows otherwise;
+        `on_text` receives the answer once it is parsed (the model writes the facts first)."""
+        query, reading = question.query, question.reading
+        windows = self.builder.windows(query, reading, question.scope, self.max_windows).contexts
         started = time.perf_counter()
-        generations = self.backend.generate_many(windows, max_new_tokens, temperature, stop=FACTS_STOP)
+        generations = self.reader.backend.generate_many(
+            windows, reading.max_new_tokens, question.temperature, stop=FACTS_STOP
+        )
         if len(windows) == 1:
-            return self._synthesis_answer(windows[0], generations[0])
-        return self._reduce(query, windows, generations, max_new_tokens, temperature, started)
+            result = self._synthesis_answer(windows[0], generations[0])
+        else:
+            result = self._reduce(query, windows, generations, reading.max_new_tokens, question.temperature, started)
+        if question.on_text is not None and result.text:
+            question.on_text(result.text)
+        return result
 
     def _synthesis_answer(self, context: PackedContext, generation: Generation) -> Answer:
         parsed = parse_facts(generation.text)
@@ -151,7 +157,7 @@ class Synthesizer:
             facts += _backed_facts(parse_facts(generation.text).facts, window)
             unsupported += unsupported_citations(generation.text, window)
         reduce_context = self._facts_context(query, facts)
-        final = self.backend.generate(reduce_context, max_new_tokens, temperature)
+        final = self.reader.backend.generate(reduce_context, max_new_tokens, temperature)
         numbers = [n for n in markers(final.text) if reduce_context.passage(n) is not None]
         citations = [c for n in numbers for c in facts[n - 1].citations]
         return Answer(
@@ -179,46 +185,33 @@ class Synthesizer:
             ))
         template = self.answer_template
         prompt = template.render(query, passages)
-        counter = self.packer.counter
+        counter = self.builder.packer.counter
         return PackedContext(
             query=query, prompt=prompt, chunks=[], passages=passages, token_count=counter.count(prompt),
-            budget_tokens=self.backend.context_window, prefix_token_count=counter.count(template.head),
+            budget_tokens=self.reader.backend.context_window, prefix_token_count=counter.count(template.head),
         )
 
 
-def answer_by(
-    strategy: Strategy,
-    direct: Callable[[], Answer],
-    mapped: Callable[[], Answer],
-    synthesis: Callable[[int], Answer],
-    budget_tokens: int,
-    window_tokens: int,
-) -> Answer:
-    """The answer `strategy` calls for, given the routes: `direct()` (one packed prompt),
-    `mapped()` (`mapping.map_answer` over the windows of the caller's budget) and
-    `synthesis(budget_tokens)` (`Synthesizer.answer` at that budget). "self_route" answers
-    directly and escalates to synthesis over the model's whole window (`window_tokens`) when
-    the direct answer says the documents do not contain one."""
-    if strategy == "map":
-        return mapped()
-    if strategy == "direct":
-        return direct()
-    if strategy == "synthesis":
-        return synthesis(budget_tokens)
-    if strategy == "self_route":
-        return self_route(direct, lambda: synthesis(window_tokens))
-    raise InvalidArgumentError(f"strategy must be map, direct, synthesis or self_route, got {strategy!r}")
+class SelfRouteStrategy:
+    """`cheap` (direct at what the model reads well) first; when its answer says the documents
+    do not contain one, `thorough` (synthesis) over the model's whole window (`Answer.escalated`)."""
 
+    def __init__(self, cheap: AnswerStrategy, thorough: AnswerStrategy, window_tokens: int) -> None:
+        self.cheap = cheap
+        self.thorough = thorough
+        self.window_tokens = window_tokens
 
-def self_route(
-    cheap: Callable[[], Answer], thorough: Callable[[], Answer], is_wanting: Callable[[str], bool] = says_not_found
-) -> Answer:
-    """The cheap answer, unless it says the documents do not contain one: then the thorough one."""
-    first = cheap()
-    if not is_wanting(first.text):
-        return first
-    second = thorough()
-    return second.model_copy(update={"escalated": True, "usage": total_usage([first, second])})
+    def answer(self, question: Question) -> Answer:
+        quiet = question.model_copy(update={"on_text": None})
+        first = self.cheap.answer(quiet)
+        if not says_not_found(first.text):
+            result = first
+        else:
+            second = self.thorough.answer(quiet.model_copy(update={"reading": question.reading.at(self.window_tokens)}))
+            result = second.model_copy(update={"escalated": True, "usage": total_usage([first, second])})
+        if question.on_text is not None and result.text:
+            question.on_text(result.text)
+        return result
 
 
 def _backed_facts(listed: list[tuple[str, list[int]]], context: PackedContext) -> list[Fact]:

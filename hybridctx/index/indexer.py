@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from hybridctx.chunk import Chunker
 from hybridctx.embed import Embedder
 from hybridctx.errors import UnreadableDocumentError
-from hybridctx.index.kb import KnowledgeBase, KnowledgeBaseWriter
+from hybridctx.index.kb import KnowledgeBase
+from hybridctx.index.writer import KnowledgeBaseWriter
 from hybridctx.schema import AddReport, Chunk, ChunkProfile, Document, Failure, ReaderId
 from hybridctx.sources import DocumentStream, document_id, folder_prefix
 

@@ -10,7 +10,6 @@ vector ids its scope sees from bitmaps kept per metadata value and per reader (v
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -24,79 +23,11 @@ import numpy as np
 from pyroaring import BitMap64
 
 from hybridctx.errors import InvalidArgumentError, KnowledgeBaseFormatError
-from hybridctx.index.visibility import PUBLIC, VisibleIds, names_of, principal_name, value_name
+from hybridctx.index.store_schema import LACKING_PROFILES, SCHEMA, stored_names, text_crc, upgrade, write_bitmap
+from hybridctx.index.visibility import PUBLIC, VisibleIds, principal_name, value_name, wanted_values
 from hybridctx.schema import Chunk, ChunkProfile, Document, DocumentInfo, ReaderId, Scope
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    acl TEXT,
-    n_chunks INTEGER NOT NULL,
-    n_tokens INTEGER NOT NULL,
-    added_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS document_acl (
-    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    principal TEXT NOT NULL,
-    PRIMARY KEY (doc_id, principal)
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    vector_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    text TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL,
-    start_line INTEGER NOT NULL,
-    end_line INTEGER NOT NULL,
-    token_count INTEGER NOT NULL,
-    text_crc INTEGER  -- CRC-32 of the text's UTF-8, checked on every read (none in older stores)
-);
-CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
--- What the packer needs of each chunk, worked out at index time (schema.ChunkProfile; the
--- table keeps its first name); chunks of a KB made before it simply have none, and the packer
--- works them out itself.
-CREATE TABLE IF NOT EXISTS chunk_facts (
-    vector_id INTEGER PRIMARY KEY REFERENCES chunks(vector_id) ON DELETE CASCADE,
-    exact BLOB NOT NULL,
-    signature BLOB,
-    shingles BLOB NOT NULL,
-    reader INTEGER,
-    tokens INTEGER
-);
--- Every metadata key a document was ever added with, so that a filter on a key no document
--- has is refused by name instead of matching nothing (kept after the documents go).
-CREATE TABLE IF NOT EXISTS metadata_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
--- Deleted vectors still inside a dense index segment (segments.py): searches skip them.
-CREATE TABLE IF NOT EXISTS dead_vectors (vector_id INTEGER PRIMARY KEY);
--- The vector ids of each metadata value, each principal and the public documents (visibility.py).
-CREATE TABLE IF NOT EXISTS visibility (name TEXT PRIMARY KEY, ids BLOB NOT NULL) WITHOUT ROWID;
--- Lets every query ask "does any document have an ACL?" without scanning the table.
-CREATE INDEX IF NOT EXISTS documents_with_acl ON documents(id) WHERE acl IS NOT NULL;
-"""
-
-# Documents, chunks and tokens of the whole KB, kept by triggers in the transaction that
-# changes them: "how big is everything" is asked on every pack.
-_TOTALS = (
-    "CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0), documents INTEGER NOT NULL,"
-    " chunks INTEGER NOT NULL, tokens INTEGER NOT NULL)",
-    "CREATE TRIGGER totals_add AFTER INSERT ON documents BEGIN UPDATE totals SET documents = documents + 1,"
-    " chunks = chunks + NEW.n_chunks, tokens = tokens + NEW.n_tokens; END",
-    "CREATE TRIGGER totals_remove AFTER DELETE ON documents BEGIN UPDATE totals SET documents = documents - 1,"
-    " chunks = chunks - OLD.n_chunks, tokens = tokens - OLD.n_tokens; END",
-    "INSERT INTO totals SELECT 0, COUNT(*), COALESCE(SUM(n_chunks), 0), COALESCE(SUM(n_tokens), 0) FROM documents",
-)
-
-_LACKING_PROFILES = (
-    "FROM chunks c LEFT JOIN chunk_facts f ON f.vector_id = c.vector_id"
-    " WHERE c.vector_id > ? AND (f.vector_id IS NULL OR (? IS NOT NULL AND f.reader IS NOT ?))"
-)
 SUMMED_AT_MOST = 20_000  # visible chunks whose token counts `visible_size` sums one by one
-_FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
-_SCALARS = (str, int, float, bool)
 
 
 class ChunkStore:
@@ -123,8 +54,8 @@ class ChunkStore:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             if create:  # once per store: creating the tables takes SQLite's write lock
                 db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                _upgrade(db)
+                db.executescript(SCHEMA)
+                upgrade(db)
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise KnowledgeBaseFormatError(f"chunk store {self.path} is damaged or not SQLite: {exc}") from exc
@@ -169,7 +100,7 @@ class ChunkStore:
 
     def commit(self) -> None:
         for name, (added, removed) in self._visibility_changes.items():
-            _write_bitmap(self._db, name, (self._bitmap(name) | added) - removed)
+            write_bitmap(self._db, name, (self._bitmap(name) | added) - removed)
         self._visibility_changes.clear()
         self._db.execute("COMMIT")
 
@@ -259,7 +190,7 @@ class ChunkStore:
                 (c.id, c.doc_id, c.text, c.start, c.end, c.start_line, c.end_line, c.token_count, text_crc(c.text)),
             )
             added.append(int(cursor.lastrowid))  # type: ignore[arg-type]
-        names = _names(metadata, acl)
+        names = stored_names(metadata, acl)
         self._change_visibility(names, added, add=True)
         if profiles is not None:
             self.put_profiles(added, profiles)
@@ -282,12 +213,12 @@ class ChunkStore:
         """(vector id, text) of the chunks after vector id `after` that have no stored profile, or
         (when `reader` is given) whose counts are another reader's, by vector id."""
         return self._db.execute(
-            f"SELECT c.vector_id, c.text {_LACKING_PROFILES} ORDER BY c.vector_id LIMIT ?",
+            f"SELECT c.vector_id, c.text {LACKING_PROFILES} ORDER BY c.vector_id LIMIT ?",
             (after, reader, reader, limit),
         ).fetchall()
 
     def count_lacking_profiles(self, reader: ReaderId | None) -> int:
-        return int(self._db.execute(f"SELECT COUNT(*) {_LACKING_PROFILES}", (0, reader, reader)).fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) {LACKING_PROFILES}", (0, reader, reader)).fetchone()[0])
 
     def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
         """Delete documents and their chunks; returns the vector ids of the deleted chunks."""
@@ -297,7 +228,7 @@ class ChunkStore:
             if found is None:
                 continue
             ids = [row[0] for row in self._db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,))]
-            self._change_visibility(_names(*found), ids, add=False)
+            self._change_visibility(stored_names(*found), ids, add=False)
             removed += ids
             self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
@@ -416,25 +347,15 @@ class ChunkStore:
         return clauses, params
 
     def _checked_filters(self, scope: Scope) -> dict[str, list[Any]]:
-        """Each filter key's wanted values; InvalidArgumentError names a malformed filter or a
-        key no document was added with (it would match nothing, silently)."""
-        filters: dict[str, list[Any]] = {}
-        for key, wanted in (scope.filters or {}).items():
-            if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
-                raise InvalidArgumentError(
-                    f"filters: key {key!r} must be a metadata field name (letters, digits, '_', '-')"
-                )
-            values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-            if not values or not all(isinstance(v, _SCALARS) for v in values):
-                raise InvalidArgumentError(
-                    f"filters[{key!r}] must be a string, number, bool or a non-empty list of them"
-                )
+        """Each filter key's wanted values (`visibility.wanted_values`); InvalidArgumentError names
+        a key no document was added with (it would match nothing, silently)."""
+        filters = wanted_values(scope.filters)
+        for key in filters:
             if not self._db.execute("SELECT 1 FROM metadata_keys WHERE key = ?", (key,)).fetchone():
                 raise InvalidArgumentError(
                     f"filters: no document in this knowledge base has the metadata key {key!r}"
                     " (filters match the metadata documents were added with)"
                 )
-            filters[key] = values
         return filters
 
     def _has_acl(self) -> bool:
@@ -455,7 +376,7 @@ class ChunkStore:
         names: tuple[str, list[str]] = ("", [])  # a document's chunks come one after another: named once
         for vector_id, chunk_id, doc_id, data, crc, metadata, acl in rows:
             if names[0] != doc_id:
-                names = (doc_id, _names(metadata, acl))
+                names = (doc_id, stored_names(metadata, acl))
             try:
                 yield vector_id, self._checked_text(chunk_id, doc_id, data, crc), names[1]
             except KnowledgeBaseFormatError:
@@ -527,70 +448,3 @@ class ChunkStore:
         """Documents, chunks and their tokens in the whole KB (kept as they change: O(1))."""
         documents, chunks, tokens = self._db.execute("SELECT documents, chunks, tokens FROM totals").fetchone()
         return int(documents), int(chunks), int(tokens)
-
-
-def text_crc(text: str) -> int:
-    """CRC-32 of a chunk's text as SQLite stores it, UTF-8."""
-    return zlib.crc32(text.encode("utf-8"))
-
-
-def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a store made by an earlier hybridctx up to this schema: the chunk text checksum
-    column (older rows keep none), the totals (O(documents), once), the metadata keys listed
-    (O(documents), once) and the visibility bitmaps (O(chunks), once)."""
-    if not any(row[1] == "text_crc" for row in db.execute("PRAGMA table_info(chunks)")):
-        db.execute("ALTER TABLE chunks ADD COLUMN text_crc INTEGER")
-    has_totals = "SELECT 1 FROM sqlite_master WHERE name = 'totals'"
-    if not db.execute(has_totals).fetchone():
-        with db:  # the table, its triggers and its first counts in one transaction: no change slips between
-            db.execute("BEGIN IMMEDIATE")
-            if not db.execute(has_totals).fetchone():
-                for statement in _TOTALS:
-                    db.execute(statement)
-    for step, upgrade in (("metadata_keys", _list_metadata_keys), ("visibility", _list_visibility)):
-        listed = f"SELECT 1 FROM meta WHERE key = '{step}'"
-        if db.execute(listed).fetchone():
-            continue
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            if not db.execute(listed).fetchone():
-                upgrade(db)
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, 'listed')", (step,))
-
-
-def _list_metadata_keys(db: sqlite3.Connection) -> None:
-    db.execute("INSERT OR IGNORE INTO metadata_keys SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j")
-
-
-def _list_visibility(db: sqlite3.Connection) -> None:
-    """The visibility bitmaps of every stored document (a document's chunks usually have
-    consecutive ids: one range each)."""
-    bitmaps: dict[str, BitMap64] = {}
-    documents = db.execute(
-        "SELECT d.id, d.metadata, d.acl, MIN(c.vector_id), MAX(c.vector_id), COUNT(*)"
-        " FROM documents d JOIN chunks c ON c.doc_id = d.id GROUP BY d.id"
-    )
-    for doc_id, metadata, acl, low, high, count in documents:
-        if high - low + 1 == count:
-            ids = BitMap64()
-            ids.add_range(low, high + 1)
-        else:
-            ids = BitMap64(row[0] for row in db.execute("SELECT vector_id FROM chunks WHERE doc_id = ?", (doc_id,)))
-        for name in _names(metadata, acl):
-            bitmaps.setdefault(name, BitMap64()).update(ids)
-    for name, ids in bitmaps.items():
-        _write_bitmap(db, name, ids)
-
-
-def _write_bitmap(db: sqlite3.Connection, name: str, ids: BitMap64) -> None:
-    """Store a visibility bitmap, run-length compressed; an empty one is dropped."""
-    if not ids:
-        db.execute("DELETE FROM visibility WHERE name = ?", (name,))
-        return
-    ids.run_optimize()
-    db.execute("INSERT OR REPLACE INTO visibility(name, ids) VALUES (?, ?)", (name, ids.serialize()))
-
-
-def _names(metadata_json: str, acl_json: str | None) -> list[str]:
-    """The visibility names of a stored document (visibility.py)."""
-    return list(names_of(json.loads(metadata_json), json.loads(acl_json) if acl_json is not None else None))

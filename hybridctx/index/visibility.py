@@ -19,13 +19,33 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from pyroaring import BitMap64
 
+from hybridctx.errors import InvalidArgumentError
+
 PUBLIC = "public"  # the documents without an ACL: everyone reads them
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+_SCALARS = (str, int, float, bool)
+
+
+def wanted_values(filters: Mapping[str, Any] | None) -> dict[str, list[Any]]:
+    """Each filter key's wanted values; InvalidArgumentError names a malformed filter."""
+    wanted_by_key: dict[str, list[Any]] = {}
+    for key, wanted in (filters or {}).items():
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+            raise InvalidArgumentError(
+                f"filters: key {key!r} must be a metadata field name (letters, digits, '_', '-')"
+            )
+        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        if not values or not all(isinstance(v, _SCALARS) for v in values):
+            raise InvalidArgumentError(f"filters[{key!r}] must be a string, number, bool or a non-empty list of them")
+        wanted_by_key[key] = values
+    return wanted_by_key
 
 
 def value_name(key: str, value: Any) -> str:

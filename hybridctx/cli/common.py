@@ -1,0 +1,174 @@
+"""What the commands share: the consoles, the common options, errors turned into exit 2, and
+opening a knowledge base."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from hybridctx.errors import HybridCtxError, InvalidArgumentError, KnowledgeBaseNotFoundError
+from hybridctx.pack import ORDERINGS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generous retrieval + long-context answers.")
+out = Console()
+err = Console(stderr=True)
+
+KB_OPTION = typer.Option(..., "--kb", help="Knowledge base directory (created if missing)")
+FILTER_OPTION = typer.Option([], "--filter", help="KEY=VALUE metadata filter (repeatable)")
+PRINCIPAL_OPTION = typer.Option(None, help="Read as this principal (access control)")
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON (for scripts), not a table")
+
+
+def print_json(value: Any) -> None:
+    """`value` (a pydantic model, or JSON-able data) as JSON on stdout, nothing else."""
+    print(value.model_dump_json(indent=2) if isinstance(value, BaseModel) else json.dumps(value, indent=2))
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HybridCtxError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # "[...]" in it is text, not markup
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def parse_filters(pairs: list[str]) -> dict[str, Any] | None:
+    """`--filter KEY=VALUE` pairs as filters; a value that reads as a number also matches that
+    number (`--filter year=2024` found nothing when the metadata held the integer 2024)."""
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--filter {pair!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).extend([value, *as_number(value)])
+    return filters or None
+
+
+def as_number(value: str) -> list[int | float]:
+    for kind in (int, float):
+        try:
+            number = kind(value)
+        except ValueError:
+            continue
+        return [number] if number == number and abs(number) != float("inf") else []  # not NaN nor infinity
+    return []
+
+
+def open_kb(
+    kb: Path, quiet: bool = False, embedder_instance: Any = None, create: bool = False, **overrides: Any
+) -> Any:
+    """The pipeline on `kb`; `overrides` are settings fields (a `backend` override is the
+    generating model's settings, VLLMSettings or OpenAISettings, not a backend object).
+    An existing KB is opened with the embedder tier it was built with unless one is given;
+    only `create` (indexing) makes a new one."""
+    from hybridctx.index.layout import MANIFEST, checked_root
+    from hybridctx.pipeline import Pipeline
+    from hybridctx.settings import Settings
+
+    if not create and not (checked_root(kb) / MANIFEST).is_file():
+        raise KnowledgeBaseNotFoundError(kb)
+
+    if overrides.get("embedder") is None:
+        overrides["embedder"] = built_tier(kb)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"invalid settings: {exc}") from exc
+    return Pipeline.open(kb, settings, show_progress=not quiet, embedder=embedder_instance)
+
+
+def built_tier(kb: Path) -> str:
+    """The embedder tier the KB at `kb` was built with ("transformer" for a new one)."""
+    from hybridctx.embed import tier_of
+    from hybridctx.index.layout import built_with
+
+    return tier_of(built_with(kb) or "")
+
+
+BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")
+ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")
+def packing(budget: int | None, ordering: str | None, filters: list[str], principal: str | None) -> dict[str, Any]:
+    """The keyword arguments `pack` and `ask` share, checked."""
+    if ordering is not None and ordering not in ORDERINGS:
+        raise InvalidArgumentError(f"--ordering must be one of {', '.join(ORDERINGS)}, got {ordering!r}")
+    return {"budget_tokens": budget, "ordering": ordering, "filters": parse_filters(filters), "principal": principal}
+
+
+
+# Which model answers (ask, serve, calibrate, eval): the embedded one unless one of these is given.
+_BACKEND_OPTIONS: list[tuple[str, Any, Any]] = [  # (parameter, its type, its option)
+    ("vllm_model", Path | None, typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")),
+    ("max_model_len", int, typer.Option(8192, "--max-model-len", help="vLLM's context window")),
+    ("enforce_eager", bool, typer.Option(
+        False, "--enforce-eager", help="vLLM without graph compilation: starts in seconds, steps more slowly"
+    )),
+    ("openai_url", str | None, typer.Option(
+        None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )),
+    ("openai_model", str | None, typer.Option(None, "--openai-model", help="The server's model name")),
+    ("tokenizer", str | None, typer.Option(
+        None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
+    )),
+]
+
+
+def with_backend(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` with the options that choose the generating model, one definition for every
+    command that generates: it receives their settings as `backend` (None: the embedded model)."""
+    signature = inspect.signature(command)
+    kept = [p for name, p in signature.parameters.items() if name != "backend"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in _BACKEND_OPTIONS]
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        chosen = [kwargs.pop(name) for name, _, _ in _BACKEND_OPTIONS]
+        return command(*args, backend=backend_settings(*chosen), **kwargs)
+
+    run.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]  # what typer reads
+    run.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != "backend"},
+        **{name: kind for name, kind, _ in _BACKEND_OPTIONS},
+    }
+    return run
+
+
+def backend_settings(
+    vllm_model: Path | None, max_model_len: int, enforce_eager: bool, openai_url: str | None,
+    openai_model: str | None, tokenizer: str | None,
+) -> Any:
+    """The generating model's settings the flags name; None for the embedded model."""
+    from hybridctx.generate.openai_compatible import OpenAISettings
+    from hybridctx.generate.vllm import VLLMSettings
+
+    if vllm_model is not None and openai_url is not None:
+        raise InvalidArgumentError("--vllm-model and --openai-url: choose one backend")
+    if vllm_model is not None:
+        return VLLMSettings(model=str(vllm_model), max_model_len=max_model_len, enforce_eager=enforce_eager)
+    if openai_url is not None:
+        if not openai_model:
+            raise InvalidArgumentError("--openai-url needs --openai-model (the name the server knows)")
+        return OpenAISettings(base_url=openai_url, model=openai_model, tokenizer=tokenizer)
+    return None
+
+
+def csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[Any] | None:
+    if value is None:
+        return None
+    try:
+        return [convert(part.strip()) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"{option} {value!r}: expected a comma-separated list") from None
