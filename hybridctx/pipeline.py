@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridctx.embed import Embedder, embedder_name
+from hybridctx.embed import Embedder
 from hybridctx.errors import InvalidArgumentError
 from hybridctx.evals.calibrate import calibrate
 from hybridctx.generate import Backend, OpenAISettings, VLLMSettings
@@ -32,7 +32,6 @@ from hybridctx.generate.session import Session
 from hybridctx.generate.strategy import Choices, Question
 from hybridctx.generate.streaming import AnswerStream, AsyncAnswerStream, Workers
 from hybridctx.index.indexer import Indexer, refresh_profiles
-from hybridctx.index.kb import KnowledgeBase
 from hybridctx.pack import Packer, PackSession
 from hybridctx.retrieve import DEFAULT_K
 from hybridctx.schema import AddReport, Answer, DocumentInfo, Hit, Ordering, PackedContext, Scope, Strategy
@@ -61,15 +60,9 @@ class Pipeline:
             )
         self.settings = settings or Settings()
         self.workers = Workers(self.settings.max_concurrency)
-        # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
-        self.embedding_model = embedder.name if embedder is not None else embedder_name(
-            self.settings.embedder, self.settings.embedding_model
-        )
-        self.kb = KnowledgeBase.open(
-            path, self.embedding_model, dimension=lambda: self.stages.embedder.dimension,
-            mmap_index=self.settings.mmap_index, show_progress=self.settings.show_progress,
-        )
-        self.stages = Stages(self.settings, self.kb, embedder, backend)
+        self.stages = Stages(path, self.settings, embedder, backend)
+        self.kb = self.stages.kb
+        self.embedding_model = self.kb.manifest.embedding_model
 
     @classmethod
     def open(
@@ -265,7 +258,6 @@ class Pipeline:
 
     def close(self) -> None:
         self.workers.close()
-        self.kb.close()
         self.stages.close()
 
     def __enter__(self) -> Pipeline:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 from functools import cached_property
+from pathlib import Path
 
 from hybridctx.chunk import StructuredChunker
-from hybridctx.embed import Embedder, build_embedder, tokenizer_file
+from hybridctx.embed import Embedder, build_embedder, embedder_name, tokenizer_file
 from hybridctx.errors import ModelUnavailableError
 from hybridctx.generate import (
     FACTS_TEMPLATE,
@@ -53,17 +54,23 @@ def build_backend(settings: Settings) -> Backend:
 
 
 class Stages:
-    """chunk -> embed -> index (`kb`) -> retrieve -> pack -> generate, as `settings` describe
-    them; `embedder` and `backend`, when given, replace the ones the settings would build."""
+    """chunk -> embed -> index (`kb`, the knowledge base at `path`) -> retrieve -> pack -> generate,
+    as `settings` describe them; `embedder` and `backend`, when given, replace the ones the
+    settings would build."""
 
     def __init__(
-        self, settings: Settings, kb: KnowledgeBase, embedder: Embedder | None = None, backend: Backend | None = None
+        self, path: str | Path, settings: Settings, embedder: Embedder | None = None, backend: Backend | None = None
     ) -> None:
         self.settings = settings
-        self.kb = kb
         self._embedder = embedder
         self._backend = backend
-        self.owns_backend = backend is None  # made here on first use: the pipeline closes it
+        self.owns_backend = backend is None  # made here on first use: closed by `close`
+        # The embedding model is loaded here only to size a new KB; an existing one has a manifest.
+        name = embedder.name if embedder is not None else embedder_name(settings.embedder, settings.embedding_model)
+        self.kb = KnowledgeBase.open(
+            path, name, dimension=lambda: self.embedder.dimension, mmap_index=settings.mmap_index,
+            show_progress=settings.show_progress,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -137,5 +144,6 @@ class Stages:
             return sketch_profiles, None
 
     def close(self) -> None:
+        self.kb.close()
         if self.owns_backend and self._backend is not None:
             self._backend.close()

@@ -9,7 +9,7 @@ from hybridctx import Pipeline
 from hybridctx.errors import BudgetTooLargeError, InvalidArgumentError
 from hybridctx.evals.essays import paul_graham_essays
 from hybridctx.generate import LlamaCppBackend, OpenAISettings
-from hybridctx.retrieve import recall_k
+from hybridctx.pack.context import recall_k
 from hybridctx.settings import default_cache_dir
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def test_backend_settings_passed_as_backend_are_refused_with_where_they_go(tmp_p
 
 
 def test_a_larger_retrieval_never_asks_for_more_than_max_k():
-    from hybridctx.retrieve import Candidates
+    from hybridctx.pack.context import Candidates
     from hybridctx.schema import MAX_K
 
     assert Candidates([], False, k=1_000).more == 4_000

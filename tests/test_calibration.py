@@ -11,14 +11,9 @@ from typer.testing import CliRunner
 
 from hybridctx import Document, Pipeline
 from hybridctx.errors import InvalidArgumentError
+from hybridctx.evals.calibrate import effective_length, probe_lengths
 from hybridctx.evals.essays import paul_graham_essays
-from hybridctx.generate.calibration import (
-    Calibration,
-    effective_length,
-    load_calibration,
-    probe_lengths,
-    save_calibration,
-)
+from hybridctx.generate.calibration import Calibration, load_calibration, save_calibration
 from hybridctx.settings import default_cache_dir
 
 

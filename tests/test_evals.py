@@ -101,7 +101,7 @@ def test_an_eval_compares_the_strategies_and_writes_its_report(open_pipe, tmp_pa
         made.append(open_pipe(folder.name, k=config.k))
         return made[-1]
 
-    result = run_eval(config, pipeline_factory=factory, show_progress=False)
+    result = run_eval(config, factory, show_progress=False)
     by = {(r.task, r.depths[0] if r.task == "needle" else None, r.strategy, r.budget, r.answer is not None): r
           for r in result.records}
     # Stuffing reads the haystack's first tokens: it has the needle at depth 0, not at depth 1.

@@ -6,9 +6,12 @@ import pytest
 from conftest import hits_of
 
 from hybridctx.generate.backend import Generation
-from hybridctx.generate.mapping import about, map_answer, pack_alone, pack_windows
+from hybridctx.generate.mapping import MapStrategy, about
+from hybridctx.generate.reader import Reader
+from hybridctx.generate.strategy import Question
 from hybridctx.pack import Packer
-from hybridctx.schema import Answer, PackedContext, Usage
+from hybridctx.pack.context import Candidates, ContextBuilder, Windows, pack_windows
+from hybridctx.schema import PackedContext, Reading, Scope, Usage
 
 PROSE = [
     "Startups grow by making something people want.", "Founders learn most from the users who complain.",
@@ -49,10 +52,15 @@ def test_the_sentences_about_a_question_share_its_rare_key_not_only_its_common_w
 
 class Recorded:
     """A backend answering each passage read alone as `written` says for the value the passage
-    holds (answers Gemma 3 270M wrote); it fails on any other prompt."""
+    holds (answers Gemma 3 270M wrote), and a window read whole with `first`; it fails on any
+    other prompt."""
 
-    def __init__(self, written: dict[str, str]):
+    context_window = 8192
+    model_id = "recorded"
+
+    def __init__(self, written: dict[str, str], first: str | None = None):
         self.written: dict[str, str] = written
+        self.first = first
         self.asked: list[PackedContext] = []
 
     def generate_many(self, contexts, max_new_tokens, temperature=0.0, stop=None):
@@ -60,29 +68,41 @@ class Recorded:
         return [Generation(next(a for v, a in self.written.items() if v in c.prompt),
                            Usage(prompt_tokens=c.token_count, generated_tokens=4, seconds=1.0)) for c in contexts]
 
+    def generate(self, context, max_new_tokens, temperature=0.0, on_text=None, choices=None):
+        if self.first is None:
+            raise AssertionError("a reading named a grounded value: the first window is not answered whole")
+        return Generation(self.first, Usage(prompt_tokens=context.token_count, generated_tokens=5))
 
-def mapped(tokenizer, written: dict[str, str], first=None, on_text=None):
+
+def strategy(packer: Packer, backend: Recorded, tmp_path) -> MapStrategy:
+    """The map strategy over `backend`, reading 400 tokens a window; its retriever is never asked
+    (the tests hand it the windows)."""
+    builder = ContextBuilder(None, None, packer, k=None, chunk_stride_tokens=96)  # type: ignore[arg-type]
+    reader = Reader(backend, effective_context="window", cache_dir=tmp_path,  # type: ignore[arg-type]
+                    budget_tokens=400, max_new_tokens=50)
+    return MapStrategy(builder, reader, max_windows=8)
+
+
+def asked_about(query: str, on_text=None) -> Question:
+    return Question(query=query, scope=Scope(), reading=Reading(budget_tokens=400, read_tokens=400, max_new_tokens=50),
+                    on_text=on_text)
+
+
+def mapped(tokenizer, tmp_path, written: dict[str, str], first: str | None = None, on_text=None):
     packer, hits = Packer(tokenizer), hits_of(planted())
     windows = pack_windows(packer, QUESTION, hits, 400, 50, max_windows=10)
     assert len(windows) >= 3  # each planted document fills most of a window
-
-    def alone(passage):
-        return pack_alone(packer, QUESTION, hits, passage, 400, 50)
-
-    def unused(window):
-        raise AssertionError("a reading named a grounded value: the first window is not answered whole")
-
-    backend = Recorded(written)
-    answer = map_answer(QUESTION, windows, first or unused, alone, backend, 50, max_readings=8,  # type: ignore[arg-type]
-                        on_text=on_text)
+    backend = Recorded(written, first)
+    found = Windows(Candidates(hits, False), windows)
+    answer = strategy(packer, backend, tmp_path).read(asked_about(QUESTION, on_text), found)
     return answer, backend.asked, windows
 
 
-def test_each_passage_about_the_question_is_read_alone_and_cited_for_the_values_it_grounds(tokenizer):
+def test_each_passage_about_the_question_is_read_alone_and_cited_for_the_values_it_grounds(tokenizer, tmp_path):
     lead = f"The special magic number for Lomiist is {VALUES[0]} [1]."
     streamed: list[str] = []
-    answer, asked, _ = mapped(tokenizer, {VALUES[0]: lead, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: f"{VALUES[2]}."},
-                              on_text=streamed.append)
+    written = {VALUES[0]: lead, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: f"{VALUES[2]}."}
+    answer, asked, _ = mapped(tokenizer, tmp_path, written, on_text=streamed.append)
     # the three passages holding a value for Lomiist, not the twins' (their sentences lack the rare key)
     assert sorted(v for c in asked for v in VALUES if v in c.prompt) == sorted(VALUES)
     assert not any(v in c.prompt for c in asked for v in TWINS.values()) and len(asked) == 3
@@ -102,10 +122,10 @@ def test_each_passage_about_the_question_is_read_alone_and_cited_for_the_values_
     assert _citation_score(case, answer) == 1.0 and _precision_score(case, answer) == 1.0
 
 
-def test_a_lead_naming_what_no_sentence_about_the_question_holds_gives_way_to_the_values(tokenizer):
+def test_a_lead_naming_what_no_sentence_about_the_question_holds_gives_way_to_the_values(tokenizer, tmp_path):
     """Gemma counted up from the value it read; the passage holds only the first number."""
     counting = f"{VALUES[0]}, 9800891, 9800892 [1]."
-    answer, *_ = mapped(tokenizer, {VALUES[0]: counting, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: "Lomiist."})
+    answer, *_ = mapped(tokenizer, tmp_path, {VALUES[0]: counting, VALUES[1]: f"{VALUES[1]}.", VALUES[2]: "Lomiist."})
     assert answer.text.startswith("The passages about the question name: " + VALUES[0])
     assert VALUES[1] in answer.text and "9800891" not in answer.text and "9800892" not in answer.text
     assert VALUES[2] not in answer.text  # its reading named nothing the passage grounds
@@ -118,30 +138,24 @@ def test_a_lead_naming_what_no_sentence_about_the_question_holds_gives_way_to_th
     assert _precision_score(case, answer) == 1.0 and _precision_score(case, counted) == 1 / 3
 
 
-def test_readings_grounding_nothing_leave_the_answer_to_the_first_window(tokenizer):
-    def first(window: PackedContext) -> Answer:
-        return Answer(text="I do not know.", citations=[], context=window,
-                      usage=Usage(prompt_tokens=window.token_count, generated_tokens=5))
-
-    answer, asked, windows = mapped(tokenizer, {v: "The documents do not say." for v in VALUES}, first=first)
+def test_readings_grounding_nothing_leave_the_answer_to_the_first_window(tokenizer, tmp_path):
+    answer, asked, windows = mapped(tokenizer, tmp_path, {v: "The documents do not say." for v in VALUES},
+                                    first="I do not know.")
     assert answer.text == "I do not know." and answer.context is windows[0] and answer.facts == []
     assert answer.windows == [windows[0], *asked] and len(asked) == 3  # every prompt it read, and paid for
     assert answer.usage.prompt_tokens == windows[0].token_count + sum(c.token_count for c in asked)
 
 
-def test_a_question_no_sentence_answers_with_a_name_costs_one_generation(tokenizer):
+def test_a_question_no_sentence_answers_with_a_name_costs_one_generation(tokenizer, tmp_path):
     hits = hits_of([prose(i, 4) for i in range(3)])
     question = "What do founders learn from?"
-    windows = pack_windows(Packer(tokenizer), question, hits, 2000, 50, max_windows=10)
+    packer = Packer(tokenizer)
+    windows = pack_windows(packer, question, hits, 2000, 50, max_windows=10)
     assert any(about(question, windows))  # "Founders learn most from the users who complain."
-
-    def first(window: PackedContext) -> Answer:
-        return Answer(text="From users [1].", citations=[], context=window,
-                      usage=Usage(prompt_tokens=window.token_count, generated_tokens=4))
-
-    answer = map_answer(question, windows, first, alone=None, backend=None, max_new_tokens=50,  # type: ignore[arg-type]
-                        max_readings=8)
+    backend = Recorded({}, first="From users [1].")
+    answer = strategy(packer, backend, tmp_path).read(asked_about(question), Windows(Candidates(hits, False), windows))
     assert (answer.text, answer.route, answer.windows, answer.context) == ("From users [1].", "map", [], windows[0])
+    assert backend.asked == []  # no passage read on its own
 
 
 @pytest.mark.slow
@@ -179,10 +193,10 @@ def test_an_effective_context_with_no_room_for_a_passage_is_refused_not_answered
     assert packed.passages == [] and packed.stopped_by == "budget"
 
 
-def test_the_cli_says_an_answer_was_read_passage_by_passage(tokenizer):
+def test_the_cli_says_an_answer_was_read_passage_by_passage(tokenizer, tmp_path):
     from hybridctx.cli import out, print_answer
 
-    answer, asked, _ = mapped(tokenizer, {v: f"{v}." for v in VALUES})
+    answer, asked, _ = mapped(tokenizer, tmp_path, {v: f"{v}." for v in VALUES})
     with out.capture() as printed:
         print_answer(answer)
     shown = " ".join(printed.get().split())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import hits_of
 
-from hybridctx.generate.mapping import pack_windows
 from hybridctx.generate.synthesis import FACTS_TEMPLATE, parse_facts, says_not_found
 from hybridctx.pack import Packer
+from hybridctx.pack.context import pack_windows
 from hybridctx.schema import Chunk, Hit
 
 
@@ -99,9 +99,10 @@ def test_self_route_escalates_only_when_the_cheap_answer_says_the_documents_do_n
     assert "7" in cheap.text or "seven" in cheap.text.lower()
 
 
-def test_self_route_escalates_and_adds_up_the_usage_of_both_tries():
-    from hybridctx.generate.synthesis import self_route
-    from hybridctx.schema import Answer, PackedContext, Usage
+def test_self_route_escalates_over_the_whole_window_and_adds_up_the_usage_of_both_tries():
+    from hybridctx.generate.strategy import Question
+    from hybridctx.generate.synthesis import SelfRouteStrategy
+    from hybridctx.schema import Answer, PackedContext, Reading, Scope, Usage
 
     def answer(text: str, tokens: int) -> Answer:
         context = PackedContext(query="q", prompt="p", chunks=[], token_count=tokens, budget_tokens=tokens * 2,
@@ -109,22 +110,31 @@ def test_self_route_escalates_and_adds_up_the_usage_of_both_tries():
         return Answer(text=text, citations=[], context=context,
                       usage=Usage(prompt_tokens=tokens, generated_tokens=5, cached_tokens=0, seconds=1.0))
 
-    calls: list[str] = []
+    calls: list[tuple[str, Reading, bool]] = []
 
-    def cheap() -> Answer:
-        calls.append("cheap")
-        return answer("The documents do not say.", 500)
+    class Scripted:  # an answering strategy that says what it was asked
+        def __init__(self, name: str, written: Answer) -> None:
+            self.name, self.written = name, written
 
-    def thorough() -> Answer:
-        calls.append("thorough")
-        return answer("It is 7 [1].", 8000).model_copy(update={"route": "synthesis"})
+        def answer(self, question: Question) -> Answer:
+            calls.append((self.name, question.reading, question.on_text is None))
+            return self.written
 
-    routed = self_route(cheap, thorough)
-    assert calls == ["cheap", "thorough"]
+    cheap = Scripted("cheap", answer("The documents do not say.", 500))
+    thorough = Scripted("thorough", answer("It is 7 [1].", 8000).model_copy(update={"route": "synthesis"}))
+    reading = Reading(budget_tokens=2048, read_tokens=712, max_new_tokens=200)
+    streamed: list[str] = []
+    question = Question(query="q", scope=Scope(), reading=reading, on_text=streamed.append)
+    routed = SelfRouteStrategy(cheap, thorough, window_tokens=8192).answer(question)
+    assert [(name, quiet) for name, _, quiet in calls] == [("cheap", True), ("thorough", True)]
+    assert calls[0][1] == reading  # the cheap try reads what the model reads well of the caller's budget
+    assert (calls[1][1].budget_tokens, calls[1][1].read_tokens) == (8192, 712)  # recall for the whole window
     assert (routed.text, routed.route, routed.escalated) == ("It is 7 [1].", "synthesis", True)
     assert (routed.usage.prompt_tokens, routed.usage.seconds) == (8500, 2.0)
+    assert streamed == ["It is 7 [1]."]  # the answer once chosen, not the cheap try's words
     calls.clear()
-    assert self_route(lambda: answer("Seven [1].", 500), thorough).escalated is False and calls == []
+    settled = SelfRouteStrategy(Scripted("cheap", answer("Seven [1].", 500)), thorough, 8192).answer(question)
+    assert settled.escalated is False and [name for name, *_ in calls] == ["cheap"]
 
 
 def test_facts_come_from_passages_only_not_from_the_prompts_example(llama_counter):
@@ -145,7 +155,7 @@ def test_facts_come_from_passages_only_not_from_the_prompts_example(llama_counte
     context = packer.pack("How often does the client retry?", hits, 1000, max_new_tokens=100)
     written = ("- The office is closed on Sundays [2].\n- The Zephyr client retries a failed request 7 times [1].\n"
                "Answer: On Sundays it is closed; the client retries 7 times [1, 2].")
-    synthesizer = Synthesizer(backend=None, packer=packer)  # type: ignore[arg-type]  # no model call here
+    synthesizer = Synthesizer(builder=None, reader=None)  # type: ignore[arg-type]  # no packing nor model call here
     answer = synthesizer._synthesis_answer(context, Generation(text=written, usage=Usage(prompt_tokens=1,
                                                                                             generated_tokens=1)))
     assert [f.text for f in answer.facts] == ["The Zephyr client retries a failed request 7 times."]

@@ -31,7 +31,7 @@ class Manifest(BaseModel):
     created_at: str
 
 
-def sealed(info: SegmentInfo, index: FaissIndex, root: Path) -> SegmentInfo:
+def seal_segment(info: SegmentInfo, index: FaissIndex, root: Path) -> SegmentInfo:
     """Write a new segment file; its info with the file's checksum and stamp."""
     checksum = index.save(root / info.name)
     return info.model_copy(update={"checksum": checksum, "stamp": file_stamp(root / info.name)})

@@ -24,7 +24,7 @@ from hybridctx.index.layout import (
     check_store_present,
     checked_root,
     read_manifest,
-    sealed,
+    seal_segment,
     write_lock,
 )
 from hybridctx.index.lexical import LexicalIndex
@@ -143,7 +143,7 @@ def _reembedded(
                 index_spec(len(ids), manifest.dimension, kb_vectors), np.asarray(ids, np.int64), np.concatenate(parts)
             )
             new = SegmentInfo(name=next(names), count=len(ids), min_id=info.min_id, max_id=info.max_id)
-            rebuilt[info.name] = sealed(new, index, root)
+            rebuilt[info.name] = seal_segment(new, index, root)
     return rebuilt
 
 

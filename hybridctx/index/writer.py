@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hybridctx.index.layout import sealed
+from hybridctx.index.layout import seal_segment
 from hybridctx.index.store import ChunkStore
 from hybridctx.schema import Chunk, ChunkProfile, Document
 
@@ -88,7 +88,7 @@ class KnowledgeBaseWriter:
             np.asarray(self._removed, dtype=np.int64), np.asarray(self._added_ids, dtype=np.int64),
             added_vectors, name=lambda: next(names), compact=self._rebuild,
         )
-        sealed = {info.name: sealed(info, index, kb.root) for info, index in changes.written}
+        sealed = {info.name: seal_segment(info, index, kb.root) for info, index in changes.written}
         changes.index.segments = [
             (sealed[info.name], kb.mapped(sealed[info.name], index)) if info.name in sealed else (info, index)
             for info, index in changes.index.segments
