@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # (ggml-org/llama.cpp#20824), so build for AVX2, which every x86-64 CPU of the last decade has.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install demo lint test bench bench-index clean
+.PHONY: install demo lint test bench bench-index gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,10 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/hybridctx demo
 
-lint: install   # style (ruff) and types (mypy): seconds, so every test run starts with them
+lint: install   # style (ruff), types (mypy) and the layer contract (import-linter): seconds, so every test run starts with them
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest
@@ -39,6 +40,13 @@ bench: install
 
 bench-index: install   # about 30 minutes on 2 cores: 1M and 4M synthetic vectors per index type
 	$(BIN)/python bench/bench_index_scaling.py
+
+gpu-check:   # the GPU path measured in one command, under 10 minutes (docs/gpu.md); without a GPU, its rehearsal
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS); \
+	else \
+		$(MAKE) install && $(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS); \
+	fi
 
 clean:
 	rm -rf $(VENV)

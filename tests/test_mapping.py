@@ -166,8 +166,17 @@ def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at
 
     pipe = open_pipe(effective_context=400)
     pipe.add([Document(id=f"doc{i}", text=t, metadata={"source": f"doc{i}.md"}) for i, t in enumerate(planted())])
+    retriever, retrievals = pipe.stages.retriever, []
+
+    class Counted:  # the pipeline's retriever, counting its calls (set before the pack stage is built on it)
+        def retrieve(self, *asked):
+            retrievals.append(asked)
+            return retriever.retrieve(*asked)
+
+    pipe.stages.retriever = Counted()
     pieces: list[str] = []
     answer = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=32, on_text=pieces.append)
+    assert len(retrievals) == 1  # the windows and every passage read on its own come from one retrieval
     direct = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=32, strategy="direct")
     assert answer.route == "map" and len(answer.windows) >= 2
     named = [v for v in VALUES if v in answer.text]

@@ -86,6 +86,9 @@ def test_yarn_scaling_overrides_every_layer_type(model_folder):
     assert arguments["hf_overrides"] == overrides
     chosen = (arguments["kv_cache_dtype"], arguments["dtype"], arguments["enable_prefix_caching"])
     assert chosen == ("fp8", "auto", True)
+    assert arguments["disable_hybrid_kv_cache_manager"] is True  # a session's follow-ups hit the cache
+    hybrid = VLLMSettings(model=str(model_folder), hybrid_kv_cache_manager=True)
+    assert VLLMBackend(hybrid).engine_arguments(cuda=True)["disable_hybrid_kv_cache_manager"] is False
 
 
 def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe, corpus, engine):
@@ -93,8 +96,15 @@ def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe,
     pipe.add(corpus)
     pipe.add(library_documents())
     session = pipe.session()
-    first = session.ask("How many times does the Zephyr client retry a failed request?",
-                        budget_tokens=3000, max_new_tokens=24)
+    # A question longer than a cache block: the follow-up's prompt leaves the first one's more than a block
+    # before its end, where vLLM's hybrid KV-cache manager had already freed Gemma's sliding-window blocks
+    # and served nothing from the cache (whether a short question did so hung on the prompt's alignment).
+    asked = ("Our service calls the Zephyr client from a nightly batch job that talks to a slow upstream API over "
+             "a flaky network link, and the operators want to know how long a failing job keeps trying before it "
+             "gives up, so that they can size the job's time window, its alerts and its on-call runbook, and "
+             "decide whether the defaults are safe for every region the job runs in, including the ones far "
+             "from the upstream data centre. How many times does the Zephyr client retry a failed request?")
+    first = session.ask(asked, budget_tokens=3000, max_new_tokens=24)
     assert first.text
     assert first.usage.prompt_tokens == first.context.token_count  # the packer counted what vLLM read
     assert first.usage.first_token_seconds is not None and first.usage.first_token_seconds <= first.usage.seconds
@@ -102,6 +112,7 @@ def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe,
     second = session.ask("What is the default delay between retry attempts?", budget_tokens=3000, max_new_tokens=24)
     assert second.usage.prompt_tokens == second.context.token_count
     assert second.context.prefix_token_count >= 0.6 * second.context.token_count
+    assert first.usage.prompt_tokens + first.usage.generated_tokens - second.context.prefix_token_count > BLOCK
     # vLLM reports the reused prefix, in whole blocks
     assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
     assert engine.prefix_cache_hits() >= second.usage.cached_tokens

@@ -98,52 +98,48 @@ def built_tier(kb: Path) -> str:
     return tier_of(built_with(kb) or "")
 
 
-BUDGET_OPTION = typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")
-ORDERING_OPTION = typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")
+# (parameter, its type, its option): a group of options that several commands take alike.
+Options = list[tuple[str, Any, Any]]
+
+
+def taking(options: Options, name: str, make: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving a command the `options`, one definition for every command that takes
+    them: the command receives `make(*their values)` as its parameter `name` instead."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        kept = [p for key, p in signature.parameters.items() if key != name]
+        added = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                 for key, kind, option in options]
+
+        @wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return command(*args, **{name: make(*(kwargs.pop(key) for key, _, _ in options))}, **kwargs)
+
+        run.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]  # typer reads it
+        run.__annotations__ = {
+            **{key: kind for key, kind in command.__annotations__.items() if key != name},
+            **{key: kind for key, kind, _ in options},
+        }
+        return run
+
+    return decorate
+
+
 def packing(budget: int | None, ordering: str | None, filters: list[str], principal: str | None) -> dict[str, Any]:
-    """The keyword arguments `pack` and `ask` share, checked."""
+    """The keyword arguments of `pack` and `ask`, checked."""
     if ordering is not None and ordering not in ORDERINGS:
         raise InvalidArgumentError(f"--ordering must be one of {', '.join(ORDERINGS)}, got {ordering!r}")
     return {"budget_tokens": budget, "ordering": ordering, "filters": parse_filters(filters), "principal": principal}
 
 
-
-# Which model answers (ask, serve, calibrate, eval): the embedded one unless one of these is given.
-_BACKEND_OPTIONS: list[tuple[str, Any, Any]] = [  # (parameter, its type, its option)
-    ("vllm_model", Path | None, typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")),
-    ("max_model_len", int, typer.Option(8192, "--max-model-len", help="vLLM's context window")),
-    ("enforce_eager", bool, typer.Option(
-        False, "--enforce-eager", help="vLLM without graph compilation: starts in seconds, steps more slowly"
-    )),
-    ("openai_url", str | None, typer.Option(
-        None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
-    )),
-    ("openai_model", str | None, typer.Option(None, "--openai-model", help="The server's model name")),
-    ("tokenizer", str | None, typer.Option(
-        None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
-    )),
-]
-
-
-def with_backend(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`command` with the options that choose the generating model, one definition for every
-    command that generates: it receives their settings as `backend` (None: the embedded model)."""
-    signature = inspect.signature(command)
-    kept = [p for name, p in signature.parameters.items() if name != "backend"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, kind, option in _BACKEND_OPTIONS]
-
-    @wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        chosen = [kwargs.pop(name) for name, _, _ in _BACKEND_OPTIONS]
-        return command(*args, backend=backend_settings(*chosen), **kwargs)
-
-    run.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]  # what typer reads
-    run.__annotations__ = {
-        **{k: v for k, v in command.__annotations__.items() if k != "backend"},
-        **{name: kind for name, kind, _ in _BACKEND_OPTIONS},
-    }
-    return run
+# What a prompt is packed of (pack, ask): the command receives `packing`, the keyword arguments.
+with_packing = taking([
+    ("budget", int | None, typer.Option(None, "--budget", help="Tokens for the prompt plus the answer")),
+    ("ordering", str | None, typer.Option(None, "--ordering", help="Passage order: canonical, relevance or edges")),
+    ("filter", list[str], FILTER_OPTION),
+    ("principal", str | None, PRINCIPAL_OPTION),
+], "packing", packing)
 
 
 def backend_settings(
@@ -172,3 +168,21 @@ def csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[A
         return [convert(part.strip()) for part in value.split(",") if part.strip()]
     except ValueError:
         raise InvalidArgumentError(f"{option} {value!r}: expected a comma-separated list") from None
+
+
+# Which model answers (ask, serve, calibrate, eval): the embedded one unless one of these is given.
+# The command receives `backend`, their settings (None: the embedded model).
+with_backend = taking([
+    ("vllm_model", Path | None, typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")),
+    ("max_model_len", int, typer.Option(8192, "--max-model-len", help="vLLM's context window")),
+    ("enforce_eager", bool, typer.Option(
+        False, "--enforce-eager", help="vLLM without graph compilation: starts in seconds, steps more slowly"
+    )),
+    ("openai_url", str | None, typer.Option(
+        None, "--openai-url", help="Answer with an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )),
+    ("openai_model", str | None, typer.Option(None, "--openai-model", help="The server's model name")),
+    ("tokenizer", str | None, typer.Option(
+        None, help="With --openai-url: cl100k_base, o200k_base, or the served model's folder (to count tokens)"
+    )),
+], "backend", backend_settings)

@@ -11,11 +11,9 @@ import typer
 from rich.table import Table
 
 from hybridctx.cli.common import (
-    BUDGET_OPTION,
     FILTER_OPTION,
     JSON_OPTION,
     KB_OPTION,
-    ORDERING_OPTION,
     PRINCIPAL_OPTION,
     app,
     built_tier,
@@ -23,10 +21,10 @@ from hybridctx.cli.common import (
     friendly_errors,
     open_kb,
     out,
-    packing,
     parse_filters,
     print_json,
     with_backend,
+    with_packing,
 )
 from hybridctx.cli.output import describe_context, print_answer, print_hits, print_report
 
@@ -97,48 +95,39 @@ def search(
 
 @app.command()
 @friendly_errors
-def pack(
-    question: str = typer.Argument(...),
-    kb: Path = KB_OPTION,
-    budget: int | None = BUDGET_OPTION,
-    ordering: str | None = ORDERING_OPTION,
-    filter: list[str] = FILTER_OPTION,
-    principal: str | None = PRINCIPAL_OPTION,
-) -> None:
+@with_packing
+def pack(question: str = typer.Argument(...), kb: Path = KB_OPTION, packing: Any = None) -> None:
     """Print the prompt `ask` would send (to stdout) and how it was packed (to stderr)."""
     with open_kb(kb) as pipe:
-        context = pipe.pack(question, **packing(budget, ordering, filter, principal))
+        context = pipe.pack(question, **packing)
     print(context.prompt)
     err.print(f"[dim]{describe_context(context)}[/]", highlight=False)
 
 
 @app.command()
 @friendly_errors
+@with_packing
 @with_backend
 def ask(
     question: str = typer.Argument(...),
     kb: Path = KB_OPTION,
-    budget: int | None = BUDGET_OPTION,
-    ordering: str | None = ORDERING_OPTION,
-    filter: list[str] = FILTER_OPTION,
-    principal: str | None = PRINCIPAL_OPTION,
     strategy: str | None = typer.Option(
         None, help="map (default: each passage about the question read on its own, the values they name cited), "
         "direct, synthesis (facts with passages first; map-reduce beyond one window) or self_route"
     ),
-    backend: Any = None,
     as_json: bool = JSON_OPTION,
+    packing: Any = None,
+    backend: Any = None,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
     overrides = {"backend": backend} if backend is not None else {}
-    asked = packing(budget, ordering, filter, principal)
     with open_kb(kb, quiet=as_json, **overrides) as pipe:
         if as_json:  # the prompt stays out: `hybridctx pack` prints it
-            answer = pipe.ask(question, strategy=strategy, **asked)
+            answer = pipe.ask(question, strategy=strategy, **packing)
             without_prompts = {"context": {"prompt"}, "windows": {"__all__": {"prompt"}}}
             print_json(answer.model_dump(mode="json", exclude=without_prompts))
             return
-        stream = pipe.stream(question, strategy=strategy, **asked)
+        stream = pipe.stream(question, strategy=strategy, **packing)
         shown = False
         for piece in stream:  # printed as the model writes it, once the models have loaded
             if not shown:

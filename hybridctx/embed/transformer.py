@@ -27,6 +27,8 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         if self.device.startswith("cuda"):
             self._model.half()
+        else:  # a model saved in fp16 (as carried to a GPU machine) runs in fp32 on a CPU, which lacks fast fp16
+            self._model.float()
         self.batch_size = batch_size
         dimension = self._model.get_embedding_dimension()
         if dimension is None:

@@ -4,9 +4,15 @@
 - `llama_cpp`: the embedded default (Gemma 3 270M on the CPU; `models` assembles its files);
 - `vllm`: the vLLM engine (prefix caching, RoPE scaling, fp8 KV cache);
 - `openai_compatible`: any OpenAI-compatible server (a running vLLM, a hosted API);
+- `reader`: `Reader`, the model as a question meets it (what it reads well per window, answers
+  with checked citations);
 - `citations`: `[n]` markers read back and checked against the prompt's passages;
-- `synthesis`: multi-needle answers (facts first, map-reduce over windows, self-routing);
-- `calibration`: the model's effective context, measured and stored per model;
+- `strategy`: the `AnswerStrategy` interface and the `Question` it answers; implementations in
+  `direct`, `mapping` (map, the default: passages about the question read on their own) and
+  `synthesis` (multi-needle: facts first, map-reduce over windows; self-routing); `strategies`
+  builds them by name;
+- `session`: follow-up questions sharing one growing prompt; `streaming`: answers as written;
+- `calibration`: the model's effective context, stored per model (`evals.calibrate` measures it);
 - `grounded`: answers chosen among what the passages hold (`ask(..., choices=defined_symbols)`).
 """
 

@@ -1,5 +1,7 @@
 """Pack stage: a generous candidate list into the best prompt that fits a token budget.
 
+- `context`: `ContextBuilder`, the stage as a question meets it (its one retrieval, scaled to
+  the budget, packed into one prompt or into windows of what the model reads well);
 - `packer`: `Packer.pack` and `PackSession` (the policy; start reading here);
 - `selection`: the candidate scan that decides what is kept and why;
 - `spans`: what a window shows of each document, merged into passages and ordered;
