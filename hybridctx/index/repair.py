@@ -15,18 +15,8 @@ from tqdm import tqdm
 
 from hybridctx.embed import Embedder
 from hybridctx.errors import EmbeddingModelMismatchError, KnowledgeBaseNotFoundError
+from hybridctx.index import layout
 from hybridctx.index.dense import FaissIndex, file_checksum, file_stamp, index_spec
-from hybridctx.index.layout import (
-    LEXICAL,
-    MANIFEST,
-    STORE,
-    Manifest,
-    check_store_present,
-    checked_root,
-    read_manifest,
-    seal_segment,
-    write_lock,
-)
 from hybridctx.index.lexical import LexicalIndex
 from hybridctx.index.segments import SegmentInfo
 from hybridctx.index.store import ChunkStore
@@ -63,13 +53,13 @@ def repair(
     changed since it was last verified, which repair records), chunk texts as they are read,
     tantivy its own files. What cannot be mended (a damaged chunk text; a segment without an
     embedder) is named with the documents it holds, to delete and index again."""
-    root = checked_root(root)
-    if not (root / MANIFEST).is_file():
+    root = layout.checked_root(root)
+    if not (root / layout.MANIFEST).is_file():
         raise KnowledgeBaseNotFoundError(root)
-    manifest = read_manifest(root / MANIFEST)
-    check_store_present(root)
-    with write_lock(root):
-        store = ChunkStore(root / STORE)
+    manifest = layout.read_manifest(root / layout.MANIFEST)
+    layout.check_store_present(root)
+    with layout.write_lock(root):
+        store = ChunkStore(root / layout.STORE)
         try:
             problems = store.integrity_problems()
             generation, segments_json, _ = store.index_state()
@@ -117,7 +107,7 @@ def _verified(root: Path, info: SegmentInfo) -> SegmentInfo | None:
 
 
 def _reembedded(
-    root: Path, store: ChunkStore, manifest: Manifest, bad: list[SegmentInfo], infos: list[SegmentInfo],
+    root: Path, store: ChunkStore, manifest: layout.Manifest, bad: list[SegmentInfo], infos: list[SegmentInfo],
     embedder: Embedder, generation: int, show_progress: bool,
 ) -> dict[str, SegmentInfo | None]:
     """New segment files for the damaged ones, from their live chunks' stored texts (a damaged
@@ -143,7 +133,7 @@ def _reembedded(
                 index_spec(len(ids), manifest.dimension, kb_vectors), np.asarray(ids, np.int64), np.concatenate(parts)
             )
             new = SegmentInfo(name=next(names), count=len(ids), min_id=info.min_id, max_id=info.max_id)
-            rebuilt[info.name] = seal_segment(new, index, root)
+            rebuilt[info.name] = layout.seal_segment(new, index, root)
     return rebuilt
 
 
@@ -153,7 +143,7 @@ def _rebuild_lexical(
     """Build a new lexical index beside the old one from the chunk texts that pass their
     checksum (the others go to `damaged`), then swap them: a reader opening meanwhile finds one
     or the other."""
-    fresh, old = root / f"{LEXICAL}.new", root / f"{LEXICAL}.old"
+    fresh, old = root / f"{layout.LEXICAL}.new", root / f"{layout.LEXICAL}.old"
     for leftover in (fresh, old):
         shutil.rmtree(leftover, ignore_errors=True)
     lexical = LexicalIndex(fresh)
@@ -161,7 +151,7 @@ def _rebuild_lexical(
         lexical.rebuild(store.chunk_texts(damaged), generation, store.totals()[1], show_progress)
     finally:
         lexical.close()
-    if (root / LEXICAL).exists():
-        (root / LEXICAL).rename(old)
-    fresh.rename(root / LEXICAL)
+    if (root / layout.LEXICAL).exists():
+        (root / layout.LEXICAL).rename(old)
+    fresh.rename(root / layout.LEXICAL)
     shutil.rmtree(old, ignore_errors=True)
