@@ -327,8 +327,6 @@ def step_vllm(args: argparse.Namespace, gpu: bool, deadline: float, state: Path)
             pipe.add(stdlib_files(None)[:400])
             session = pipe.session()
             answers = [session.ask(q, max_new_tokens=64) for q in questions]
-            engine = getattr(pipe.backend, "_llm", None)
-            blocks = getattr(getattr(getattr(engine, "llm_engine", None), "vllm_config", None), "cache_config", None)
             cold, *follow = [a.usage for a in answers]
             figures[f"kv_{kv_cache}"] = {
                 "prompt_tokens": cold.prompt_tokens, "cold_ttft_s": cold.first_token_seconds,
@@ -336,7 +334,7 @@ def step_vllm(args: argparse.Namespace, gpu: bool, deadline: float, state: Path)
                 "follow_up_cached_share": [round((u.cached_tokens or 0) / u.prompt_tokens, 3) for u in follow],
                 "decode_tokens_per_s": round(sum(u.generated_tokens for u in follow) / max(
                     1e-9, sum(u.seconds - (u.first_token_seconds or 0) for u in follow)), 1),
-                "kv_cache_blocks": getattr(blocks, "num_gpu_blocks", None),
+                "kv_cache_blocks_and_block_tokens": getattr(pipe.backend, "kv_cache_blocks", lambda: None)(),
                 "seconds": round(time.perf_counter() - started, 1),
             }
         save_step(state, "vllm", figures)

@@ -116,6 +116,8 @@ def test_vllm_answers_and_a_follow_up_is_served_from_the_prefix_cache(open_pipe,
     # vLLM reports the reused prefix, in whole blocks
     assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
     assert engine.prefix_cache_hits() >= second.usage.cached_tokens
+    blocks, per_block = engine.kv_cache_blocks()  # what the GPU check compares with the fp8 cache
+    assert per_block == BLOCK and blocks * per_block >= WINDOW
 
 
 def test_vllm_answers_from_the_passage_it_is_given(engine):

@@ -241,6 +241,14 @@ class VLLMBackend:
             return 0
         return int(sum(m.value for m in self._llm.get_metrics() if m.name == "vllm:prefix_cache_hits"))
 
+    def kv_cache_blocks(self) -> tuple[int, int] | None:
+        """(blocks, tokens per block) of the started engine's KV cache, as vLLM sized it from the
+        memory it was given (an fp8 cache holds about twice the blocks); None before it starts."""
+        if self._llm is None:
+            return None
+        cache = self._llm.llm_engine.vllm_config.cache_config
+        return int(cache.num_gpu_blocks or 0), int(cache.block_size)
+
     def close(self) -> None:
         """Stop the engine and free its memory."""
         with self._lock:
