@@ -99,22 +99,30 @@ def version(package: str) -> str | None:
 
 def corpus_files(limit_bytes: int) -> list[Path]:
     """Real text nobody here wrote: the interpreter's standard library and installed packages'
-    Python sources and docs, smallest folders first, up to `limit_bytes`."""
+    Python sources and docs, in path order, up to `limit_bytes` (walked no further than that)."""
     import sysconfig
 
-    roots = dict.fromkeys(Path(sysconfig.get_paths()[key]) for key in ("stdlib", "purelib", "platlib"))
+    roots = dict.fromkeys(sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib"))
     files, total = [], 0
     for root in roots:
-        for path in sorted(root.rglob("*")):
-            if path.suffix not in (".py", ".md", ".rst", ".txt") or not path.is_file():
-                continue
-            size = path.stat().st_size
-            if 200 <= size <= 2_000_000:
-                files.append(path)
-                total += size
-                if total >= limit_bytes:
-                    return files
+        for folder, subfolders, names in os.walk(root):
+            subfolders.sort()
+            for name in sorted(names):
+                path = Path(folder, name)
+                if path.suffix not in (".py", ".md", ".rst", ".txt") or not path.is_file():
+                    continue
+                size = path.stat().st_size
+                if 200 <= size <= 2_000_000:
+                    files.append(path)
+                    total += size
+                    if total >= limit_bytes:
+                        return files
     return files
+
+
+def bytes_for(chunks: int) -> int:
+    """Bytes of text that make about `chunks` chunks (a token is about 4 bytes; twice that, for margin)."""
+    return chunks * CHUNK_STRIDE * 8
 
 
 def chunk_texts(files: list[Path], tokenizer_path: Path, most: int) -> tuple[list[str], list[int]]:
@@ -205,7 +213,7 @@ def step_embedding(args: argparse.Namespace, gpu: bool, deadline: float, state: 
 
     model = resolve_model_path(args.model)
     sample_size = 64 if args.small else 512 if not gpu else 100_000
-    texts, counts = chunk_texts(corpus_files(400_000_000), model / "tokenizer.json", sample_size)
+    texts, counts = chunk_texts(corpus_files(bytes_for(sample_size)), model / "tokenizer.json", sample_size)
     cpu_texts = texts[: 64 if args.small else 256]
     cpu = SentenceTransformerEmbedder(str(model), device="cpu", batch_size=64)
     cpu.embed(cpu_texts[:16])  # warm
@@ -241,7 +249,8 @@ def step_embedding(args: argparse.Namespace, gpu: bool, deadline: float, state: 
     # Real embeddings for the dense step: as many chunks as the rest of the share allows.
     rate = figures["batch_1024"]["chunks_per_s"]
     wanted = min(TARGET_VECTORS, int(rate * max(0.0, deadline - time.time() - 30) * 0.6))
-    more, _ = chunk_texts(corpus_files(10**12), model / "tokenizer.json", max(wanted, len(texts)))
+    more, _ = chunk_texts(corpus_files(bytes_for(max(wanted, len(texts)))), model / "tokenizer.json",
+                          max(wanted, len(texts)))
     parts, started = [], time.perf_counter()
     for start in range(0, len(more), 262_144):
         if time.time() > deadline - 20:
@@ -509,7 +518,8 @@ def main() -> None:
     spare = 0.0
     for name, share in STEPS[1:]:
         seconds = share * args.budget_s + spare
-        if load_state(args.state).get(name, {}) and not args.fresh and "outcome" not in load_state(args.state)[name]:
+        measured = load_state(args.state).get(name, {})
+        if measured and "outcome" not in measured and not args.fresh:
             print(f"{name}: measured before, kept (--fresh measures it again)", flush=True)
             continue
         if name == "install":

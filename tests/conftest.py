@@ -10,6 +10,20 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def count_retrievals(pipe) -> list[tuple]:
+    """The (query, k) of every retrieval `pipe` makes from now on: its retriever, wrapped (before
+    the pack stage is built on it, at the first pack or ask)."""
+    inner, calls = pipe.stages.retriever, []
+
+    class Counted:
+        def retrieve(self, query, k, scope):
+            calls.append((query, k))
+            return inner.retrieve(query, k, scope)
+
+    pipe.stages.retriever = Counted()
+    return calls
+
+
 def hits_of(texts: list[str]) -> list:
     """One single-chunk document per text, ranked in order (hits from elsewhere: no profiles)."""
     from hybridctx.schema import Chunk, Hit

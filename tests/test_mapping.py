@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import hits_of
+from conftest import count_retrievals, hits_of
 
 from hybridctx.generate.backend import Generation
 from hybridctx.generate.mapping import MapStrategy, about
@@ -166,14 +166,7 @@ def test_the_default_ask_names_values_spread_over_windows_the_model_reads_one_at
 
     pipe = open_pipe(effective_context=400)
     pipe.add([Document(id=f"doc{i}", text=t, metadata={"source": f"doc{i}.md"}) for i, t in enumerate(planted())])
-    retriever, retrievals = pipe.stages.retriever, []
-
-    class Counted:  # the pipeline's retriever, counting its calls (set before the pack stage is built on it)
-        def retrieve(self, *asked):
-            retrievals.append(asked)
-            return retriever.retrieve(*asked)
-
-    pipe.stages.retriever = Counted()
+    retrievals = count_retrievals(pipe)
     pieces: list[str] = []
     answer = pipe.ask(QUESTION, budget_tokens=2000, max_new_tokens=32, on_text=pieces.append)
     assert len(retrievals) == 1  # the windows and every passage read on its own come from one retrieval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import count_retrievals
 
 from hybridctx import Document, Pipeline
 from hybridctx.errors import (
@@ -249,19 +250,10 @@ def test_a_question_is_retrieved_once_however_many_windows_and_passages_it_reads
     reads on their own) from one retrieval, then the model reads them."""
     from hybridctx import Pipeline
 
-    class Counted:
-        def __init__(self, inner) -> None:
-            self.inner, self.calls = inner, []
-
-        def retrieve(self, query, k, scope):
-            self.calls.append((query, k))
-            return self.inner.retrieve(query, k, scope)
-
     with Pipeline.open(essays_kb, embedder=embedder, backend=backend, show_progress=False,
                        effective_context=400) as pipe:
-        counted = Counted(pipe.stages.retriever)
-        pipe.stages.retriever = counted  # before the pack stage is built on it
+        retrievals = count_retrievals(pipe)
         question = "What did the essay say about founders raising money from investors?"
         answer = pipe.ask(question, budget_tokens=2000, max_new_tokens=16, strategy=strategy)
-    assert counted.calls == [(question, 100)]  # recall_k(2000, 96): the classic generous 100
+    assert retrievals == [(question, 100)]  # recall_k(2000, 96): the classic generous 100
     assert answer.route in (strategy, "map_reduce")

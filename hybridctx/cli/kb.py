@@ -120,8 +120,7 @@ def ask(
     backend: Any = None,
 ) -> None:
     """Answer a question from the knowledge base, with citations (embedded model unless told otherwise)."""
-    overrides = {"backend": backend} if backend is not None else {}
-    with open_kb(kb, quiet=as_json, **overrides) as pipe:
+    with open_kb(kb, quiet=as_json, backend=backend) as pipe:
         if as_json:  # the prompt stays out: `hybridctx pack` prints it
             answer = pipe.ask(question, strategy=strategy, **packing)
             without_prompts = {"context": {"prompt"}, "windows": {"__all__": {"prompt"}}}

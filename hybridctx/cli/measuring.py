@@ -40,11 +40,11 @@ def calibrate(
                             budget_tokens=min(2048, context_window))
     except ValidationError as exc:
         raise InvalidArgumentError(f"invalid settings: {exc}") from exc
-    backend = build_backend(settings)
+    model = build_backend(settings)
     try:
-        found = probe(backend, seeds=seeds, max_tokens=max_tokens, show_progress=not as_json)
+        found = probe(model, seeds=seeds, max_tokens=max_tokens, show_progress=not as_json)
     finally:
-        backend.close()
+        model.close()
     stored = save_calibration(settings.cache_dir, found)
     if as_json:
         print_json(found.model_dump(mode="json"))

@@ -31,18 +31,11 @@ class Strategies:
             "self_route": SelfRouteStrategy(direct, synthesis, reader.backend.context_window),
         }
 
-    def __getitem__(self, name: Strategy) -> AnswerStrategy:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise InvalidArgumentError(f"strategy must be one of {', '.join(self.by_name)}, got {name!r}") from None
-
     def choose(self, asked: Strategy | None, default: Strategy, choices: object | None = None) -> AnswerStrategy:
         """The strategy asked for, else `default`; with `choices`, direct (another is refused)."""
-        if choices is not None:
-            if asked not in (None, "direct"):
-                raise InvalidArgumentError(
-                    f"choices answer from one packed prompt: use strategy='direct', not {asked!r}"
-                )
-            return self.by_name["direct"]
-        return self[asked or default]
+        if choices is not None and asked not in (None, "direct"):
+            raise InvalidArgumentError(f"choices answer from one packed prompt: use strategy='direct', not {asked!r}")
+        name = "direct" if choices is not None else asked or default
+        if name not in self.by_name:
+            raise InvalidArgumentError(f"strategy must be one of {', '.join(self.by_name)}, got {name!r}")
+        return self.by_name[name]
