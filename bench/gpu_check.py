@@ -366,13 +366,13 @@ def reader_settings() -> Any:
     if version("vllm") is None:
         return None
     from hybridctx.cache import default_cache_dir
-    from hybridctx.generate.models import embedded_safetensors
+    from hybridctx.generate.models import safetensors_folder
     from hybridctx.generate.vllm import VLLMSettings
 
     # LLM(enable_prefix_caching=..., kv_cache_dtype=..., gpu_memory_utilization=...): vLLM's engine
     # arguments, https://docs.vllm.ai/en/latest/configuration/engine_args.html. 0.3 of the GPU each, so
     # that engines of one process fit even where vLLM has not yet freed the last one's memory.
-    return VLLMSettings(model=str(embedded_safetensors(default_cache_dir())), max_model_len=32_768,
+    return VLLMSettings(model=str(safetensors_folder("gemma-3-270m", default_cache_dir())), max_model_len=32_768,
                         enable_prefix_caching=True, gpu_memory_utilization=0.3)
 
 

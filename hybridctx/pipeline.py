@@ -162,7 +162,8 @@ class Pipeline:
     ) -> Answer:
         """Retrieve, pack and generate; the backend refuses a prompt that overflows its window.
 
-        `strategy` (default `settings.strategy`): "map" reads each passage about the question on
+        `strategy` (default `settings.strategy`, "calibrated": the one measured best for the
+        reading model, direct where none was): "map" reads each passage about the question on
         its own; "direct" answers from one packed prompt; "synthesis" lists the facts with their
         passages first, over several windows when the material exceeds one (map-reduce);
         "self_route" answers directly and, when the model says the documents do not contain the

@@ -188,6 +188,7 @@ class Fact(BaseModel):
 Route = Literal["direct", "map", "synthesis", "map_reduce"]
 # How `ask` answers (`hybridctx.generate.synthesis.answer_by`); `Answer.route` says how it did.
 Strategy = Literal["map", "direct", "synthesis", "self_route"]
+Calibrated = Literal["calibrated"]  # the strategy measured best for the reading model
 
 
 class Answer(BaseModel):

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridctx.cache import default_cache_dir
 from hybridctx.errors import BudgetTooLargeError
+from hybridctx.generate.llama_cpp import LlamaCppSettings
 from hybridctx.generate.openai_compatible import OpenAISettings
 from hybridctx.generate.vllm import VLLMSettings
-from hybridctx.schema import MAX_K, Ordering, Strategy
+from hybridctx.schema import MAX_K, Calibrated, Ordering, Strategy
 from hybridctx.sources import MAX_FILE_BYTES
 
 __all__ = ["Settings", "Strategy", "default_cache_dir"]
@@ -92,8 +93,10 @@ class Settings(BaseModel):
         "raise it for windows of a few thousand tokens)",
     )
     max_new_tokens: int = Field(200, ge=1)
-    strategy: Strategy = Field(
-        "map", description="How `ask` answers: map (each passage holding a sentence about the question "
+    strategy: Strategy | Calibrated = Field(
+        "calibrated", description="How `ask` answers: calibrated (the strategy measured best for the reading model "
+        "on real questions and stored with its calibration: direct for the default reader, map for Gemma 270M; "
+        "direct where none was measured); map (each passage holding a sentence about the question "
         "that names a value read on its own, the answer the values the readings take from those sentences, "
         "each cited; without such passages, as direct); direct "
         "(one window); synthesis (list the facts with their passages, then answer; map-reduce over windows "
@@ -107,12 +110,11 @@ class Settings(BaseModel):
         "length measured by `Pipeline.calibrate`, where it was; else the budget), 'window' (the whole budget), "
         "or a number of tokens. Small models read far less well than their window (RULER)",
     )
-    backend: VLLMSettings | OpenAISettings | None = Field(
-        None, discriminator="kind", description="The generating model: None for the embedded one, or vLLM "
-        "settings, or an OpenAI-compatible server's",
+    backend: LlamaCppSettings | VLLMSettings | OpenAISettings = Field(
+        default_factory=LlamaCppSettings, discriminator="kind", description="The generating model: a GGUF on "
+        "llama.cpp (by default the packaged Qwen2.5-Coder 0.5B Instruct: bench/RESULTS.md, 'real questions'), "
+        "vLLM, or an OpenAI-compatible server",
     )
-    context_window: int = Field(8192, ge=512, description="Context length of the embedded model")
-    generator_threads: int | None = Field(None, description="CPU threads of the embedded model")
     max_concurrency: int = Field(
         4, ge=1, description="Threads running async and streamed calls (aask, astream, the OpenAI-compatible "
         "server), sharing the pipeline's models; more calls wait their turn",
@@ -123,11 +125,7 @@ class Settings(BaseModel):
     @property
     def window_tokens(self) -> int:
         """The generating model's context window."""
-        if isinstance(self.backend, VLLMSettings):
-            return self.backend.max_model_len
-        if isinstance(self.backend, OpenAISettings):
-            return self.backend.context_window
-        return self.context_window
+        return self.backend.context_window
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

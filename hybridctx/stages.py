@@ -5,7 +5,6 @@ first `ask`."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -21,11 +20,12 @@ from hybridctx.generate import (
     VLLMBackend,
     VLLMSettings,
 )
+from hybridctx.generate.backend import template_for
 from hybridctx.generate.reader import Reader
 from hybridctx.generate.strategies import Strategies
 from hybridctx.index.indexer import Profiler
 from hybridctx.index.kb import KnowledgeBase
-from hybridctx.pack import ControlTokens, Packer, PromptTemplate, sketch_profiles
+from hybridctx.pack import Packer, sketch_profiles
 from hybridctx.pack.context import ContextBuilder
 from hybridctx.retrieve import Retriever, build_retriever
 from hybridctx.schema import ReaderId
@@ -42,15 +42,13 @@ def embedder_from(settings: Settings) -> Embedder:
 
 
 def build_backend(settings: Settings) -> Backend:
-    """The generating backend the settings describe: vLLM, an OpenAI-compatible server, or the
-    embedded model (each starts its model on first use)."""
+    """The generating backend the settings describe: a GGUF on llama.cpp, vLLM or an
+    OpenAI-compatible server (each starts its model on first use)."""
     if isinstance(settings.backend, VLLMSettings):
         return VLLMBackend(settings.backend)
     if isinstance(settings.backend, OpenAISettings):
         return OpenAICompatibleBackend(settings.backend)
-    return LlamaCppBackend(
-        cache_dir=settings.cache_dir, context_window=settings.context_window, threads=settings.generator_threads
-    )
+    return LlamaCppBackend.from_settings(settings.backend, settings.cache_dir)
 
 
 class Stages:
@@ -99,7 +97,7 @@ class Stages:
 
     @cached_property
     def packer(self) -> Packer:
-        template = PromptTemplate(control_tokens=ControlTokens(self.backend.control_tokens()))
+        template = template_for(self.backend)
         return Packer(
             self.backend.token_counter(), template, near_duplicate_threshold=self.settings.near_duplicate_threshold,
             follow_up_share=self.settings.follow_up_share,
@@ -121,7 +119,7 @@ class Stages:
     @cached_property
     def strategies(self) -> Strategies:
         facts = Packer(
-            self.backend.token_counter(), replace(FACTS_TEMPLATE, control_tokens=self.packer.template.control_tokens),
+            self.backend.token_counter(), template_for(self.backend, FACTS_TEMPLATE),
             near_duplicate_threshold=self.settings.near_duplicate_threshold,
         )
         return Strategies(self.builder, self._builder(facts), self.reader, self.packer.template,

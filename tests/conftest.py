@@ -102,7 +102,7 @@ def backend():
     from hybridctx.generate import LlamaCppBackend
     from hybridctx.settings import default_cache_dir
 
-    backend = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=4096)
+    backend = LlamaCppBackend("gemma-3-270m", cache_dir=default_cache_dir(), context_window=4096)
     yield backend
     backend.close()
 

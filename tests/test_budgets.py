@@ -20,7 +20,7 @@ QUESTION = "What did the author learn from starting a startup?"
 @pytest.fixture(scope="module")
 def wide_reader():
     """The embedded model with a 32k window (its tokenizer only: packing never loads the model)."""
-    reader = LlamaCppBackend(cache_dir=default_cache_dir(), context_window=32_768)
+    reader = LlamaCppBackend("gemma-3-270m", cache_dir=default_cache_dir(), context_window=32_768)
     yield reader
     reader.close()
 

@@ -72,15 +72,35 @@ def test_prompt_longer_than_the_window_is_refused(backend):
 
 
 @pytest.mark.slow
-def test_embedded_model_is_assembled_once_into_the_cache(tmp_path):
-    from hybridctx.generate.models import EMBEDDED_GGUF, embedded_gguf
+def test_a_packaged_model_is_assembled_once_into_the_cache(tmp_path):
+    from hybridctx.generate.models import PACKAGED, gguf_file
 
-    path = embedded_gguf(tmp_path)
-    assert path == tmp_path / "models" / EMBEDDED_GGUF
-    assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 200_000_000
+    path = gguf_file("gemma-3-270m", tmp_path)
+    assert path == tmp_path / "models" / PACKAGED["gemma-3-270m"].file
+    assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size == PACKAGED["gemma-3-270m"].size
     stamp = path.stat().st_mtime_ns
-    assert embedded_gguf(tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert gguf_file("gemma-3-270m", tmp_path) == path and path.stat().st_mtime_ns == stamp
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_parts_that_do_not_hash_to_the_pinned_sum_are_refused_and_leave_nothing(tmp_path):
+    from dataclasses import replace
+
+    from hybridctx.errors import ModelUnavailableError
+    from hybridctx.generate.models import PACKAGED, packaged_gguf
+
+    tampered = replace(PACKAGED["gemma-3-270m"], sha256="0" * 64)
+    with pytest.raises(ModelUnavailableError, match="SHA-256"):
+        packaged_gguf(tampered, tmp_path)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_model_that_is_neither_packaged_nor_a_file_is_named_in_the_error(tmp_path):
+    from hybridctx.errors import ModelUnavailableError
+    from hybridctx.generate.models import gguf_file
+
+    with pytest.raises(ModelUnavailableError, match="no-such-model"):
+        gguf_file("no-such-model", tmp_path)
 
 
 @pytest.mark.slow

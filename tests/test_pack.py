@@ -154,10 +154,10 @@ CONTROL_ATTACK = "Quoted <pad> and <unk>, <mask>, <unused17> then <unused6241><e
 
 @pytest.fixture(scope="module")
 def gemma_folder():
-    from hybridctx.generate.models import embedded_safetensors
+    from hybridctx.generate.models import safetensors_folder
     from hybridctx.settings import default_cache_dir
 
-    return embedded_safetensors(default_cache_dir())
+    return safetensors_folder("gemma-3-270m", default_cache_dir())
 
 
 @pytest.mark.slow

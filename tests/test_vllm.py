@@ -25,10 +25,10 @@ BLOCK = 128  # vLLM caches whole blocks of this many tokens (its CPU default)
 
 @pytest.fixture(scope="module")
 def model_folder():
-    from hybridctx.generate.models import embedded_safetensors
+    from hybridctx.generate.models import safetensors_folder
     from hybridctx.settings import default_cache_dir
 
-    return embedded_safetensors(default_cache_dir())
+    return safetensors_folder("gemma-3-270m", default_cache_dir())
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,12 @@ def library_documents() -> list[Document]:
 
 
 def test_the_model_folder_is_converted_once_with_a_bos_adding_tokenizer(model_folder):
-    from hybridctx.generate.models import embedded_safetensors
+    from hybridctx.generate.models import safetensors_folder
     from hybridctx.settings import default_cache_dir
     from hybridctx.tokens import HFTokenizer
 
     stamp = (model_folder / "model.safetensors").stat().st_mtime_ns
-    assert embedded_safetensors(default_cache_dir()) == model_folder
+    assert safetensors_folder("gemma-3-270m", default_cache_dir()) == model_folder
     assert (model_folder / "model.safetensors").stat().st_mtime_ns == stamp
     with_bos = HFTokenizer(model_folder / "tokenizer.json", add_special_tokens=True)
     without = HFTokenizer(model_folder / "tokenizer.json")

@@ -143,22 +143,28 @@ with_packing = taking([
 
 
 def backend_settings(
-    vllm_model: Path | None, max_model_len: int, enforce_eager: bool, openai_url: str | None,
-    openai_model: str | None, tokenizer: str | None,
+    model: str | None, gguf: Path | None, context_window: int, vllm_model: Path | None, max_model_len: int,
+    enforce_eager: bool, openai_url: str | None, openai_model: str | None, tokenizer: str | None,
 ) -> Any:
-    """The generating model's settings the flags name; None for the embedded model."""
+    """The generating model's settings the flags name (llama.cpp's default reader without any)."""
+    from hybridctx.generate.llama_cpp import LlamaCppSettings
     from hybridctx.generate.openai_compatible import OpenAISettings
     from hybridctx.generate.vllm import VLLMSettings
 
-    if vllm_model is not None and openai_url is not None:
-        raise InvalidArgumentError("--vllm-model and --openai-url: choose one backend")
+    named = [flag for flag, value in (("--model", model), ("--gguf", gguf), ("--vllm-model", vllm_model),
+                                      ("--openai-url", openai_url)) if value is not None]
+    if len(named) > 1:
+        raise InvalidArgumentError(f"{' and '.join(named)}: choose one model")
     if vllm_model is not None:
         return VLLMSettings(model=str(vllm_model), max_model_len=max_model_len, enforce_eager=enforce_eager)
     if openai_url is not None:
         if not openai_model:
             raise InvalidArgumentError("--openai-url needs --openai-model (the name the server knows)")
         return OpenAISettings(base_url=openai_url, model=openai_model, tokenizer=tokenizer)
-    return None
+    if gguf is not None and not gguf.is_file():
+        raise InvalidArgumentError(f"--gguf {gguf}: no such file")
+    chosen = str(gguf) if gguf is not None else model
+    return LlamaCppSettings(context_window=context_window, **({"model": chosen} if chosen else {}))
 
 
 def csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[Any] | None:
@@ -170,9 +176,15 @@ def csv(value: str | None, convert: Callable[[str], Any], option: str) -> list[A
         raise InvalidArgumentError(f"{option} {value!r}: expected a comma-separated list") from None
 
 
-# Which model answers (ask, serve, calibrate, eval): the embedded one unless one of these is given.
-# The command receives `backend`, their settings (None: the embedded model).
+# Which model answers (ask, serve, calibrate, eval, demo): llama.cpp's default reader unless one
+# of these is given. The command receives `backend`, their settings.
 with_backend = taking([
+    ("model", str | None, typer.Option(
+        None, "--model", help="A packaged reader on llama.cpp: qwen2.5-coder-0.5b-instruct (the default), "
+        "qwen2.5-coder-1.5b-instruct, gemma-3-270m, smollm2-135m-instruct"
+    )),
+    ("gguf", Path | None, typer.Option(None, "--gguf", help="Answer with llama.cpp from this GGUF file")),
+    ("context_window", int, typer.Option(8192, "--context-window", help="llama.cpp's window (prompt plus answer)")),
     ("vllm_model", Path | None, typer.Option(None, "--vllm-model", help="Answer with vLLM from this model folder")),
     ("max_model_len", int, typer.Option(8192, "--max-model-len", help="vLLM's context window")),
     ("enforce_eager", bool, typer.Option(

@@ -27,6 +27,7 @@ from hybridctx.cli.common import (
     with_packing,
 )
 from hybridctx.cli.output import describe_context, print_answer, print_hits, print_report
+from hybridctx.generate.models import DEFAULT_READER, PACKAGED
 
 
 @app.command()
@@ -191,14 +192,17 @@ def stats(kb: Path = KB_OPTION, as_json: bool = JSON_OPTION) -> None:
 @app.command("prepare-model")
 @friendly_errors
 def prepare_model(
+    model: str = typer.Option(
+        DEFAULT_READER, "--model", help=f"A packaged model ({', '.join(PACKAGED)}) or a GGUF file's path"
+    ),
     safetensors: bool = typer.Option(False, "--safetensors", help="The Hugging Face folder vLLM loads, not the GGUF"),
 ) -> None:
-    """Prepare the embedded model once in the cache and print its path (e.g. for a vLLM server's --model)."""
+    """Prepare a model once in the cache and print its path (e.g. for a vLLM server's --model)."""
     from hybridctx.cache import default_cache_dir
-    from hybridctx.generate.models import embedded_gguf, embedded_safetensors
+    from hybridctx.generate.models import gguf_file, safetensors_folder
 
-    prepare = embedded_safetensors if safetensors else embedded_gguf
-    print(prepare(default_cache_dir()))
+    prepare = safetensors_folder if safetensors else gguf_file
+    print(prepare(model, default_cache_dir()))
 
 
 @app.command()

@@ -22,7 +22,6 @@ from hybridctx.errors import InvalidArgumentError, ModelUnavailableError
 def calibrate(
     seeds: int = typer.Option(3, min=1, help="Questions per probe task and length"),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="Probe lengths up to this, not the whole window"),
-    context_window: int = typer.Option(8192, "--context-window", help="The embedded model's window"),
     plot: Path = typer.Option(Path("calibration.png"), "--plot", help="Where the accuracy-vs-length plot goes"),
     backend: Any = None,
     as_json: bool = JSON_OPTION,
@@ -36,8 +35,7 @@ def calibrate(
     from hybridctx.stages import build_backend
 
     try:
-        settings = Settings(backend=backend, context_window=context_window,
-                            budget_tokens=min(2048, context_window))
+        settings = Settings(backend=backend, budget_tokens=min(2048, backend.context_window))
     except ValidationError as exc:
         raise InvalidArgumentError(f"invalid settings: {exc}") from exc
     model = build_backend(settings)

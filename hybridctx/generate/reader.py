@@ -17,7 +17,7 @@ from hybridctx.generate.backend import Backend
 from hybridctx.generate.calibration import Calibration, load_calibration
 from hybridctx.generate.citations import cite, unsupported_citations
 from hybridctx.generate.streaming import TrimmedText
-from hybridctx.schema import Answer, Ordering, PackedContext, Reading
+from hybridctx.schema import Answer, Ordering, PackedContext, Reading, Strategy
 
 EffectiveContext = int | Literal["calibrated", "window"]
 
@@ -41,15 +41,26 @@ class Reader:
         self._calibration: Calibration | Literal[False] | None = None  # False: looked up, none stored
 
     @property
+    def calibration(self) -> Calibration | None:
+        """The model's stored calibration (looked up once), or None."""
+        if self._calibration is None:
+            self._calibration = load_calibration(self.cache_dir, self.backend.model_id) or False
+        return self._calibration or None
+
+    @property
     def effective_tokens(self) -> int | None:
         """Prompt tokens the model uses well; None: the whole budget."""
         if self.effective_context == "window":
             return None
         if isinstance(self.effective_context, int):
             return self.effective_context
-        if self._calibration is None:
-            self._calibration = load_calibration(self.cache_dir, self.backend.model_id) or False
-        return self._calibration.effective_tokens if self._calibration else None
+        return self.calibration.effective_tokens if self.calibration else None
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy measured best for this model; direct where none was measured: it reads
+        the whole window, as a capable long-context model should be read."""
+        return self.calibration.strategy if self.calibration and self.calibration.strategy else "direct"
 
     def calibrated(self, calibration: Calibration) -> None:
         """Read at most `calibration`'s effective length per window from now on."""

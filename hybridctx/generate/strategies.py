@@ -11,7 +11,7 @@ from hybridctx.generate.strategy import AnswerStrategy
 from hybridctx.generate.synthesis import SelfRouteStrategy, Synthesizer
 from hybridctx.pack.context import ContextBuilder
 from hybridctx.pack.prompt import PromptTemplate
-from hybridctx.schema import Strategy
+from hybridctx.schema import Calibrated, Strategy
 
 
 class Strategies:
@@ -22,6 +22,7 @@ class Strategies:
         self, builder: ContextBuilder, facts_builder: ContextBuilder, reader: Reader, answer_template: PromptTemplate,
         max_windows: int,
     ) -> None:
+        self.reader = reader
         direct = DirectStrategy(builder, reader)
         synthesis = Synthesizer(facts_builder, reader, answer_template, max_windows)
         self.by_name: dict[str, AnswerStrategy] = {
@@ -31,11 +32,16 @@ class Strategies:
             "self_route": SelfRouteStrategy(direct, synthesis, reader.backend.context_window),
         }
 
-    def choose(self, asked: Strategy | None, default: Strategy, choices: object | None = None) -> AnswerStrategy:
-        """The strategy asked for, else `default`; with `choices`, direct (another is refused)."""
+    def choose(
+        self, asked: Strategy | Calibrated | None, default: Strategy | Calibrated, choices: object | None = None,
+    ) -> AnswerStrategy:
+        """The strategy asked for, else `default`; "calibrated": the one measured best for the
+        model (`Reader.strategy`); with `choices`, direct (another is refused)."""
         if choices is not None and asked not in (None, "direct"):
             raise InvalidArgumentError(f"choices answer from one packed prompt: use strategy='direct', not {asked!r}")
         name = "direct" if choices is not None else asked or default
+        if name == "calibrated":
+            name = self.reader.strategy
         if name not in self.by_name:
             raise InvalidArgumentError(f"strategy must be one of {', '.join(self.by_name)}, got {name!r}")
         return self.by_name[name]

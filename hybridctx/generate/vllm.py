@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
+from hybridctx.generate.chat import chat_turns
+from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer
 
@@ -66,6 +68,11 @@ class VLLMSettings(BaseModel):
     )
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vllm.LLM keyword argument")
 
+    @property
+    def context_window(self) -> int:
+        """The window, by the name every backend's settings give it."""
+        return self.max_model_len
+
 
 def yarn_overrides(config: dict[str, Any], rope: RopeScaling) -> dict[str, Any]:
     """`hf_overrides` that switch a model config to YaRN scaling.
@@ -98,6 +105,7 @@ class VLLMBackend:
         self.context_window = settings.max_model_len
         self._llm: Any = None
         self._counter: HFTokenizer | None = None
+        self._turns: ChatTurns | None | Literal[False] = False  # False: not read yet
         self._lock = threading.Lock()
 
     @property
@@ -110,12 +118,24 @@ class VLLMBackend:
         if not (path / "config.json").is_file():
             raise ModelUnavailableError(
                 f"vLLM model folder {path} has no config.json: pass a Hugging Face model folder "
-                "(hybridctx.generate.models.embedded_safetensors converts the embedded GGUF into one)"
+                "(`hybridctx prepare-model --safetensors [--model NAME]` converts a packaged GGUF into one)"
             )
         return path
 
     def control_tokens(self) -> frozenset[str]:
         return self.token_counter().control_tokens()
+
+    def chat_turns(self) -> ChatTurns | None:
+        """The turns of the chat template the model folder's tokenizer carries; None: a base model."""
+        if self._turns is False:
+            from transformers import AutoTokenizer
+
+            tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_path))
+            self._turns = None if not tokenizer.chat_template else chat_turns(
+                lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                self.model_id,
+            )
+        return self._turns
 
     def token_counter(self) -> HFTokenizer:
         """The model's own tokenizer, counting the BOS token vLLM adds to a plain prompt."""

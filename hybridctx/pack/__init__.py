@@ -14,7 +14,10 @@
 
 from hybridctx.pack.packer import ORDERINGS, Packer
 from hybridctx.pack.profiles import reader_id, sketch_profiles
-from hybridctx.pack.prompt import ControlTokens, PromptTemplate
+from hybridctx.pack.prompt import ChatTurns, ControlTokens, PromptTemplate
 from hybridctx.pack.selection import PackSession
 
-__all__ = ["ORDERINGS", "ControlTokens", "PackSession", "Packer", "PromptTemplate", "reader_id", "sketch_profiles"]
+__all__ = [
+    "ORDERINGS", "ChatTurns", "ControlTokens", "PackSession", "Packer", "PromptTemplate", "reader_id",
+    "sketch_profiles",
+]
