@@ -290,3 +290,36 @@ def test_the_cli_answers_with_vllm_and_with_an_openai_compatible_server(open_pip
         answer = next(line for line in done.stdout.splitlines() if line.startswith("Answer:"))
         assert "(empty)" not in answer, done.stdout
         assert "prompt tokens" in done.stdout and "budget 2048" in done.stdout  # packed for this model, then read
+
+
+def test_the_default_reader_on_vllm_is_framed_by_its_chat_template_and_a_follow_up_reuses_the_prefix(
+    open_pipe, corpus
+):
+    """Qwen2.5-Coder 0.5B Instruct, converted from its GGUF, served by vLLM's CPU engine."""
+    from hybridctx.generate.models import DEFAULT_READER, safetensors_folder
+    from hybridctx.generate.vllm import VLLMBackend, VLLMSettings
+    from hybridctx.settings import default_cache_dir
+
+    folder = safetensors_folder(DEFAULT_READER, default_cache_dir())
+    assert (folder / "chat_template.jinja").is_file()  # the GGUF's template, kept by the conversion
+    qwen = VLLMBackend(VLLMSettings(model=str(folder), max_model_len=WINDOW, enforce_eager=True, cpu_kv_cache_gib=1))
+    try:
+        turns = qwen.chat_turns()
+        assert turns is not None and turns.assistant == "<|im_end|>\n<|im_start|>assistant\n"
+        pipe = open_pipe(generator=qwen)
+        pipe.add(corpus)
+        pipe.add(library_documents())
+        session = pipe.session()
+        first = session.ask("How many times does the Zephyr client retry a failed request?", budget_tokens=3000,
+                            max_new_tokens=24)
+        assert first.context.prompt.startswith(turns.system) and first.context.prompt.endswith(turns.assistant)
+        assert first.usage.prompt_tokens == first.context.token_count  # counted as vLLM read it, turn markers too
+        assert "7" in first.text.splitlines()[0] or "seven" in first.text.splitlines()[0].lower()
+        second = session.ask("What is the default delay between retry attempts?", budget_tokens=3000,
+                             max_new_tokens=24)
+        assert second.usage.prompt_tokens == second.context.token_count
+        assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
+        print(f"\nvLLM, {DEFAULT_READER}: follow-up served {second.usage.cached_tokens} of "
+              f"{second.usage.prompt_tokens} prompt tokens from the prefix cache")
+    finally:
+        qwen.close()

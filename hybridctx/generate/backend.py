@@ -19,6 +19,14 @@ from hybridctx.tokens import TokenCounter
 # including a passage delimiter it echoes. At most 4 sequences (OpenAI's limit); an
 # instruction-tuned model's end-of-turn token is its end of sequence, where engines stop anyway.
 DEFAULT_STOP = ("\nQuestion:", "\n\n", "<passage", "</passage")
+# A chat model's turn ends with its end-of-turn token, where engines stop: it may write
+# paragraphs and lists, and only an echoed passage delimiter cuts it short.
+CHAT_STOP = ("<passage", "</passage")
+
+
+def stops(stop: Sequence[str] | None, chat: ChatTurns | None) -> list[str]:
+    """`stop` if given, else the default for the prompt's format (`chat`: the model's turns)."""
+    return list(stop if stop is not None else DEFAULT_STOP if chat is None else CHAT_STOP)
 
 
 @dataclass
@@ -58,7 +66,7 @@ class Backend(Protocol):
         stop: Sequence[str] | None = None, on_text: Callable[[str], None] | None = None,
         choices: Sequence[str] | None = None,
     ) -> Generation:
-        """Continue the context's prompt; `stop` replaces `DEFAULT_STOP`. `on_text` receives
+        """Continue the context's prompt; `stop` replaces the default (`stops`). `on_text` receives
         the answer's text as the backend produces it (piece by piece where it streams).
         `choices`: the answer is exactly one of these strings (constrained decoding; see
         `check_choices`)."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.cache import default_cache_dir
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
+from hybridctx.generate.backend import Generation, check_choices, check_fits, stops
 from hybridctx.generate.chat import Messages, chat_turns
 from hybridctx.generate.models import DEFAULT_READER, gguf_file
 from hybridctx.pack.prompt import ChatTurns
@@ -213,7 +213,8 @@ class LlamaCppBackend:
         choices: Sequence[str] | None = None,
     ) -> Generation:
         grammar = _grammar(check_choices(choices))
-        special = self.chat_turns() is not None
+        chat = self.chat_turns()
+        special = chat is not None
         with self._lock:
             if self._llm is None:
                 self._llm = self._load(vocab_only=False)
@@ -227,7 +228,7 @@ class LlamaCppBackend:
             try:  # streamed, to time the first token
                 for chunk in llm.create_completion(
                     tokens, max_tokens=max_new_tokens, temperature=temperature,
-                    stop=list(DEFAULT_STOP if stop is None else stop), stream=True, grammar=grammar,
+                    stop=stops(stop, chat), stream=True, grammar=grammar,
                 ):
                     if not first_token:
                         first_token.append(time.perf_counter() - started)

@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
+from hybridctx.generate.backend import Generation, check_choices, check_fits, stops
 from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import HFTokenizer, TiktokenCounter
@@ -96,7 +96,7 @@ class OpenAICompatibleBackend:
             "model": s.model,
             "max_tokens": max_new_tokens,
             "temperature": temperature,
-            "stop": list(DEFAULT_STOP if stop is None else stop),
+            "stop": stops(stop, self.chat_turns()),
             "stream": True,
             "stream_options": {"include_usage": True},
         }

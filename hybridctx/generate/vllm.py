@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridctx.errors import BackendError, ModelUnavailableError
-from hybridctx.generate.backend import DEFAULT_STOP, Generation, check_choices, check_fits
+from hybridctx.generate.backend import Generation, check_choices, check_fits, stops
 from hybridctx.generate.chat import chat_turns
 from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
@@ -201,7 +201,7 @@ class VLLMBackend:
     ) -> Generation:
         """One engine call. With `on_text`, the engine is stepped by hand (`LLM.generate` returns
         only whole answers), handing on each step's new text."""
-        params = _sampling(max_new_tokens, temperature, stop, check_choices(choices))
+        params = _sampling(max_new_tokens, temperature, stops(stop, self.chat_turns()), check_choices(choices))
         if on_text is None:
             return self._batch([context], max_new_tokens, params)[0]
         check_fits(self.token_counter().count(context.prompt), max_new_tokens, self.context_window)
@@ -231,7 +231,8 @@ class VLLMBackend:
         stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Answer several packed contexts in one engine batch (shared prefixes are computed once)."""
-        return self._batch(contexts, max_new_tokens, _sampling(max_new_tokens, temperature, stop))
+        params = _sampling(max_new_tokens, temperature, stops(stop, self.chat_turns()))
+        return self._batch(contexts, max_new_tokens, params)
 
     def _batch(self, contexts: Sequence[PackedContext], max_new_tokens: int, params: Any) -> list[Generation]:
         if not contexts:
@@ -280,14 +281,12 @@ class VLLMBackend:
                 self._llm = None
 
 
-def _sampling(
-    max_new_tokens: int, temperature: float, stop: Sequence[str] | None, choices: list[str] | None = None
-) -> Any:
+def _sampling(max_new_tokens: int, temperature: float, stop: list[str], choices: list[str] | None = None) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
     return SamplingParams(
-        max_tokens=max_new_tokens, temperature=temperature, stop=list(DEFAULT_STOP if stop is None else stop),
+        max_tokens=max_new_tokens, temperature=temperature, stop=stop,
         structured_outputs=None if choices is None else StructuredOutputsParams(choice=choices),
     )
 

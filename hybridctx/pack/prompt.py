@@ -67,6 +67,13 @@ def neutralise(text: str, control_tokens: ControlTokens = NO_CONTROL_TOKENS) -> 
     return control_tokens.escape(_CONTROL_LOOKALIKE.sub("&lt;", text))
 
 
+# An instruction-tuned model, unlike a base model continuing "Answer:", opens with a preamble
+# ("Based on the documents above, the question ... can be answered as follows:") unless told.
+ANSWER_FIRST = (
+    "Start your reply with the answer itself, in one sentence citing its passage; explain after it if needed."
+)
+
+
 @dataclass(frozen=True)
 class ChatTurns:
     """How an instruction-tuned model's chat template frames a system message and one user
@@ -115,7 +122,7 @@ class PromptTemplate:
         """Everything before the first passage: the same for every question."""
         if self.chat is None:
             return self.instructions + "Documents:\n\n"
-        return self.chat.system + self.instructions.rstrip("\n") + self.chat.user + "Documents:\n\n"
+        return self.chat.system + self.instructions + ANSWER_FIRST + self.chat.user + "Documents:\n\n"
 
     def passage(self, passage: Passage) -> str:
         return self.header(passage) + self.body(passage.text)
