@@ -170,6 +170,14 @@ def peak_rss_gib() -> float:
     return 0.0
 
 
+def reader() -> Any:
+    """The reader every chunk profile here is counted for, and packs are sized by: Gemma 3 270M
+    at a 131k window, as the figures in RESULTS were measured (packing only: it never loads)."""
+    from hybridctx.generate import LlamaCppBackend
+
+    return LlamaCppBackend("gemma-3-270m", context_window=131_072)
+
+
 def build(
     kb: Path, tokens: int, batch: int = BATCH_DOCUMENTS, stop_after_batches: int | None = None, **opened: Any
 ) -> Progress:
@@ -180,7 +188,8 @@ def build(
     progress = Progress.load(kb)
     progress.runs += 1
     batches = 0
-    with Pipeline.open(kb, **{"embedder": "static", "show_progress": False, "mmap_index": True, **opened}) as pipe:
+    with Pipeline.open(kb, **{"embedder": "static", "backend": reader(), "show_progress": False, "mmap_index": True,
+                              **opened}) as pipe:
         while progress.tokens < tokens and (stop_after_batches is None or batches < stop_after_batches):
             started = time.perf_counter()
             first = progress.next_document
@@ -225,16 +234,12 @@ def disk_gib(kb: Path) -> dict[str, float]:
 def measure(kb: Path, queries: int = 30, commit: bool = True, **opened: Any) -> dict[str, Any]:
     """Serving figures, in this (fresh) process; `opened` as for `build`. `commit`: also time
     adding about one commit of chunks (needs the write lock: not while a build runs)."""
-    from hybridctx.generate import LlamaCppBackend
-    from hybridctx.settings import default_cache_dir
 
     progress = Progress.load(kb)
     load = os.getloadavg()[0]
     asked = questions(progress)
-    # packing only: the model never loads (Gemma's tokenizer, as the figures before were counted)
-    reader = LlamaCppBackend("gemma-3-270m", cache_dir=default_cache_dir(), context_window=131_072)
     started = time.perf_counter()
-    pipe = Pipeline.open(kb, **{"embedder": "static", "backend": reader, "show_progress": False, "mmap_index": True,
+    pipe = Pipeline.open(kb, **{"embedder": "static", "backend": reader(), "show_progress": False, "mmap_index": True,
                                 **opened})
     pipe.retrieve("warm up", k=10)
     open_seconds = time.perf_counter() - started
@@ -284,7 +289,8 @@ def maintain(kb: Path, compact: bool = True, **opened: Any) -> dict[str, Any]:
     is stored by the build: it finds nothing to do) and `compact` (all dense segments merged
     into one index trained afresh), with this process's peak RSS; recorded in the progress file."""
     figures: dict[str, Any] = {}
-    with Pipeline.open(kb, **{"embedder": "static", "show_progress": True, "mmap_index": True, **opened}) as pipe:
+    with Pipeline.open(kb, **{"embedder": "static", "backend": reader(), "show_progress": True, "mmap_index": True,
+                              **opened}) as pipe:
         if not pipe.kb.lexical_current:
             started = time.perf_counter()
             with pipe.kb.writer():  # a writer rebuilds a stale lexical index first

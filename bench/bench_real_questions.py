@@ -131,6 +131,7 @@ def report(state: dict[str, dict]) -> None:
         per = {s: [r for r, q in zip(right, QUESTIONS, strict=True) if q.shape == s] for s in shapes}
         counts = " | ".join(f"{int(sum(v))}/{len(v)}" for v in per.values())
         by_shape.append(f"| {reader} | {method} | {counts} |")
+    recorded = record_strategies(cells, state)
     write_section("real-questions", [
         "## Real questions: readers and ways of asking (llama.cpp, 2 CPU cores)",
         "",
@@ -153,8 +154,32 @@ def report(state: dict[str, dict]) -> None:
         *by_shape,
         "",
         "![accuracy per reader and method](real_questions.png)",
+        "",
+        "Strategy recorded in each reader's shipped calibration (`Settings.strategy=\"calibrated\"` follows it):",
+        "",
+        *(recorded or ["- none yet (a reader needs direct and map measured, and a shipped calibration)"]),
     ])
     _plot(cells)
+
+
+def record_strategies(cells: dict[tuple[str, str], list[float]], state: dict[str, dict]) -> list[str]:
+    """For each reader measured both ways, store the strategy that answered more right (the
+    faster on a tie) in its shipped calibration, which `Settings.strategy="calibrated"` follows."""
+    from hybridctx.generate.calibration import SHIPPED, keep_calibration, read_calibration
+
+    lines = []
+    for reader, model in READERS.items():
+        measured = {m: cells[reader, m] for m in ("direct", "map") if (reader, m) in cells}
+        shipped = read_calibration(SHIPPED, LlamaCppBackend(model).model_id)
+        if len(measured) < 2 or shipped is None:
+            continue
+        seconds = {m: statistics.median(state[f"{reader}/{m}/{i}"]["seconds"] for i in range(len(QUESTIONS)))
+                   for m in measured}
+        best = max(measured, key=lambda m: (sum(measured[m]), -seconds[m]))
+        shares = {m: round(statistics.fmean(v), 3) for m, v in measured.items()}
+        keep_calibration(SHIPPED, shipped.model_copy(update={"strategy": best, "strategies": shares}))
+        lines.append(f"- {reader}: `{best}` ({', '.join(f'{m} {v:.2f}' for m, v in shares.items())})")
+    return lines
 
 
 def _plot(cells: dict[tuple[str, str], list[float]]) -> None:

@@ -383,8 +383,8 @@ def step_pipeline(args: argparse.Namespace, gpu: bool, deadline: float, state: P
 
     kb = state.with_name("gpu_check_kb")
     settings = Settings(show_progress=False, embedding_model=args.model, embedding_batch_size=1024 if gpu else 64,
-                        commit_every_chunks=65_536,
-                        backend=reader_settings() if gpu else None, budget_tokens=2048)
+                        commit_every_chunks=65_536, budget_tokens=2048,
+                        **({"backend": reader_settings()} if gpu else {}))
     files = corpus_files(12 * 4 * PIPELINE_TOKENS // 10 if gpu else 60_000)  # about 4 bytes a token
     figures: dict[str, Any] = {}
     seconds: list[float] = []

@@ -1,9 +1,9 @@
 """`hybridctx demo`: index the Python standard library's own source and ask about it.
 
 Every Python install carries this corpus, so the demo runs anywhere with no download. Each
-answer is `ask` choosing among the functions the packed passages define (`defined_symbols`,
-reading READ_TOKENS): the embedded 270M model, answering freely, named none of the three right
-(bench/RESULTS.md, "code answers").
+answer is the default reader's free answer (`ask`, reading READ_TOKENS), cited to the file and
+lines it came from. (Gemma 270M, the reader before, named none of the three right freely and
+needed `choices=defined_symbols`: bench/RESULTS.md, "code answers".)
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybridctx.evals.stdlib import stdlib_files, stdlib_root
-from hybridctx.generate.grounded import defined_symbols
 
 if TYPE_CHECKING:
     from hybridctx.pipeline import Pipeline
     from hybridctx.schema import Answer
 
-# Prompt tokens each answer reads. Choosing among offered functions is not the free answer the
-# model's calibration (512) measured: on bench_code_answers' 20 questions it chose right 8 times
-# reading 512 and 9 reading 1,024. At 512 the passages get about 200 tokens after the prompt's
-# head, and the colour question's `def` fell out when the lexical ranking moved a little; at
-# 1,024, `textwrap.wrap` drew the model away from `dedent`. 640 and 768 held both times.
+# Prompt tokens each answer reads. Qwen2.5-Coder 0.5B named all three functions reading 768
+# tokens, and one of three reading the whole 2,048-token budget (it answered "the documents do
+# not say" for dedent and wrote its own RGB-to-HSV formula): a small reader does better with
+# fewer neighbours to confuse, and answers sooner.
 READ_TOKENS = 768
 # Questions the demo asks, each with the module whose source answers it and the function it names.
 QUESTIONS: tuple[tuple[str, str, str], ...] = (
@@ -78,5 +76,5 @@ def answers(pipe: Pipeline) -> Iterator[DemoAnswer]:
             question=question,
             top_hits=[h.chunk.location.replace(root, "") for h in hits],
             retrieve_ms=1000 * (time.perf_counter() - started),
-            answer=pipe.ask(question, choices=defined_symbols),
+            answer=pipe.ask(question),
         )

