@@ -47,7 +47,7 @@ QUESTIONS = [
     RealQuestion("What is urllib3's default maximum backoff time for retries, in seconds?", r"\b120\b",
                  "urllib3/util/retry.py", "number"),
     RealQuestion("Which HTTP status codes make urllib3 retry when a Retry-After header is present?",
-                 r"(?=.*\b413\b)(?=.*\b429\b)(?=.*\b503\b)", "urllib3/util/retry.py", "list"),
+                 r"(?=.*(?<!\d)413(?!\d))(?=.*(?<!\d)429(?!\d))(?=.*(?<!\d)503(?!\d))", "urllib3/util/retry.py", "list"),
     RealQuestion("Which headers does urllib3 remove from a request on a redirect to another host by default?",
                  r"(?=.*cookie)(?=.*\bauthorization)(?=.*proxy-authorization)", "urllib3/util/retry.py", "list"),
     RealQuestion("Is POST one of the HTTP methods urllib3 retries by default?", NO, "urllib3/util/retry.py",

@@ -41,6 +41,8 @@ FACTS_TEMPLATE = PromptTemplate(
         "every fact from the passages that helps answer the question, one per line, each with the "
         "id of its passage in square brackets; then write the answer, using only those facts. If "
         "the passages do not contain the answer, say that the documents do not say.\n\n"
+    ),
+    example=(
         "Example:\n"
         '<passage id="1" source="handbook.md" lines="3-4">\n'
         "The office opens at 10 am on Saturdays.\n"
@@ -60,6 +62,7 @@ FACTS_TEMPLATE = PromptTemplate(
         "Question: {query}\n"
     ),
     cue="Facts:\n",
+    chat_instructions="",  # its instructions already say what comes first
 )
 # Facts come one per line: stop at a new question or passage, not at a line end.
 FACTS_STOP = ("\nQuestion:", "\n\n\n", "<passage", "</passage")
