@@ -78,8 +78,7 @@ def test_the_default_reader_answers_a_word_from_its_passage_and_reuses_the_prefi
     (folder / "lights.md").write_text(
         "# Status lights\n\nThe staging server's status light is amber while a deploy runs.\n\n"
         "The production server's status light is blue when the nightly backup runs.\n", encoding="utf-8")
-    (folder / "rota.md").write_text("# Rota\n\nMira is on call on Tuesdays; Tom covers the weekend.\n",
-                                    encoding="utf-8")
+    (folder / "rota.md").write_text("# Rota\n\nThe engineer on call on Tuesdays is Mira.\n", encoding="utf-8")
     with Pipeline.open(tmp_path / "kb", embedder=embedder, backend=qwen, show_progress=False) as pipe:
         pipe.add("corpus")
         asked = pipe.ask("What colour is the staging server's status light during a deploy?")
