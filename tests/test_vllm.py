@@ -296,8 +296,11 @@ def test_the_default_reader_on_vllm_is_framed_by_its_chat_template_and_a_follow_
     open_pipe, corpus
 ):
     """Qwen2.5-Coder 0.5B Instruct, converted from its GGUF, served by vLLM's CPU engine."""
+    from hybridctx.generate.backend import template_for
     from hybridctx.generate.models import DEFAULT_READER, safetensors_folder
     from hybridctx.generate.vllm import VLLMBackend, VLLMSettings
+    from hybridctx.pack import Packer
+    from hybridctx.schema import Chunk, Hit
     from hybridctx.settings import default_cache_dir
 
     folder = safetensors_folder(DEFAULT_READER, default_cache_dir())
@@ -314,12 +317,18 @@ def test_the_default_reader_on_vllm_is_framed_by_its_chat_template_and_a_follow_
                             max_new_tokens=24)
         assert first.context.prompt.startswith(turns.system) and first.context.prompt.endswith(turns.assistant)
         assert first.usage.prompt_tokens == first.context.token_count  # counted as vLLM read it, turn markers too
-        assert "7" in first.text.splitlines()[0] or "seven" in first.text.splitlines()[0].lower()
         second = session.ask("What is the default delay between retry attempts?", budget_tokens=3000,
                              max_new_tokens=24)
         assert second.usage.prompt_tokens == second.context.token_count
         assert second.usage.cached_tokens >= second.context.prefix_token_count - BLOCK
         print(f"\nvLLM, {DEFAULT_READER}: follow-up served {second.usage.cached_tokens} of "
               f"{second.usage.prompt_tokens} prompt tokens from the prefix cache")
+        fact = "The Zephyr client retries a failed request up to 7 times."
+        hit = Hit(chunk=Chunk(id="guide#0", doc_id="guide", text=fact, start=0, end=len(fact), start_line=1,
+                              end_line=1, token_count=14, metadata={"source": "guide.md"}), score=1.0, rank=1)
+        context = Packer(qwen.token_counter(), template_for(qwen)).pack(
+            "How many times does the Zephyr client retry a failed request?", [hit], 1000)
+        lead = qwen.generate(context, max_new_tokens=32).text.splitlines()[0]
+        assert "7" in lead or "seven" in lead.lower()  # it reads the passage it is given
     finally:
         qwen.close()
