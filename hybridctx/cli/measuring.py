@@ -116,16 +116,19 @@ def evaluate(
 
 @app.command()
 @friendly_errors
+@with_backend
 def demo(
     kb: Path | None = typer.Option(None, "--kb", help="Where to keep the demo KB (default: in the cache)"),
     all_files: bool = typer.Option(False, "--all", help="Index the whole standard library, not ~300 files"),
     max_files: int = typer.Option(300, help="How many standard-library files to index"),
+    backend: Any = None,
 ) -> None:
     """Index the Python standard library's source and answer questions about it."""
     from hybridctx.cache import default_cache_dir
     from hybridctx.demo import READ_TOKENS, answers, demo_files, one_at_a_time, stdlib_root
     from hybridctx.index.layout import checked_root
     from hybridctx.pipeline import Pipeline
+    from hybridctx.settings import Settings
 
     kb = checked_root(kb or default_cache_dir() / "demo-kb")
     files = demo_files(None if all_files else max_files)
@@ -134,7 +137,7 @@ def demo(
     out.print(f"Knowledge base: {kb}")
     started = time.perf_counter()
     with one_at_a_time(kb, lambda: out.print("Another demo is using this KB; waiting for it to finish")), \
-            Pipeline.open(kb, effective_context=READ_TOKENS) as pipe:
+            Pipeline.open(kb, Settings(effective_context=READ_TOKENS, backend=backend)) as pipe:
         out.print(f"opened in {time.perf_counter() - started:.1f} s")
         print_report(pipe.add(files))
         for step in answers(pipe):
