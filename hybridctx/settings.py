@@ -94,9 +94,9 @@ class Settings(BaseModel):
     )
     max_new_tokens: int = Field(200, ge=1)
     strategy: Strategy | Calibrated = Field(
-        "calibrated", description="How `ask` answers: calibrated (the strategy measured best for the reading model "
-        "on real questions and stored with its calibration: direct for the default reader, map for Gemma 270M; "
-        "direct where none was measured); map (each passage holding a sentence about the question "
+        "calibrated", description="How `ask` answers: calibrated (the strategy stored with the reading model's "
+        "calibration as measured best for it: map for Gemma 270M, from its answer-level needle figures; direct "
+        "where none is stored, as for the default reader); map (each passage holding a sentence about the question "
         "that names a value read on its own, the answer the values the readings take from those sentences, "
         "each cited; without such passages, as direct); direct "
         "(one window); synthesis (list the facts with their passages, then answer; map-reduce over windows "
