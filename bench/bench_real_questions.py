@@ -104,32 +104,35 @@ def bootstrap(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[fl
 
 
 def report(state: dict[str, dict]) -> None:
-    rows, cells = [], {}
+    """The RESULTS section from the saved answers; a cell not yet complete shows its n."""
     n = len(QUESTIONS)
-    for reader in READERS:
-        for method in METHODS:
-            found = [state.get(f"{reader}/{method}/{i}") for i in range(n)]
-            if any(f is None for f in found):
-                continue
-            right = [float(f["right"]) for f in found if f]
-            cells[reader, method] = right
-            low, high = bootstrap(right)
-            seconds = statistics.median(f["seconds"] for f in found if f)
-            load = statistics.fmean(f["load"] for f in found if f)
-            in_prompt = sum(f["in_prompt"] for f in found if f)
-            paired = ""
-            if method != "top5" and (reader, "top5") in cells:
-                diffs = [a - b for a, b in zip(right, cells[reader, "top5"], strict=True)]
-                d_low, d_high = bootstrap(diffs)
-                paired = f"{statistics.fmean(diffs):+.2f} [{d_low:+.2f}, {d_high:+.2f}]"
-            rows.append(f"| {reader} | {method} | **{int(sum(right))}/{n}** ({sum(right) / n:.2f}) | "
-                        f"[{low:.2f}, {high:.2f}] | {paired or '-'} | {seconds:.1f} | {in_prompt}/{n} "
-                        f"| {load:.1f} |")
+    answered = {(reader, method): {i: state[f"{reader}/{method}/{i}"] for i in range(n)
+                                   if f"{reader}/{method}/{i}" in state}
+                for reader in READERS for method in METHODS}
+    answered = {key: found for key, found in answered.items() if found}
+    cells = {key: [float(found[i]["right"]) for i in range(n)] for key, found in answered.items() if len(found) == n}
+    rows = []
+    for (reader, method), found in answered.items():
+        right = [float(f["right"]) for f in found.values()]
+        low, high = bootstrap(right)
+        seconds = statistics.median(f["seconds"] for f in found.values())
+        load = statistics.fmean(f["load"] for f in found.values())
+        in_prompt = sum(f["in_prompt"] for f in found.values())
+        paired = "-"
+        top5 = answered.get((reader, "top5"), {})
+        common = sorted(found.keys() & top5.keys())
+        if method != "top5" and common:
+            diffs = [float(found[i]["right"]) - float(top5[i]["right"]) for i in common]
+            d_low, d_high = bootstrap(diffs)
+            paired = f"{statistics.fmean(diffs):+.2f} [{d_low:+.2f}, {d_high:+.2f}] (n={len(common)})"
+        rows.append(f"| {reader} | {method} | **{int(sum(right))}/{len(right)}** ({statistics.fmean(right):.2f}) | "
+                    f"[{low:.2f}, {high:.2f}] | {paired} | {seconds:.1f} | {in_prompt}/{len(right)} | {load:.1f} |")
     shapes = sorted({q.shape for q in QUESTIONS})
     by_shape = []
-    for (reader, method), right in cells.items():
-        per = {s: [r for r, q in zip(right, QUESTIONS, strict=True) if q.shape == s] for s in shapes}
-        counts = " | ".join(f"{int(sum(v))}/{len(v)}" for v in per.values())
+    for (reader, method), found in answered.items():
+        counts = " | ".join(
+            f"{sum(found[i]['right'] for i in found if QUESTIONS[i].shape == shape)}/"
+            f"{sum(QUESTIONS[i].shape == shape for i in found)}" for shape in shapes)
         by_shape.append(f"| {reader} | {method} | {counts} |")
     recorded = record_strategies(cells, state)
     write_section("real-questions", [
@@ -143,7 +146,7 @@ def report(state: dict[str, dict]) -> None:
         "median wall seconds, at the load average shown (the machine was shared with other work). *answer in "
         "prompt*: the answer's file among the passages read. `bench/bench_real_questions.py`.",
         "",
-        "| reader | method | right | 95% CI | vs top-5 | s/answer | answer in prompt | load |",
+        "| reader | method | right (of answered) | 95% CI | vs top-5, paired | s/answer | answer in prompt | load |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -159,7 +162,7 @@ def report(state: dict[str, dict]) -> None:
         "",
         *(recorded or ["- none yet (a reader needs direct and map measured, and a shipped calibration)"]),
     ])
-    _plot(cells)
+    _plot({key: [float(f["right"]) for f in found.values()] for key, found in answered.items()})
 
 
 def record_strategies(cells: dict[tuple[str, str], list[float]], state: dict[str, dict]) -> list[str]:
