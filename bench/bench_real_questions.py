@@ -196,7 +196,7 @@ def _plot(cells: dict[tuple[str, str], list[float]]) -> None:
     readers = [r for r in READERS if any((r, m) in cells for m in METHODS)]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(METHODS)
-    for j, method in enumerate(METHODS):
+    for j, method in enumerate(m for m in METHODS if any((r, m) in cells for r in readers)):
         xs = [i + j * width for i, r in enumerate(readers) if (r, method) in cells]
         values = [cells[r, method] for r in readers if (r, method) in cells]
         means = [statistics.fmean(v) for v in values]
@@ -205,6 +205,7 @@ def _plot(cells: dict[tuple[str, str], list[float]]) -> None:
                   [high - m for m, (_, high) in zip(means, intervals, strict=True)]]
         ax.bar(xs, means, width, yerr=errors, capsize=3, label=method)
     ax.set_xticks([i + width for i in range(len(readers))], readers)
+    ax.set_xlim(-0.5, len(readers) - 0.5 + 2 * width)
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"right (of {len(QUESTIONS)})")
     ax.set_title("Real questions over installed packages' source")
