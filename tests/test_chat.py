@@ -48,7 +48,7 @@ def test_a_chat_prompt_keeps_the_question_last_and_a_stable_prefix_counted_as_th
     shared = os.path.commonprefix([first.prompt, second.prompt])
     assert shared.endswith("Question: Which colour is the ")  # the passages are the shared prefix, the question last
     assert first.prefix_token_count == qwen.token_counter().count(head)
-    llama = qwen._model()
+    llama = qwen._loaded()
     assert first.token_count == len(llama.tokenize(first.prompt.encode(), add_bos=True, special=True))
 
 

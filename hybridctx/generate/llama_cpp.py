@@ -24,7 +24,7 @@ from hybridctx.cache import default_cache_dir
 from hybridctx.errors import BackendError, ModelUnavailableError
 from hybridctx.generate.backend import Generation, check_choices, check_fits, stops
 from hybridctx.generate.chat import Messages, chat_turns
-from hybridctx.generate.models import DEFAULT_READER, gguf_file
+from hybridctx.generate.models import DEFAULT_READER, gguf_file, gguf_name
 from hybridctx.pack.prompt import ChatTurns
 from hybridctx.schema import PackedContext, Usage
 from hybridctx.tokens import count_in_threads
@@ -154,7 +154,8 @@ class LlamaCppBackend:
 
     @property
     def model_id(self) -> str:
-        return f"llama.cpp/{self.model_path.name}"
+        """Names the file, not its contents: asking it assembles nothing."""
+        return f"llama.cpp/{gguf_name(self.model)}"
 
     def _load(self, vocab_only: bool) -> Any:
         try:
@@ -175,7 +176,7 @@ class LlamaCppBackend:
         atexit.register(_close_at_exit, weakref.ref(llama))
         return llama
 
-    def _model(self) -> Any:
+    def _loaded(self) -> Any:
         """The loaded model, or its vocabulary alone until the first generation."""
         with self._lock:
             if self._llm is None and self._vocab is None:
@@ -183,12 +184,12 @@ class LlamaCppBackend:
             return self._llm or self._vocab
 
     def token_counter(self) -> LlamaTokenCounter:
-        return LlamaTokenCounter(self._model(), special=self.chat_turns() is not None)
+        return LlamaTokenCounter(self._loaded(), special=self.chat_turns() is not None)
 
     def chat_turns(self) -> ChatTurns | None:
         """The turns of the chat template in the GGUF's metadata; None where it has none (a base model)."""
         if self._turns is False:
-            llama = self._model()
+            llama = self._loaded()
             template = llama.metadata.get("tokenizer.chat_template")
             self._turns = None if not template else chat_turns(_renderer(llama, template), str(self.model))
         return self._turns

@@ -72,6 +72,11 @@ PACKAGED = {m.name: m for m in (
 DEFAULT_READER = "qwen2.5-coder-0.5b-instruct"
 
 
+def gguf_name(model: str | Path) -> str:
+    """The file name `gguf_file` gives `model`, found without assembling or opening it."""
+    return PACKAGED[str(model)].file if str(model) in PACKAGED else Path(model).name
+
+
 def gguf_file(model: str | Path, cache_dir: Path) -> Path:
     """`model` as a GGUF file: a packaged model's name (`PACKAGED`, assembled on first use) or a path."""
     if str(model) in PACKAGED:
